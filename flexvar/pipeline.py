@@ -1,0 +1,148 @@
+"""The user API: a transformer and its tokenizer on one device, generating images.
+
+    pipe = Pipeline.from_checkpoints("FlexVARd16-epo179.pth", "FlexVAE.pth")
+    out = pipe.generate(labels=[207, 88], schedule="256-10", seed=0)
+    out.images  # uint8 (B, H, W, 3);  out.codes  # one (B, h, w) tensor per step
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+from . import checkpoint, runtime
+from .config import FlexVARConfig, VQVAEConfig
+from .errors import InputError
+from .images import from_uint8, to_uint8
+from .model import FlexVAR
+from .random_weights import random_tokenizer, random_transformer
+from .sampling import SamplingParams
+from .schedule import Schedule, ScheduleLike
+from .vqvae import VQVAE
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+def parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise InputError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+@dataclass
+class GenerationOutput:
+    """images: uint8 (B, H, W, 3) on the CPU (None when not decoded); codes: (B, h, w) per step."""
+
+    codes: list[torch.Tensor]
+    images: torch.Tensor | None
+    schedule: Schedule
+    labels: list[int] = field(default_factory=list)
+
+
+class Pipeline:
+    def __init__(self, model: FlexVAR, vae: VQVAE, device: str | torch.device = "cpu",
+                 dtype: torch.dtype | str = torch.float32, source: str = ""):
+        checkpoint.check_pair(model.cfg, vae.cfg)
+        self.device = torch.device(device)
+        self.dtype = parse_dtype(dtype)
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.vae = vae.to(device=self.device, dtype=self.dtype).eval()
+        self.source = source
+
+    # ---- construction ----------------------------------------------------------------
+    @classmethod
+    def from_checkpoints(cls, var_ckpt: str | os.PathLike, vae_ckpt: str | os.PathLike,
+                         device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32) -> "Pipeline":
+        """Load the release's files (or safetensors) unchanged."""
+        model, _ = checkpoint.load_transformer(var_ckpt)
+        vae, _ = checkpoint.load_tokenizer(vae_ckpt)
+        return cls(model, vae, device, dtype, source=f"{var_ckpt} + {vae_ckpt}")
+
+    @classmethod
+    def from_random(cls, transformer: str = "tiny", tokenizer: str = "tiny", seed: int = 0,
+                    device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32) -> "Pipeline":
+        """Seeded random weights of named presets: the embedded default (images are not meaningful)."""
+        model = random_transformer(FlexVARConfig.from_name(transformer), seed)
+        vae = random_tokenizer(VQVAEConfig.from_name(tokenizer), seed + 1)
+        return cls(model, vae, device, dtype, source=f"random weights ({transformer}/{tokenizer}, seed {seed})")
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.cfg.num_classes
+
+    # ---- input checks -----------------------------------------------------------------
+    def labels_tensor(self, labels, allow_null: bool = False) -> torch.Tensor:
+        """Labels as int64 on the device; 0 .. classes-1 (and the null class when allowed)."""
+        if isinstance(labels, torch.Tensor):
+            labels = labels.flatten().tolist()
+        elif isinstance(labels, int):
+            labels = [labels]
+        labels = list(labels)
+        if not labels:
+            raise InputError("no labels given")
+        top = self.num_classes if allow_null else self.num_classes - 1
+        for lab in labels:
+            if isinstance(lab, bool) or not isinstance(lab, int):
+                raise InputError(f"label {lab!r} is not an integer")
+            if not 0 <= lab <= top:
+                raise InputError(f"label {lab} is out of range 0-{top}")
+        return torch.tensor(labels, dtype=torch.long, device=self.device)
+
+    def _codes(self, codes_Bhw: torch.Tensor, what: str = "codes") -> torch.Tensor:
+        if not isinstance(codes_Bhw, torch.Tensor) or codes_Bhw.dim() != 3 or codes_Bhw.is_floating_point():
+            raise InputError(f"{what} must be an integer tensor (B, h, w)")
+        V = self.model.cfg.vocab_size
+        if codes_Bhw.numel() and (codes_Bhw.min() < 0 or codes_Bhw.max() >= V):
+            raise InputError(f"{what} must lie in 0-{V - 1}")
+        return codes_Bhw.to(self.device, torch.long)
+
+    # ---- API ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, labels, schedule: ScheduleLike = "256-10", cfg: float = 2.5, guidance: str = "ramp",
+                 top_k: int = 900, top_p: float = 0.95, seed: int = 0, max_pn: int = 16,
+                 greedy_off_grid: bool = True, decode: bool = True) -> GenerationOutput:
+        """Class-conditional generation over any schedule (release defaults)."""
+        sched = Schedule.parse(schedule)
+        params = SamplingParams(cfg=cfg, guidance=guidance, top_k=top_k, top_p=top_p, max_pn=max_pn,
+                                greedy_off_grid=greedy_off_grid)
+        labels_B = self.labels_tensor(labels)
+        gen = torch.Generator(self.device).manual_seed(int(seed))
+        codes = runtime.generate_codes(self.model, self.vae.quantize, labels_B, sched, params, gen)
+        images = self.decode(codes[-1]) if decode else None
+        return GenerationOutput([c.cpu() for c in codes], images, sched, labels_B.tolist())
+
+    @torch.no_grad()
+    def teacher_forced_logits(self, labels, codes: list[torch.Tensor], schedule: ScheduleLike) -> list[torch.Tensor]:
+        """Conditional logits (B, h*w, V) of every step given the codes of the earlier ones; no guidance.
+        Label `num_classes` (1000) is the unconditional class."""
+        sched = Schedule.parse(schedule)
+        labels_B = self.labels_tensor(labels, allow_null=True)
+        if len(codes) < len(sched) - 1:
+            raise InputError(f"{len(sched)} steps need the codes of at least {len(sched) - 1} steps, got {len(codes)}")
+        checked = []
+        for si, c in enumerate(codes[: len(sched) - 1]):
+            c = self._codes(c, f"codes of step {si + 1}")
+            if tuple(c.shape) != (labels_B.shape[0], *sched.steps[si]):
+                raise InputError(f"codes of step {si + 1} have shape {tuple(c.shape)}, "
+                                 f"expected {(labels_B.shape[0], *sched.steps[si])}")
+            checked.append(c)
+        return runtime.teacher_forced_logits(self.model, self.vae.quantize, labels_B, checked, sched)
+
+    @torch.no_grad()
+    def encode(self, images_BHW3: torch.Tensor, schedule: ScheduleLike) -> list[torch.Tensor]:
+        """Multi-scale encode: codes (B, h, w) of every step of the schedule."""
+        sched = Schedule.parse(schedule)
+        x = from_uint8(images_BHW3)
+        if x.shape[2] % 16 or x.shape[3] % 16:
+            raise InputError(f"image sides must be multiples of 16, got {x.shape[2]}x{x.shape[3]}")
+        x = x.to(self.device, self.dtype)
+        return [c.cpu() for c in self.vae.encode_multiscale(x, sched.steps)]
+
+    @torch.no_grad()
+    def decode(self, codes_Bhw: torch.Tensor) -> torch.Tensor:
+        """uint8 images (B, 16h, 16w, 3) of codes (B, h, w)."""
+        return to_uint8(self.vae.decode_codes(self._codes(codes_Bhw)))
