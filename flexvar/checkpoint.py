@@ -58,13 +58,16 @@ def _inert_globals(names: list[str]) -> list[type]:
 def _torch_load(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "Unsupported global" not in str(e) and "not an allowed global" not in str(e):
-            raise
+    except pickle.UnpicklingError:
+        pass
     # metadata objects beside the weights: load them as inert stand-ins
     names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-    with torch.serialization.safe_globals(_inert_globals(names)):
-        return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        with torch.serialization.safe_globals(_inert_globals(names)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: refused: it calls Python code ({', '.join(names)}) that weights-only "
+                              "loading does not run") from None
 
 
 def read_file(path: str | os.PathLike):

@@ -1,0 +1,198 @@
+"""`flexvar` command line: generate, info.
+
+Bad input prints one line `flexvar: error: ...` on stderr and exits 2; nothing is
+left on disk (outputs are written to a temporary folder and moved into place).
+Set FLEXVAR_DEBUG=1 to see tracebacks of unexpected failures.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .errors import FlexVARError, InputError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump
+        raise InputError(message)
+
+
+def parse_labels(text: str) -> list[int]:
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            out.append(int(part))
+        except ValueError:
+            raise InputError(f"label {part!r} is not an integer") from None
+    return out
+
+
+def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--var-ckpt", help="transformer checkpoint (release .pth or .safetensors)")
+    p.add_argument("--vae-ckpt", help="tokenizer checkpoint (release FlexVAE.pth or .safetensors)")
+    p.add_argument("--labels", required=True, help="comma-separated ImageNet classes, e.g. 207,88")
+    p.add_argument("--schedule", default="256-10",
+                   help="preset (256-6..256-13, 384-11, 512-12, 512-15), sides '1,2,4,8' or pairs '1x2,2x4'")
+    p.add_argument("--size", help="final image size HxW (or one side) in pixels; with --steps builds a schedule")
+    p.add_argument("--steps", type=int, help="number of steps for --size")
+    p.add_argument("--cfg", type=float, default=2.5)
+    p.add_argument("--guidance", default="ramp", help="ramp (release default) or constant")
+    p.add_argument("--top-k", type=int, default=900)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--max-pn", type=int, default=16, help="sides above this get full cfg (ramp) and greedy sampling")
+    p.add_argument("--no-greedy-off-grid", dest="greedy_off_grid", action="store_false",
+                   help="sample off-grid steps with --top-k too (the release samples them greedily)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--save-codes", action="store_true", help="also write codes.txt: 'image step h w code ...'")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="flexvar", description="FlexVAR inference: generate images, inspect checkpoints.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    g = sub.add_parser("generate", help="class-conditional generation; without checkpoints, an embedded "
+                                        "random-weight default")
+    _add_sampling_args(g)
+    i = sub.add_parser("info", help="say what checkpoint files are")
+    i.add_argument("files", nargs="+")
+    return parser
+
+
+def resolve_schedule(args):
+    from .schedule import Schedule
+    if args.size is None:
+        if args.steps is not None:
+            raise InputError("--steps needs --size")
+        return Schedule.parse(args.schedule)
+    if args.steps is None:
+        raise InputError("--size needs --steps")
+    try:
+        hw = [int(s) for s in args.size.lower().split("x")]
+    except ValueError:
+        raise InputError(f"cannot read size {args.size!r}; write HxW or one side in pixels") from None
+    if len(hw) not in (1, 2):
+        raise InputError(f"cannot read size {args.size!r}; write HxW or one side in pixels")
+    return Schedule.from_size(hw[0] if len(hw) == 1 else (hw[0], hw[1]), args.steps)
+
+
+def load_pipeline(args):
+    from .pipeline import Pipeline
+    if (args.var_ckpt is None) != (args.vae_ckpt is None):
+        raise InputError("give both --var-ckpt and --vae-ckpt, or neither for the embedded default")
+    if args.var_ckpt is None:
+        print("load: no checkpoints given: embedded default, tiny architecture with RANDOM weights "
+              "(the images are not meaningful)")
+        return Pipeline.from_random(device=args.device, dtype=args.dtype)
+    return Pipeline.from_checkpoints(args.var_ckpt, args.vae_ckpt, device=args.device, dtype=args.dtype)
+
+
+def codes_lines(codes, image_offset: int = 0) -> list[str]:
+    """One line per image and step: `image step h w code code ...` (row-major)."""
+    lines = []
+    for b in range(codes[0].shape[0]):
+        for si, c in enumerate(codes):
+            h, w = c.shape[1:]
+            lines.append(" ".join([str(b + image_offset), str(si), str(h), str(w)] + [str(v) for v in c[b].flatten().tolist()]))
+    return lines
+
+
+class OutputDir:
+    """Files written into a hidden temporary folder, moved into `out` only on success."""
+
+    def __init__(self, out: str):
+        self.out = Path(out)
+        if self.out.exists() and not self.out.is_dir():
+            raise InputError(f"{self.out}: exists and is not a folder")
+        parent = self.out.parent if self.out.parent != Path("") else Path(".")
+        if not parent.exists():
+            raise InputError(f"{parent}: no such folder for the output")
+        self.tmp = Path(tempfile.mkdtemp(prefix=".flexvar-", dir=parent))
+
+    def path(self, name: str) -> Path:
+        return self.tmp / name
+
+    def commit(self) -> list[Path]:
+        self.out.mkdir(exist_ok=True)
+        done = []
+        for f in sorted(self.tmp.iterdir()):
+            os.replace(f, self.out / f.name)
+            done.append(self.out / f.name)
+        self.tmp.rmdir()
+        return done
+
+    def discard(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def cmd_generate(args) -> int:
+    from .images import save_png
+    from .sampling import SamplingParams
+    labels = parse_labels(args.labels)
+    schedule = resolve_schedule(args)
+    SamplingParams(cfg=args.cfg, guidance=args.guidance, top_k=args.top_k, top_p=args.top_p,
+                   max_pn=args.max_pn, greedy_off_grid=args.greedy_off_grid)  # validate before loading
+    pipe = load_pipeline(args)
+    pipe.labels_tensor(labels)
+    out_dir = OutputDir(args.out)
+    try:
+        t0 = time.perf_counter()
+        out = pipe.generate(labels, schedule, cfg=args.cfg, guidance=args.guidance, top_k=args.top_k,
+                            top_p=args.top_p, seed=args.seed, max_pn=args.max_pn,
+                            greedy_off_grid=args.greedy_off_grid)
+        dt = time.perf_counter() - t0
+        for b, lab in enumerate(labels):
+            save_png(out.images[b], out_dir.path(f"{b:04d}_class{lab}.png"))
+        if args.save_codes:
+            out_dir.path("codes.txt").write_text("\n".join(codes_lines(out.codes)) + "\n")
+        files = out_dir.commit()
+    except BaseException:
+        out_dir.discard()
+        raise
+    H, W = schedule.image_size
+    print(f"generate: {len(labels)} image(s) {H}x{W}, {len(schedule)} steps ({schedule}), {dt:.2f} s "
+          f"on {pipe.device} incl. decode; weights: {pipe.source}")
+    print(f"generate: wrote {len(files)} file(s) to {args.out}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .checkpoint import describe
+    for i, f in enumerate(args.files):
+        if i:
+            print()
+        print(describe(f))
+    return 0
+
+
+COMMANDS = {"generate": cmd_generate, "info": cmd_info}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except FlexVARError as e:
+        print(f"flexvar: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("flexvar: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - never a traceback unless asked for
+        if os.environ.get("FLEXVAR_DEBUG"):
+            raise
+        msg = (str(e).strip().splitlines() or [""])[0][:200]
+        print(f"flexvar: internal error: {type(e).__name__}: {msg} (FLEXVAR_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The command line: outputs, and every bad input answered by one line, a non-zero exit and no files."""
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from flexvar.cli import main
+
+
+def run(capsys, *argv):
+    rc = main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def test_generate_with_checkpoints_writes_pngs_and_codes(capsys, ckpts, tmp_path, pipe_test):
+    out = tmp_path / "out"
+    rc, stdout, err = run(capsys, "generate", "--var-ckpt", ckpts["var_test"], "--vae-ckpt", ckpts["vae_test"],
+                          "--labels", "3,8", "--schedule", "1,2,4", "--top-k", "1", "--top-p", "0",
+                          "--guidance", "constant", "--cfg", "9", "--cfg", "2", "--out", out, "--save-codes")
+    assert rc == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["0000_class3.png", "0001_class8.png", "codes.txt"]
+    lines = (out / "codes.txt").read_text().splitlines()
+    assert len(lines) == 2 * 3 and lines[2].split()[:4] == ["0", "2", "4", "4"]
+    # the later --cfg wins, and the files hold exactly what the API gives
+    ref = pipe_test.generate([3, 8], "1,2,4", cfg=2.0, guidance="constant", top_k=1, top_p=0.0, seed=0)
+    assert [int(c) for c in lines[5].split()[4:]] == ref.codes[2][1].flatten().tolist()
+    png = torch.from_numpy(__import__("numpy").asarray(Image.open(out / "0001_class8.png")).copy())
+    assert torch.equal(png, ref.images[1])
+
+
+def test_generate_embedded_default_and_size_steps(capsys, tmp_path):
+    rc, stdout, err = run(capsys, "generate", "--labels", "1", "--size", "64x128", "--steps", "3",
+                          "--out", tmp_path / "o")
+    assert rc == 0, err
+    assert "RANDOM weights" in stdout
+    assert Image.open(tmp_path / "o" / "0000_class1.png").size == (128, 64)
+
+
+def test_info(capsys, ckpts):
+    rc, stdout, _ = run(capsys, "info", ckpts["var_test"], ckpts["vae_test"])
+    assert rc == 0 and "kind:       transformer" in stdout and "kind:       tokenizer" in stdout
+
+
+BAD = [
+    (["--var-ckpt", "{missing}", "--vae-ckpt", "{vae}"], "no such file"),
+    (["--var-ckpt", "{text}", "--vae-ckpt", "{vae}"], "not a readable checkpoint"),
+    (["--var-ckpt", "{trunc}", "--vae-ckpt", "{vae}"], "not a readable checkpoint"),
+    (["--var-ckpt", "{vae}", "--vae-ckpt", "{vae}"], "is a tokenizer checkpoint, expected a transformer"),
+    (["--var-ckpt", "{var}", "--vae-ckpt", "{var}"], "is a transformer checkpoint, expected a tokenizer"),
+    (["--var-ckpt", "{var}", "--vae-ckpt", "{vae_tiny}"], "does not match the transformer"),
+    (["--var-ckpt", "{var}"], "give both --var-ckpt and --vae-ckpt"),
+    (["--labels", "1000"], "label 1000 is out of range 0-999"),
+    (["--labels", "-1"], "label -1 is out of range"),
+    (["--labels", "cat"], "label 'cat' is not an integer"),
+    (["--schedule", "1,4,2"], "decreases at step 3"),
+    (["--schedule", "0,1,2"], "at least 1"),
+    (["--schedule", "256-99"], "unknown schedule preset"),
+    (["--cfg", "-1"], "cfg must be a number >= 0"),
+    (["--top-p", "1.5"], "top_p must be within"),
+    (["--top-p", "-0.5"], "top_p must be within"),
+    (["--guidance", "linear"], "guidance must be one of"),
+    (["--size", "250", "--steps", "3"], "multiple of 16"),
+    (["--cfg", "abc"], "invalid float value"),
+]
+
+
+@pytest.mark.parametrize("extra, msg", BAD, ids=[m for _, m in BAD])
+def test_bad_input(capsys, ckpts, tmp_path, extra, msg):
+    (tmp_path / "notes.txt").write_text("hello\n")
+    data = ckpts["var_test"].read_bytes()
+    (tmp_path / "trunc.pth").write_bytes(data[: len(data) // 3])
+    subst = {"missing": tmp_path / "nope.pth", "text": tmp_path / "notes.txt", "trunc": tmp_path / "trunc.pth",
+             "var": ckpts["var_test"], "vae": ckpts["vae_test"], "vae_tiny": ckpts["vae_tiny"]}
+    args = ["generate", "--labels", "1"] + [a.format(**subst) for a in extra] + ["--out", tmp_path / "out"]
+    if "--var-ckpt" not in extra and "--labels" in extra:  # labels are checked against a loaded model
+        args = ["generate", "--var-ckpt", ckpts["var_tiny"], "--vae-ckpt", ckpts["vae_tiny"]] + args[1:]
+    before = set(tmp_path.iterdir())
+    rc, stdout, err = run(capsys, *args)
+    assert rc != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("flexvar: error: ") and msg in lines[0], err
+    assert set(tmp_path.iterdir()) == before  # no output folder, no temporary files
+
+
+def test_console_script_no_traceback(tmp_path):
+    """The installed entry point: one stderr line and exit 2 for a bad file, as a user sees it."""
+    (tmp_path / "x.pth").write_text("not a checkpoint")
+    r = subprocess.run([sys.executable, "-m", "flexvar", "info", str(tmp_path / "x.pth")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
