@@ -33,21 +33,16 @@ def parse_labels(text: str) -> list[int]:
     return out
 
 
-def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+def _add_common_args(p: argparse.ArgumentParser, schedule_default: str | None) -> None:
     p.add_argument("--var-ckpt", help="transformer checkpoint (release .pth or .safetensors)")
     p.add_argument("--vae-ckpt", help="tokenizer checkpoint (release FlexVAE.pth or .safetensors)")
     p.add_argument("--labels", required=True, help="comma-separated ImageNet classes, e.g. 207,88")
-    p.add_argument("--schedule", default="256-10",
+    p.add_argument("--schedule", default=schedule_default,
                    help="preset (256-6..256-13, 384-11, 512-12, 512-15), sides '1,2,4,8' or pairs '1x2,2x4'")
-    p.add_argument("--size", help="final image size HxW (or one side) in pixels; with --steps builds a schedule")
-    p.add_argument("--steps", type=int, help="number of steps for --size")
     p.add_argument("--cfg", type=float, default=2.5)
     p.add_argument("--guidance", default="ramp", help="ramp (release default) or constant")
     p.add_argument("--top-k", type=int, default=900)
     p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--max-pn", type=int, default=16, help="sides above this get full cfg (ramp) and greedy sampling")
-    p.add_argument("--no-greedy-off-grid", dest="greedy_off_grid", action="store_false",
-                   help="sample off-grid steps with --top-k too (the release samples them greedily)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
@@ -56,14 +51,42 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="flexvar", description="FlexVAR inference: generate images, inspect checkpoints.")
+    parser = _Parser(prog="flexvar", description="FlexVAR inference: generate and edit images, inspect checkpoints.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     g = sub.add_parser("generate", help="class-conditional generation; without checkpoints, an embedded "
                                         "random-weight default")
-    _add_sampling_args(g)
+    _add_common_args(g, "256-10")
+    g.add_argument("--size", help="final image size HxW (or one side) in pixels; with --steps builds a schedule")
+    g.add_argument("--steps", type=int, help="number of steps for --size")
+    g.add_argument("--max-pn", type=int, default=16, help="sides above this get full cfg (ramp) and greedy sampling")
+    g.add_argument("--no-greedy-off-grid", dest="greedy_off_grid", action="store_false",
+                   help="sample off-grid steps with --top-k too (the release samples them greedily)")
+    for name, text in (("inpaint", "generate inside a mask (white = generate), keep the image elsewhere"),
+                       ("expand", "generate a larger canvas around the image"),
+                       ("refine", "continue the image's schedule to a larger size")):
+        e = sub.add_parser(name, help=text)
+        _add_common_args(e, None)
+        e.add_argument("--image", required=True, help="input image file")
+        e.add_argument("--size", required=name != "inpaint",
+                       help="output size HxW in pixels" + (" (default: the image's)" if name == "inpaint" else ""))
+        if name == "inpaint":
+            e.add_argument("--mask", required=True, help="mask image of the input's size; white marks what to generate")
+            e.add_argument("--paste-back", action="store_true", help="keep the input's pixels outside the mask")
+        if name == "expand":
+            e.add_argument("--placement", default="center", help="'center' or TOPxLEFT in pixels (multiples of 16)")
     i = sub.add_parser("info", help="say what checkpoint files are")
     i.add_argument("files", nargs="+")
     return parser
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        hw = [int(s) for s in text.lower().split("x")]
+    except ValueError:
+        hw = []
+    if len(hw) not in (1, 2) or min(hw) < 1:
+        raise InputError(f"cannot read size {text!r}; write HxW or one side in pixels")
+    return (hw[0], hw[0]) if len(hw) == 1 else (hw[0], hw[1])
 
 
 def resolve_schedule(args):
@@ -74,13 +97,7 @@ def resolve_schedule(args):
         return Schedule.parse(args.schedule)
     if args.steps is None:
         raise InputError("--size needs --steps")
-    try:
-        hw = [int(s) for s in args.size.lower().split("x")]
-    except ValueError:
-        raise InputError(f"cannot read size {args.size!r}; write HxW or one side in pixels") from None
-    if len(hw) not in (1, 2):
-        raise InputError(f"cannot read size {args.size!r}; write HxW or one side in pixels")
-    return Schedule.from_size(hw[0] if len(hw) == 1 else (hw[0], hw[1]), args.steps)
+    return Schedule.from_size(parse_size(args.size), args.steps)
 
 
 def load_pipeline(args):
@@ -109,12 +126,18 @@ class OutputDir:
 
     def __init__(self, out: str):
         self.out = Path(out)
-        if self.out.exists() and not self.out.is_dir():
-            raise InputError(f"{self.out}: exists and is not a folder")
-        parent = self.out.parent if self.out.parent != Path("") else Path(".")
-        if not parent.exists():
+        self.tmp = Path(tempfile.mkdtemp(prefix=".flexvar-", dir=self.check(out)))
+
+    @staticmethod
+    def check(out: str) -> Path:
+        """Fail early (before any work) if `out` cannot be written; returns its parent."""
+        out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise InputError(f"{out}: exists and is not a folder")
+        parent = out.parent if out.parent != Path("") else Path(".")
+        if not parent.is_dir():
             raise InputError(f"{parent}: no such folder for the output")
-        self.tmp = Path(tempfile.mkdtemp(prefix=".flexvar-", dir=parent))
+        return parent
 
     def path(self, name: str) -> Path:
         return self.tmp / name
@@ -132,34 +155,92 @@ class OutputDir:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def cmd_generate(args) -> int:
+def write_outputs(args, out, labels) -> list[Path]:
+    """PNG per image (and codes.txt), all or nothing."""
     from .images import save_png
+    out_dir = OutputDir(args.out)
+    try:
+        for b, lab in enumerate(labels):
+            save_png(out.images[b], out_dir.path(f"{b:04d}_class{lab}.png"))
+        if args.save_codes:
+            out_dir.path("codes.txt").write_text("\n".join(codes_lines(out.codes)) + "\n")
+        return out_dir.commit()
+    except BaseException:
+        out_dir.discard()
+        raise
+
+
+def cmd_generate(args) -> int:
     from .sampling import SamplingParams
     labels = parse_labels(args.labels)
     schedule = resolve_schedule(args)
     SamplingParams(cfg=args.cfg, guidance=args.guidance, top_k=args.top_k, top_p=args.top_p,
                    max_pn=args.max_pn, greedy_off_grid=args.greedy_off_grid)  # validate before loading
+    OutputDir.check(args.out)
     pipe = load_pipeline(args)
     pipe.labels_tensor(labels)
-    out_dir = OutputDir(args.out)
-    try:
-        t0 = time.perf_counter()
-        out = pipe.generate(labels, schedule, cfg=args.cfg, guidance=args.guidance, top_k=args.top_k,
-                            top_p=args.top_p, seed=args.seed, max_pn=args.max_pn,
-                            greedy_off_grid=args.greedy_off_grid)
-        dt = time.perf_counter() - t0
-        for b, lab in enumerate(labels):
-            save_png(out.images[b], out_dir.path(f"{b:04d}_class{lab}.png"))
-        if args.save_codes:
-            out_dir.path("codes.txt").write_text("\n".join(codes_lines(out.codes)) + "\n")
-        files = out_dir.commit()
-    except BaseException:
-        out_dir.discard()
-        raise
+    t0 = time.perf_counter()
+    out = pipe.generate(labels, schedule, cfg=args.cfg, guidance=args.guidance, top_k=args.top_k,
+                        top_p=args.top_p, seed=args.seed, max_pn=args.max_pn, greedy_off_grid=args.greedy_off_grid)
+    dt = time.perf_counter() - t0
+    files = write_outputs(args, out, labels)
     H, W = schedule.image_size
     print(f"generate: {len(labels)} image(s) {H}x{W}, {len(schedule)} steps ({schedule}), {dt:.2f} s "
           f"on {pipe.device} incl. decode; weights: {pipe.source}")
     print(f"generate: wrote {len(files)} file(s) to {args.out}")
+    return 0
+
+
+def _read_image(path: str, what: str, command: str):
+    """An image file as uint8 (H, W, 3); sides not multiples of 16 are resized, with a warning."""
+    from .images import load_image, resize_to_tokens
+    img = load_image(path)
+    if min(img.shape[:2]) < 16:
+        raise InputError(f"{path}: image {img.shape[0]}x{img.shape[1]} is smaller than one 16x16 token")
+    fixed = resize_to_tokens(img)
+    if fixed.shape != img.shape:
+        print(f"{command}: warning: {what} {img.shape[0]}x{img.shape[1]} resized to "
+              f"{fixed.shape[0]}x{fixed.shape[1]} (sides must be multiples of 16)", file=sys.stderr)
+    return img, fixed
+
+
+def cmd_edit(args) -> int:
+    from . import editing
+    from .images import load_mask, resize_image
+    from .sampling import SamplingParams
+    from .schedule import Schedule
+    labels = parse_labels(args.labels)
+    SamplingParams(cfg=args.cfg, guidance=args.guidance, top_k=args.top_k, top_p=args.top_p)
+    schedule = None if args.schedule is None else Schedule.parse(args.schedule)
+    size = parse_size(args.size) if args.size else None
+    OutputDir.check(args.out)
+    raw, img = _read_image(args.image, "image", args.command)
+    kw = dict(cfg=args.cfg, guidance=args.guidance, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    if args.command == "inpaint":
+        mask = load_mask(args.mask)
+        if tuple(mask.shape) != tuple(raw.shape[:2]):
+            raise InputError(f"mask is {mask.shape[0]}x{mask.shape[1]}, the image is {raw.shape[0]}x{raw.shape[1]}")
+        if size is not None and size != tuple(img.shape[:2]):
+            img = resize_image(raw, size)
+        mask = resize_image(mask, tuple(img.shape[:2]), nearest=True)
+        if not mask.any():
+            raise InputError("mask is empty: nothing to generate")
+        pipe = load_pipeline(args)
+        out = editing.inpaint(pipe, img, mask, labels, schedule, paste_back=args.paste_back, **kw)
+    else:
+        pipe = load_pipeline(args)
+        if args.command == "expand":
+            place = args.placement
+            if place != "center":
+                place = parse_size(place)
+            out = editing.expand(pipe, img, labels, size, placement=place, schedule=schedule, **kw)
+        else:
+            out = editing.refine(pipe, img, labels, size, schedule=schedule, **kw)
+    files = write_outputs(args, out, labels)
+    H, W = out.schedule.image_size
+    print(f"{args.command}: {len(labels)} image(s) {H}x{W}, {len(out.schedule)} steps ({out.schedule}); "
+          f"weights: {pipe.source}")
+    print(f"{args.command}: wrote {len(files)} file(s) to {args.out}")
     return 0
 
 
@@ -172,7 +253,8 @@ def cmd_info(args) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "info": cmd_info}
+COMMANDS = {"generate": cmd_generate, "info": cmd_info, "inpaint": cmd_edit, "expand": cmd_edit,
+            "refine": cmd_edit}
 
 
 def main(argv: list[str] | None = None) -> int:

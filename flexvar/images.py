@@ -40,3 +40,27 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise InputError(f"{p}: not a readable image ({type(e).__name__})") from None
     return torch.from_numpy(arr.copy())
+
+
+def load_mask(path: str | os.PathLike) -> torch.Tensor:
+    """A mask image as bool (H, W): True (white, > 127 in grey) marks what to generate."""
+    img = load_image(path)
+    return img.float().mean(-1) > 127
+
+
+def resize_image(img: torch.Tensor, size: tuple[int, int], nearest: bool = False) -> torch.Tensor:
+    """Resize a uint8 (H, W, 3) image (bicubic, antialiased) or a bool (H, W) mask (nearest)."""
+    if tuple(img.shape[:2]) == tuple(size):
+        return img
+    if nearest:
+        return torch.nn.functional.interpolate(img.float()[None, None], size=size, mode="nearest")[0, 0] > 0.5
+    x = img.permute(2, 0, 1)[None].float()
+    x = torch.nn.functional.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False)
+    return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
+
+
+def resize_to_tokens(img: torch.Tensor, patch: int = 16) -> torch.Tensor:
+    """Resize so both sides are multiples of `patch` (nearest multiple, at least one patch)."""
+    H, W = img.shape[:2]
+    size = (max(patch, round(H / patch) * patch), max(patch, round(W / patch) * patch))
+    return resize_image(img, size)
