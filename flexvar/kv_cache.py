@@ -9,38 +9,45 @@ import torch
 
 
 class KVCache:
-    """Keys and values of every layer, shape (depth, 2, L_max, B, H, d).
+    """Keys and values of every layer.
 
-    Tokens are the outer dimension so that the first L tokens of one layer,
-    `kv[layer, 0, :L]`, are one contiguous (L, B, H, d) block: an engine can
-    read that prefix in place. The cache keeps no length: callers pass the
-    position of the step they write, which keeps a step's work free of host
-    state (and so capturable in a CUDA graph).
+    token_major=True (default): shape (depth, 2, L_max, B, H, d). Tokens are the outer
+    dimension, so the first L tokens of a layer, `kv[layer, 0, :L]`, are one contiguous
+    (L, B, H, d) block that an engine can read in place.
+    token_major=False: (depth, 2, B, L_max, H, d), the (batch, seq, head, dim) layout that
+    flash attention reads natively.
+    The cache keeps no length: callers pass the position of the step they write, which keeps
+    a step free of host state (and so capturable in a CUDA graph).
     """
 
     def __init__(self, depth: int, max_tokens: int, batch: int, heads: int, head_dim: int,
-                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
-        self.kv = torch.empty(depth, 2, max_tokens, batch, heads, head_dim, dtype=dtype, device=device)
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu", token_major: bool = True):
+        self.token_major = token_major
+        inner = (max_tokens, batch) if token_major else (batch, max_tokens)
+        self.kv = torch.empty(depth, 2, *inner, heads, head_dim, dtype=dtype, device=device)
+        self.max_tokens, self.batch = max_tokens, batch
 
-    @property
-    def max_tokens(self) -> int:
-        return self.kv.shape[2]
-
-    @property
-    def batch(self) -> int:
-        return self.kv.shape[3]
-
-    def update_(self, layer: int, start: int, k_lBHd: torch.Tensor, v_lBHd: torch.Tensor) -> None:
-        """Write the keys/values of tokens [start, start + l) of `layer`."""
-        end = start + k_lBHd.shape[0]
+    def update_(self, layer: int, start: int, k_BlHd: torch.Tensor, v_BlHd: torch.Tensor) -> None:
+        """Write the keys/values (B, l, H, d) of tokens [start, start + l) of `layer`."""
+        end = start + k_BlHd.shape[1]
         if end > self.max_tokens:
             raise IndexError(f"KV cache holds {self.max_tokens} tokens, step writes up to {end}")
-        self.kv[layer, 0, start:end] = k_lBHd
-        self.kv[layer, 1, start:end] = v_lBHd
+        if self.token_major:
+            self.kv[layer, 0, start:end] = k_BlHd.transpose(0, 1)
+            self.kv[layer, 1, start:end] = v_BlHd.transpose(0, 1)
+        else:
+            self.kv[layer, 0, :, start:end] = k_BlHd
+            self.kv[layer, 1, :, start:end] = v_BlHd
+
+    def attention_kv(self, layer: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Views (B, H, end, d) of the first `end` keys and values, for attention."""
+        if self.token_major:
+            return self.kv[layer, 0, :end].permute(1, 2, 0, 3), self.kv[layer, 1, :end].permute(1, 2, 0, 3)
+        return self.kv[layer, 0, :, :end].transpose(1, 2), self.kv[layer, 1, :, :end].transpose(1, 2)
 
     def keys(self, layer: int, end: int) -> torch.Tensor:
-        """The first `end` keys of `layer`: a contiguous (end, B, H, d) view."""
-        return self.kv[layer, 0, :end]
+        """The first `end` keys of `layer` in storage layout ((end, B, H, d), contiguous, when token-major)."""
+        return self.kv[layer, 0, :end] if self.token_major else self.kv[layer, 0, :, :end]
 
     def values(self, layer: int, end: int) -> torch.Tensor:
-        return self.kv[layer, 1, :end]
+        return self.kv[layer, 1, :end] if self.token_major else self.kv[layer, 1, :, :end]

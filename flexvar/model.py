@@ -37,23 +37,19 @@ class SelfAttention(nn.Module):
         self.max_log_scale = math.log(100.0)
 
     def qkv(self, x_BlC: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q as (B, H, l, d), already normalised and scaled; k and v as (l, B, H, d) (the cache layout)."""
+        """q as (B, H, l, d), already normalised and scaled; k (normalised) and v as (B, l, H, d)."""
         B, l, _ = x_BlC.shape
         bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
         qkv = F.linear(x_BlC, self.mat_qkv.weight, bias).view(B, l, 3, self.H, self.d)
         q, k, v = qkv.unbind(2)  # each (B, l, H, d)
         scale_H = self.scale_mul_1H11.clamp_max(self.max_log_scale).exp().view(self.H, 1)
         q = F.normalize(q, dim=-1).mul(scale_H).transpose(1, 2)
-        k = F.normalize(k, dim=-1)
-        return q, k.transpose(0, 1), v.transpose(0, 1)
+        return q, F.normalize(k, dim=-1), v
 
-    def attend(self, q_BHlD: torch.Tensor, k_LBHd: torch.Tensor, v_LBHd: torch.Tensor,
+    def attend(self, q_BHld: torch.Tensor, k_BHLd: torch.Tensor, v_BHLd: torch.Tensor,
                mask_lL: torch.Tensor | None = None) -> torch.Tensor:
         """softmax(q k^T) v over all L keys (optionally masked), back to (B, l, C) through proj."""
-        k = k_LBHd.permute(1, 2, 0, 3)
-        v = v_LBHd.permute(1, 2, 0, 3)
-        o = F.scaled_dot_product_attention(q_BHlD, k.to(q_BHlD.dtype), v.to(q_BHlD.dtype),
-                                           attn_mask=mask_lL, scale=1.0)
+        o = F.scaled_dot_product_attention(q_BHld, k_BHLd, v_BHLd, attn_mask=mask_lL, scale=1.0)
         B, _, l, _ = o.shape
         return self.proj(o.transpose(1, 2).reshape(B, l, self.H * self.d))
 
@@ -95,13 +91,12 @@ class Block(nn.Module):
         """One step's l tokens at positions [start, start + l): write their k/v, attend to all <= them."""
         q, k, v = self.attn.qkv(self._attn_input(x_BlC, mod_B6C))
         cache.update_(layer, start, k, v)
-        end = start + x_BlC.shape[1]
-        a = self.attn.attend(q, cache.keys(layer, end), cache.values(layer, end))
+        a = self.attn.attend(q, *cache.attention_kv(layer, start + x_BlC.shape[1]))
         return self._mlp_half(x_BlC + a * mod_B6C[:, 0:1], mod_B6C)
 
     def forward(self, x_BLC: torch.Tensor, mod_B6C: torch.Tensor, mask_LL: torch.Tensor) -> torch.Tensor:
         q, k, v = self.attn.qkv(self._attn_input(x_BLC, mod_B6C))
-        a = self.attn.attend(q, k, v, mask_LL)
+        a = self.attn.attend(q, k.transpose(1, 2), v.transpose(1, 2), mask_LL)
         return self._mlp_half(x_BLC + a * mod_B6C[:, 0:1], mod_B6C)
 
 

@@ -33,6 +33,16 @@ def parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def _device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"unknown device {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device} requested but CUDA is not available")
+    return dev
+
+
 @dataclass
 class GenerationOutput:
     """images: uint8 (B, H, W, 3) on the CPU (None when not decoded); codes: (B, h, w) per step."""
@@ -45,30 +55,47 @@ class GenerationOutput:
 
 class Pipeline:
     def __init__(self, model: FlexVAR, vae: VQVAE, device: str | torch.device = "cpu",
-                 dtype: torch.dtype | str = torch.float32, source: str = ""):
+                 dtype: torch.dtype | str = torch.float32, source: str = "", fast: bool | None = None):
+        """fast: use the fast runtime (precomputation, CUDA graphs, fused kernels) for `generate`;
+        None means on CUDA only. The reference runtime follows the release's random stream."""
         checkpoint.check_pair(model.cfg, vae.cfg)
-        self.device = torch.device(device)
+        self.device = _device(device)
         self.dtype = parse_dtype(dtype)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.vae = vae.to(device=self.device, dtype=self.dtype).eval()
         self.source = source
+        self.use_fast = (self.device.type == "cuda") if fast is None else fast
+        self._fast = None
+
+    @property
+    def fast_runtime(self):
+        """The FastRuntime of this pipeline (built on first use)."""
+        if self._fast is None:
+            from .fast import FastRuntime
+            self._fast = FastRuntime(self.model, self.vae)
+        return self._fast
 
     # ---- construction ----------------------------------------------------------------
     @classmethod
     def from_checkpoints(cls, var_ckpt: str | os.PathLike, vae_ckpt: str | os.PathLike,
-                         device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32) -> "Pipeline":
+                         device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32,
+                         fast: bool | None = None) -> "Pipeline":
         """Load the release's files (or safetensors) unchanged."""
+        device, dtype = _device(device), parse_dtype(dtype)
         model, _ = checkpoint.load_transformer(var_ckpt)
         vae, _ = checkpoint.load_tokenizer(vae_ckpt)
-        return cls(model, vae, device, dtype, source=f"{var_ckpt} + {vae_ckpt}")
+        return cls(model, vae, device, dtype, source=f"{var_ckpt} + {vae_ckpt}", fast=fast)
 
     @classmethod
     def from_random(cls, transformer: str = "tiny", tokenizer: str = "tiny", seed: int = 0,
-                    device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32) -> "Pipeline":
+                    device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32,
+                    fast: bool | None = None) -> "Pipeline":
         """Seeded random weights of named presets: the embedded default (images are not meaningful)."""
+        device, dtype = _device(device), parse_dtype(dtype)
         model = random_transformer(FlexVARConfig.from_name(transformer), seed)
         vae = random_tokenizer(VQVAEConfig.from_name(tokenizer), seed + 1)
-        return cls(model, vae, device, dtype, source=f"random weights ({transformer}/{tokenizer}, seed {seed})")
+        return cls(model, vae, device, dtype, source=f"random weights ({transformer}/{tokenizer}, seed {seed})",
+                   fast=fast)
 
     @property
     def num_classes(self) -> int:
@@ -104,15 +131,22 @@ class Pipeline:
     @torch.no_grad()
     def generate(self, labels, schedule: ScheduleLike = "256-10", cfg: float = 2.5, guidance: str = "ramp",
                  top_k: int = 900, top_p: float = 0.95, seed: int = 0, max_pn: int = 16,
-                 greedy_off_grid: bool = True, decode: bool = True) -> GenerationOutput:
-        """Class-conditional generation over any schedule (release defaults)."""
+                 greedy_off_grid: bool = True, decode: bool = True, fast: bool | None = None) -> GenerationOutput:
+        """Class-conditional generation over any schedule (release defaults).
+
+        fast: override the pipeline's choice of runtime for this call (see `Pipeline.__init__`).
+        """
         sched = Schedule.parse(schedule)
         params = SamplingParams(cfg=cfg, guidance=guidance, top_k=top_k, top_p=top_p, max_pn=max_pn,
                                 greedy_off_grid=greedy_off_grid)
         labels_B = self.labels_tensor(labels)
-        gen = torch.Generator(self.device).manual_seed(int(seed))
-        codes = runtime.generate_codes(self.model, self.vae.quantize, labels_B, sched, params, gen)
-        images = self.decode(codes[-1]) if decode else None
+        if self.use_fast if fast is None else fast:
+            codes, images = self.fast_runtime.generate(labels_B.tolist(), sched, params, int(seed), decode)
+            images = images.cpu() if images is not None else None
+        else:
+            gen = torch.Generator(self.device).manual_seed(int(seed))
+            codes = runtime.generate_codes(self.model, self.vae.quantize, labels_B, sched, params, gen)
+            images = self.decode(codes[-1]) if decode else None
         return GenerationOutput([c.cpu() for c in codes], images, sched, labels_B.tolist())
 
     @torch.no_grad()

@@ -49,12 +49,16 @@ def test_block_causal_mask():
     assert m[6].all()
 
 
-def test_kv_cache_prefix_is_contiguous_and_bounded():
-    cache = KVCache(depth=2, max_tokens=10, batch=3, heads=2, head_dim=4)
-    k, v = torch.randn(4, 3, 2, 4), torch.randn(4, 3, 2, 4)
+@pytest.mark.parametrize("token_major", [True, False])
+def test_kv_cache_layouts(token_major):
+    cache = KVCache(depth=2, max_tokens=10, batch=3, heads=2, head_dim=4, token_major=token_major)
+    k, v = torch.randn(3, 4, 2, 4), torch.randn(3, 4, 2, 4)  # (B, l, H, d)
     cache.update_(1, 2, k, v)
-    assert torch.equal(cache.keys(1, 6)[2:], k) and torch.equal(cache.values(1, 6)[2:], v)
-    assert cache.keys(1, 6).is_contiguous()
+    ka, va = cache.attention_kv(1, 6)
+    assert ka.shape == (3, 2, 6, 4)
+    assert torch.equal(ka[:, :, 2:], k.transpose(1, 2)) and torch.equal(va[:, :, 2:], v.transpose(1, 2))
+    if token_major:
+        assert cache.keys(1, 6).is_contiguous() and cache.keys(1, 6).shape == (6, 3, 2, 4)
     ptr = cache.kv.data_ptr()
     with pytest.raises(IndexError):
         cache.update_(0, 8, k, v)

@@ -1,0 +1,245 @@
+"""The fast runtime: the same models, with everything that can be done once done once.
+
+Per model: the codebook projected through word_embed, (V, C), so a step's input tokens are
+bicubic-resized projected codes + bias + positions (word_embed is linear and bicubic weights
+sum to one). Per label set: every block's modulation and the head's (cached). Per schedule:
+the positions of every step. Per (schedule, batch, sampling parameters): static buffers, a
+preallocated KV cache and, on CUDA, one CUDA graph of the whole generation (all steps,
+guidance, sampling, decode) that is replayed afterwards.
+
+Sampling draws its uniforms from a counter-based hash of (seed, step, token) held in device
+memory, so a replay needs no host synchronisation, and a seed gives the same draws on every
+device. Its codes therefore differ from the reference runtime's `torch.multinomial` stream for
+non-greedy sampling (same distribution); greedy codes are identical.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .kv_cache import KVCache
+from .model import FlexVAR, layer_norm
+from .sampling import SamplingParams, guidance_weight, guide, step_top_k
+from .schedule import Schedule
+from .vqvae import VQVAE
+
+_M32 = 0xFFFFFFFF
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash on int64 tensors (multipliers < 2^31, so products never overflow)."""
+    x = x & _M32
+    x = ((x ^ (x >> 16)) * 0x7FEB352D) & _M32
+    x = ((x ^ (x >> 15)) * 0x5BD1E995) & _M32
+    return x ^ (x >> 16)
+
+
+def hashed_uniform(seed_1: torch.Tensor, step: int, n: int) -> torch.Tensor:
+    """n uniforms in [0, 1) (float32, 24 bits) from (seed, step, index): u = hash(hash(seed) ^ f(step, i))."""
+    i = torch.arange(n, device=seed_1.device, dtype=torch.int64)
+    x = _mix32(_mix32(seed_1) ^ ((i + step * 0x9E3779B) & _M32))
+    return (x >> 8).to(torch.float32) * (1.0 / (1 << 24))
+
+
+def sample_from_uniform(logits_BlV: torch.Tensor, top_k: int, top_p: float, u_Bl: torch.Tensor) -> torch.Tensor:
+    """Top-k, then top-p, then one inverse-CDF draw with the given uniforms: (B, l, V) -> (B, l).
+
+    The release's rule, without sorting the vocabulary when top_k > 0 (only the k survivors are
+    sorted, by topk): in descending order a survivor is kept while the probability mass of the
+    survivors more likely than it is < top_p. top_k = 1 returns the argmax.
+    """
+    V = logits_BlV.shape[-1]
+    if 0 < top_k < V:
+        vals, idx = logits_BlV.topk(top_k, dim=-1, largest=True, sorted=True)
+    else:
+        vals, idx = logits_BlV.sort(dim=-1, descending=True)
+    probs = vals.float().softmax(dim=-1)
+    if 0 < top_p < 1:
+        mass_before = probs.cumsum(dim=-1) - probs
+        probs = probs * (mass_before < top_p)
+    cdf = probs.cumsum(dim=-1)
+    r = (u_Bl * cdf[..., -1]).unsqueeze(-1)
+    j = torch.searchsorted(cdf, r, right=True).clamp_max(vals.shape[-1] - 1)
+    return idx.gather(-1, j).squeeze(-1)
+
+
+def bicubic_taps(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source indices (n_out, 4) and weights (n_out, 4) of PyTorch's bicubic resize
+    (align_corners=False, A = -0.75, borders clamped), in float32 arithmetic like PyTorch's."""
+    A = -0.75
+    scale = torch.tensor(n_in / n_out, dtype=torch.float32)
+    real = scale * (torch.arange(n_out, dtype=torch.float32) + 0.5) - 0.5
+    base = torch.floor(real)
+    t = real - base
+
+    def near(x):  # |x| <= 1
+        return ((A + 2) * x - (A + 3)) * x * x + 1
+
+    def far(x):  # 1 < |x| < 2
+        return ((A * x - 5 * A) * x + 8 * A) * x - 4 * A
+
+    w = torch.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], dim=-1)
+    idx = (base.long()[:, None] + torch.arange(-1, 3)).clamp(0, n_in - 1)
+    return idx, w
+
+
+@dataclass
+class _Plan:
+    """Static buffers (and graph) of one (schedule, batch, parameters) combination."""
+
+    schedule: Schedule
+    B: int
+    params: SamplingParams
+    decode: bool
+    cond: torch.Tensor  # (2B, C)
+    blocks: torch.Tensor  # (depth, 2B, 6, C)
+    head: torch.Tensor  # (2B, 2, C)
+    seed: torch.Tensor  # (1,) int64
+    cache: KVCache
+    codes: list  # (B, h, w) int64 per step
+    image: torch.Tensor | None  # (B, H, W, 3) uint8
+    graph: object = None
+
+
+class FastRuntime:
+    """Generation for one (model, tokenizer) on one device. Not thread-safe: one generation at a time."""
+
+    def __init__(self, model: FlexVAR, vae: VQVAE, use_graphs: bool | None = None, use_kernels: bool = True,
+                 token_major_cache: bool = True, max_plans: int = 8, max_label_sets: int = 64):
+        self.model, self.vae = model, vae
+        p = model.pos_1LC
+        self.device, self.dtype = p.device, p.dtype
+        self.use_graphs = (self.device.type == "cuda") if use_graphs is None else use_graphs
+        self.use_kernels = use_kernels
+        self.token_major_cache = token_major_cache
+        with torch.no_grad():
+            book = vae.quantize.normalized().float()
+            self.proj_VC = (book @ model.word_embed.weight.float().t()).to(self.dtype).contiguous()
+            self.head_w = model.head.weight.contiguous()
+            self.head_b = model.head.bias.float()
+        self._pos: dict[tuple[int, int], torch.Tensor] = {}
+        self._taps: dict[tuple, tuple] = {}
+        self._mods: OrderedDict = OrderedDict()
+        self._plans: OrderedDict = OrderedDict()
+        self.max_plans, self.max_label_sets = max_plans, max_label_sets
+
+    # ---- cached per shape / per label set -------------------------------------------------
+    def positions(self, hw: tuple[int, int]) -> torch.Tensor:
+        """(h*w, C) positions of a step, computed once per shape."""
+        if hw not in self._pos:
+            with torch.no_grad():
+                self._pos[hw] = self.model.positions(*hw).contiguous()
+        return self._pos[hw]
+
+    def modulation(self, labels_2B: tuple[int, ...]):
+        """(cond, blocks, head) of a label set, computed once (LRU)."""
+        if labels_2B in self._mods:
+            self._mods.move_to_end(labels_2B)
+            return self._mods[labels_2B]
+        with torch.no_grad():
+            mods = self.model.modulation(torch.tensor(labels_2B, device=self.device))
+        self._mods[labels_2B] = mods
+        if len(self._mods) > self.max_label_sets:
+            self._mods.popitem(last=False)
+        return mods
+
+    # ---- one step's pieces ---------------------------------------------------------------------
+    def next_tokens(self, prev_Bhw: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """(B, h*w, C): bicubic-resized projected codes + word_embed bias + positions."""
+        from .kernels import next_tokens
+        key = (tuple(prev_Bhw.shape[1:]), hw)
+        if key not in self._taps:
+            (ry, wy), (rx, wx) = bicubic_taps(key[0][0], hw[0]), bicubic_taps(key[0][1], hw[1])
+            self._taps[key] = tuple(t.to(self.device) for t in (ry.int(), wy, rx.int(), wx))
+        return next_tokens(prev_Bhw, self.proj_VC, self.model.word_embed.bias, self.positions(hw), hw,
+                           self._taps[key], use_kernel=self.use_kernels)
+
+    def logits(self, x_BlC: torch.Tensor, head_B2C: torch.Tensor) -> torch.Tensor:
+        """Head in the model's dtype with float32 logits (bf16/fp16 GEMM with fp32 output on CUDA)."""
+        x = layer_norm(x_BlC.float(), self.model.cfg.norm_eps)
+        x = (x * (1 + head_B2C[:, 0:1].float()) + head_B2C[:, 1:2].float()).to(self.dtype)
+        B, l, C = x.shape
+        if self.dtype == torch.float32:
+            out = x.reshape(-1, C) @ self.head_w.t()
+        elif self.device.type == "cuda":
+            out = torch.mm(x.reshape(-1, C), self.head_w.t(), out_dtype=torch.float32)
+        else:
+            out = (x.reshape(-1, C) @ self.head_w.t()).float()
+        return (out + self.head_b).view(B, l, -1)
+
+    # ---- the whole generation on a plan's buffers --------------------------------------------
+    def _body(self, plan: _Plan) -> None:
+        m, B, p, sched = self.model, plan.B, plan.params, plan.schedule
+        for si, hw in enumerate(sched):
+            if si == 0:
+                x = plan.cond[:, None] + m.pos_start + self.positions(hw)[None]
+            else:
+                x = self.next_tokens(plan.codes[si - 1], hw).repeat(2, 1, 1)
+            start = sched.offsets[si]
+            for i, blk in enumerate(m.blocks):
+                x = blk.forward_step(x, plan.blocks[i], plan.cache, i, start)
+            logits = guide(self.logits(x, plan.head), guidance_weight(si, len(sched), hw, p), p.guidance)
+            u = hashed_uniform(plan.seed, si, B * hw[0] * hw[1]).view(B, -1)
+            idx = sample_from_uniform(logits, step_top_k(hw, p), p.top_p, u)
+            plan.codes[si].copy_(idx.view(B, *hw))
+        if plan.decode:
+            img = self.vae.decode_codes(plan.codes[-1])
+            plan.image.copy_(((img.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1))
+
+    def _plan(self, schedule: Schedule, B: int, params: SamplingParams, decode: bool) -> _Plan:
+        key = (schedule.steps, B, params, decode)
+        if key in self._plans:
+            self._plans.move_to_end(key)
+            return self._plans[key]
+        cfg, dev, dt = self.model.cfg, self.device, self.dtype
+        H, W = schedule.image_size
+        plan = _Plan(
+            schedule, B, params, decode,
+            cond=torch.zeros(2 * B, cfg.width, dtype=dt, device=dev),
+            blocks=torch.zeros(cfg.depth, 2 * B, 6, cfg.width, dtype=dt, device=dev),
+            head=torch.zeros(2 * B, 2, cfg.width, dtype=dt, device=dev),
+            seed=torch.zeros(1, dtype=torch.int64, device=dev),
+            cache=KVCache(cfg.depth, schedule.total_tokens, 2 * B, cfg.heads, cfg.head_dim, dt, dev,
+                          token_major=self.token_major_cache),
+            codes=[torch.zeros(B, h, w, dtype=torch.long, device=dev) for h, w in schedule],
+            image=torch.zeros(B, H, W, 3, dtype=torch.uint8, device=dev) if decode else None,
+        )
+        if self.use_graphs:
+            self._capture(plan)
+        self._plans[key] = plan
+        if len(self._plans) > self.max_plans:
+            self._plans.popitem(last=False)
+        return plan
+
+    def _capture(self, plan: _Plan) -> None:
+        with torch.no_grad():
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                self._body(plan)  # warm-up: kernels chosen, workspaces allocated
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self._body(plan)
+        plan.graph = graph
+
+    @torch.no_grad()
+    def generate(self, labels_B: list[int], schedule: Schedule, params: SamplingParams, seed: int,
+                 decode: bool = True) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Codes per step (device tensors, valid until the next call with the same plan) and uint8 images."""
+        B = len(labels_B)
+        plan = self._plan(schedule, B, params, decode)
+        both = tuple(labels_B) + (self.model.cfg.null_class,) * B
+        cond, blocks, head = self.modulation(both)
+        plan.cond.copy_(cond)
+        plan.blocks.copy_(blocks)
+        plan.head.copy_(head)
+        plan.seed.fill_(int(seed) & _M32)
+        if plan.graph is not None:
+            plan.graph.replay()
+        else:
+            self._body(plan)
+        return plan.codes, plan.image

@@ -1,0 +1,51 @@
+// Thin torch launcher: checks shapes/devices, dispatches dtypes, registers the CUDA kernels of
+// ops whose schemas (and CPU/fake implementations) are defined in flexvar/kernels/__init__.py.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "flexvar/next_tokens.h"
+
+namespace {
+
+flexvar_dtype_t to_flexvar(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return FLEXVAR_FLOAT32;
+    case at::kBFloat16: return FLEXVAR_BFLOAT16;
+    case at::kHalf: return FLEXVAR_FLOAT16;
+    default: TORCH_CHECK(false, "flexvar::next_tokens: unsupported dtype ", t);
+  }
+}
+
+at::Tensor next_tokens_cuda(const at::Tensor& prev, const at::Tensor& proj, const at::Tensor& bias,
+                            const at::Tensor& pos, const at::Tensor& ry, const at::Tensor& wy,
+                            const at::Tensor& rx, const at::Tensor& wx) {
+  TORCH_CHECK(prev.dim() == 3 && prev.scalar_type() == at::kLong, "prev must be int64 (B, h0, w0)");
+  TORCH_CHECK(proj.dim() == 2 && bias.dim() == 1 && pos.dim() == 2, "proj (V, C), bias (C), pos (L, C)");
+  TORCH_CHECK(ry.dim() == 2 && ry.size(1) == 4 && rx.dim() == 2 && rx.size(1) == 4, "taps must be (n, 4)");
+  TORCH_CHECK(ry.scalar_type() == at::kInt && rx.scalar_type() == at::kInt, "tap indices must be int32");
+  TORCH_CHECK(wy.scalar_type() == at::kFloat && wx.scalar_type() == at::kFloat, "tap weights must be float32");
+  TORCH_CHECK(wy.sizes() == ry.sizes() && wx.sizes() == rx.sizes(), "tap weights and indices differ in shape");
+  const int64_t C = proj.size(1), h = ry.size(0), w = rx.size(0);
+  TORCH_CHECK(bias.size(0) == C && pos.size(1) == C && pos.size(0) == h * w, "bias/pos do not fit (h*w, C)");
+  TORCH_CHECK(bias.scalar_type() == proj.scalar_type() && pos.scalar_type() == proj.scalar_type(),
+              "proj, bias and pos must share a dtype");
+  for (const at::Tensor* t : {&prev, &proj, &bias, &pos, &ry, &wy, &rx, &wx}) {
+    TORCH_CHECK(t->is_cuda() && t->device() == proj.device(), "all inputs must be on one CUDA device");
+  }
+  const at::cuda::CUDAGuard guard(proj.device());
+  auto prev_c = prev.contiguous(), proj_c = proj.contiguous(), bias_c = bias.contiguous(), pos_c = pos.contiguous();
+  auto ry_c = ry.contiguous(), wy_c = wy.contiguous(), rx_c = rx.contiguous(), wx_c = wx.contiguous();
+  auto out = at::empty({prev.size(0), h * w, C}, proj.options());
+  C10_CUDA_CHECK(flexvar_next_tokens(prev_c.data_ptr<int64_t>(), prev.size(0), prev.size(1), prev.size(2),
+                                     proj_c.data_ptr(), proj.size(0), C, bias_c.data_ptr(), pos_c.data_ptr(),
+                                     ry_c.data_ptr<int32_t>(), wy_c.data_ptr<float>(), rx_c.data_ptr<int32_t>(),
+                                     wx_c.data_ptr<float>(), h, w, out.data_ptr(), to_flexvar(proj.scalar_type()),
+                                     at::cuda::getCurrentCUDAStream()));
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(flexvar, CUDA, m) { m.impl("next_tokens", &next_tokens_cuda); }

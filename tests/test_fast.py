@@ -1,0 +1,113 @@
+"""The fast runtime and its pieces against the reference, float32 on CPU (graphs are CUDA-only)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import flexvar.kernels as K
+from flexvar.fast import FastRuntime, bicubic_taps, hashed_uniform, sample_from_uniform
+from flexvar.sampling import SamplingParams, filter_top_k_top_p_
+from flexvar.schedule import Schedule
+
+from conftest import rel_err
+
+SHAPES = [((1, 1), (2, 2)), ((2, 2), (3, 3)), ((8, 8), (10, 10)), ((13, 13), (16, 16)), ((16, 16), (23, 23)),
+          ((23, 23), (32, 32)), ((2, 3), (4, 7)), ((5, 5), (5, 5)), ((9, 4), (4, 9)), ((16, 32), (40, 64))]
+
+
+@pytest.mark.parametrize("src, dst", SHAPES, ids=str)
+def test_bicubic_taps_match_pytorch(src, dst):
+    g = torch.Generator().manual_seed(src[0] * 100 + dst[1])
+    x = torch.randn(2, 5, *src, generator=g)
+    (ry, wy), (rx, wx) = bicubic_taps(src[0], dst[0]), bicubic_taps(src[1], dst[1])
+    taps = x[:, :, ry[:, :, None, None], rx[None, None, :, :]]  # (B, C, h, 4, w, 4)
+    ours = (taps * (wy[:, :, None, None] * wx[None, None])).sum((3, 5))
+    ref = F.interpolate(x, size=dst, mode="bicubic", align_corners=False)
+    assert rel_err(ours, ref) < 1e-6
+
+
+@pytest.mark.parametrize("src, dst", SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_next_tokens_op_definition_matches_ref_and_model(pipe_test, src, dst, dtype):
+    m, vae = pipe_test.model, pipe_test.vae
+    rt = FastRuntime(m, vae, use_graphs=False)
+    g = torch.Generator().manual_seed(sum(src) + sum(dst))
+    prev = torch.randint(0, m.cfg.vocab_size, (3, *src), generator=g)
+    pos = m.positions(*dst)
+    (ry, wy), (rx, wx) = bicubic_taps(src[0], dst[0]), bicubic_taps(src[1], dst[1])
+    proj, bias = rt.proj_VC.to(dtype), m.word_embed.bias.to(dtype)
+    op = torch.ops.flexvar.next_tokens(prev, proj, bias, pos.to(dtype), ry.int(), wy, rx.int(), wx)
+    ref = K.next_tokens_ref(prev, proj, bias, pos.to(dtype), dst)
+    model_ref = m.next_tokens(vae.quantize.lookup(prev), *dst)  # lookup -> bicubic -> word_embed -> + pos
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    assert op.dtype == dtype and op.shape == (3, dst[0] * dst[1], m.cfg.width)
+    assert rel_err(op, ref) < tol and rel_err(op, model_ref) < tol
+
+
+def test_hashed_uniform():
+    s = torch.tensor([7])
+    a, b = hashed_uniform(s, 3, 100000), hashed_uniform(s, 3, 100000)
+    assert torch.equal(a, b) and a.min() >= 0 and a.max() < 1
+    assert abs(a.mean().item() - 0.5) < 0.01 and abs(a.var().item() - 1 / 12) < 0.005
+    assert not torch.equal(a, hashed_uniform(s, 4, 100000))
+    assert not torch.equal(a, hashed_uniform(torch.tensor([8]), 3, 100000))
+    assert (a[1:] != a[:-1]).float().mean() > 0.99
+
+
+@pytest.mark.parametrize("top_k, top_p", [(0, 0.0), (1, 0.0), (4, 0.0), (0, 0.6), (6, 0.8), (900, 0.95)])
+def test_sample_from_uniform_distribution(top_k, top_p):
+    g = torch.Generator().manual_seed(top_k + int(100 * top_p))
+    logits = torch.randn(1, 1, 12, generator=g) * 1.5
+    kept = filter_top_k_top_p_(logits.clone(), top_k, top_p)
+    probs = kept.softmax(-1)[0, 0]
+    n = 40000
+    u = hashed_uniform(torch.tensor([top_k]), 0, n).view(1, n)
+    draws = sample_from_uniform(logits.expand(1, n, 12).contiguous(), top_k, top_p, u)[0]
+    freq = torch.bincount(draws, minlength=12).float() / n
+    assert (freq[probs == 0] == 0).all()  # never outside the kept set
+    assert (freq - probs).abs().max() < 0.015
+    if top_k == 1:
+        assert (draws == logits.argmax(-1)).all()
+
+
+@pytest.mark.parametrize("guidance", ["ramp", "constant"])
+@pytest.mark.parametrize("spec", ["256-10", "512-12", [(1, 2), (2, 3), (4, 6), (8, 12)]], ids=str)
+def test_fast_greedy_equals_reference(pipe_test, spec, guidance):
+    sched = Schedule.parse(spec)
+    kw = dict(cfg=2.0, guidance=guidance, top_k=1, top_p=0.0, seed=0)
+    ref = pipe_test.generate([1, 7], sched, fast=False, **kw)
+    out = pipe_test.generate([1, 7], sched, fast=True, **kw)
+    for si, (a, b) in enumerate(zip(out.codes, ref.codes)):
+        assert torch.equal(a, b), f"step {si + 1}"
+    assert (out.images.int() - ref.images.int()).abs().max() <= 1
+
+
+def test_fast_sampling_is_seeded_and_cached(pipe_test):
+    sched = Schedule.parse("1,2,4,6")
+    rt = FastRuntime(pipe_test.model, pipe_test.vae, use_graphs=False)
+    p = SamplingParams()
+    a = [c.clone() for c in rt.generate([3, 4], sched, p, seed=1, decode=False)[0]]
+    rt.generate([5, 6], sched, p, seed=1, decode=False)  # another label set in between
+    b = rt.generate([3, 4], sched, p, seed=1, decode=False)[0]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    c = rt.generate([3, 4], sched, p, seed=2, decode=False)[0]
+    assert not torch.equal(a[-1], c[-1])
+    assert len(rt._mods) == 2 and len(rt._plans) == 1
+
+
+def test_fast_logits_match_reference(pipe_test):
+    """One guided step of the fast path (token prep, cache, head) against the reference's logits."""
+    sched = Schedule.parse([1, 3, 5])
+    g = torch.Generator().manual_seed(0)
+    codes = [torch.randint(0, pipe_test.model.cfg.vocab_size, (2, h, w), generator=g) for h, w in sched]
+    labels = torch.tensor([2, 3])
+    ref = pipe_test.teacher_forced_logits(labels, codes, sched)
+    rt = FastRuntime(pipe_test.model, pipe_test.vae, use_graphs=False, token_major_cache=False)
+    from flexvar.kv_cache import KVCache
+    cfg = pipe_test.model.cfg
+    cond, blocks, head = rt.modulation(tuple(labels.tolist()))
+    cache = KVCache(cfg.depth, sched.total_tokens, 2, cfg.heads, cfg.head_dim, token_major=False)
+    for si, hw in enumerate(sched):
+        x = (cond[:, None] + pipe_test.model.pos_start + rt.positions(hw)[None]) if si == 0 else rt.next_tokens(codes[si - 1], hw)
+        for i, blk in enumerate(pipe_test.model.blocks):
+            x = blk.forward_step(x, blocks[i], cache, i, sched.offsets[si])
+        assert rel_err(rt.logits(x, head), ref[si]) < 1e-5
