@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
             e.add_argument("--paste-back", action="store_true", help="keep the input's pixels outside the mask")
         if name == "expand":
             e.add_argument("--placement", default="center", help="'center' or TOPxLEFT in pixels (multiples of 16)")
+    sub.add_parser("bench", help="steps-vs-latency benchmark: eager release algorithm, torch.compile, fast "
+                                 "runtime (see flexvar bench --help)")
     i = sub.add_parser("info", help="say what checkpoint files are")
     i.add_argument("files", nargs="+")
     return parser
@@ -259,6 +261,10 @@ COMMANDS = {"generate": cmd_generate, "info": cmd_info, "inpaint": cmd_edit, "ex
 
 def main(argv: list[str] | None = None) -> int:
     try:
+        argv = sys.argv[1:] if argv is None else argv
+        if argv[:1] == ["bench"]:  # its own parser: flexvar bench --help
+            from .bench.steps_latency import main as bench_main
+            return bench_main(argv[1:])
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except FlexVARError as e:

@@ -15,6 +15,7 @@ non-greedy sampling (same distribution); greedy codes are identical.
 from __future__ import annotations
 
 from collections import OrderedDict
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,10 @@ from .schedule import Schedule
 from .vqvae import VQVAE
 
 _M32 = 0xFFFFFFFF
+
+
+def _no_stage(name):
+    return nullcontext()
 
 
 def _mix32(x: torch.Tensor) -> torch.Tensor:
@@ -171,23 +176,52 @@ class FastRuntime:
         return (out + self.head_b).view(B, l, -1)
 
     # ---- the whole generation on a plan's buffers --------------------------------------------
-    def _body(self, plan: _Plan) -> None:
+    def _body(self, plan: _Plan, stage=None) -> None:
+        """The whole generation on the plan's buffers. `stage(name)`, if given, is a context manager
+        around each stage (token preparation, transformer, sampling, decode) for profiling."""
         m, B, p, sched = self.model, plan.B, plan.params, plan.schedule
+        stage = stage or _no_stage
         for si, hw in enumerate(sched):
-            if si == 0:
-                x = plan.cond[:, None] + m.pos_start + self.positions(hw)[None]
-            else:
-                x = self.next_tokens(plan.codes[si - 1], hw).repeat(2, 1, 1)
-            start = sched.offsets[si]
-            for i, blk in enumerate(m.blocks):
-                x = blk.forward_step(x, plan.blocks[i], plan.cache, i, start)
-            logits = guide(self.logits(x, plan.head), guidance_weight(si, len(sched), hw, p), p.guidance)
-            u = hashed_uniform(plan.seed, si, B * hw[0] * hw[1]).view(B, -1)
-            idx = sample_from_uniform(logits, step_top_k(hw, p), p.top_p, u)
-            plan.codes[si].copy_(idx.view(B, *hw))
+            with stage("tokens"):
+                if si == 0:
+                    x = plan.cond[:, None] + m.pos_start + self.positions(hw)[None]
+                else:
+                    x = self.next_tokens(plan.codes[si - 1], hw).repeat(2, 1, 1)
+            with stage("transformer"):
+                start = sched.offsets[si]
+                for i, blk in enumerate(m.blocks):
+                    x = blk.forward_step(x, plan.blocks[i], plan.cache, i, start)
+                logits = self.logits(x, plan.head)
+            with stage("sampling"):
+                logits = guide(logits, guidance_weight(si, len(sched), hw, p), p.guidance)
+                u = hashed_uniform(plan.seed, si, B * hw[0] * hw[1]).view(B, -1)
+                idx = sample_from_uniform(logits, step_top_k(hw, p), p.top_p, u)
+                plan.codes[si].copy_(idx.view(B, *hw))
         if plan.decode:
-            img = self.vae.decode_codes(plan.codes[-1])
-            plan.image.copy_(((img.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1))
+            with stage("decode"):
+                img = self.vae.decode_codes(plan.codes[-1])
+                plan.image.copy_(((img.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1))
+
+    @torch.no_grad()
+    def profile(self, labels_B: list[int], schedule: Schedule, params: SamplingParams, seed: int,
+                decode: bool = True) -> dict[str, float]:
+        """Milliseconds per stage of one eager (not graph-replayed) run, timed with CUDA events."""
+        plan = self._plan(schedule, len(labels_B), params, decode)
+        cond, blocks, head = self.modulation(tuple(labels_B) + (self.model.cfg.null_class,) * len(labels_B))
+        plan.cond.copy_(cond), plan.blocks.copy_(blocks), plan.head.copy_(head), plan.seed.fill_(seed)
+        spans: dict[str, list] = {}
+
+        @contextmanager
+        def stage(name):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            yield
+            b.record()
+            spans.setdefault(name, []).append((a, b))
+
+        self._body(plan, stage)
+        torch.cuda.synchronize(self.device)
+        return {k: sum(a.elapsed_time(b) for a, b in v) for k, v in spans.items()}
 
     def _plan(self, schedule: Schedule, B: int, params: SamplingParams, decode: bool) -> _Plan:
         key = (schedule.steps, B, params, decode)

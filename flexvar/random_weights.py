@@ -17,36 +17,38 @@ from .vqvae import VQVAE
 
 
 @torch.no_grad()
-def random_transformer(cfg: FlexVARConfig, seed: int = 0) -> FlexVAR:
-    """A FlexVAR with seeded random weights of a plausible scale (float32, CPU, eval)."""
-    model = FlexVAR(cfg)
-    g = torch.Generator().manual_seed(seed)
+def random_transformer(cfg: FlexVARConfig, seed: int = 0, device: str | torch.device = "cpu") -> FlexVAR:
+    """A FlexVAR with seeded random weights of a plausible scale (float32, eval), built on `device`."""
+    with torch.device(device):
+        model = FlexVAR(cfg)
+    g = torch.Generator(device).manual_seed(seed)
     for name, p in model.named_parameters():
         if name.endswith("scale_mul_1H11"):
-            p.copy_(math.log(4.0) + 0.5 * torch.randn(p.shape, generator=g))
+            p.copy_(math.log(4.0) + 0.5 * torch.randn(p.shape, generator=g, device=p.device))
         elif name in ("pos_1LC", "pos_start", "class_emb.weight"):
-            p.copy_(0.5 * torch.randn(p.shape, generator=g))
+            p.copy_(0.5 * torch.randn(p.shape, generator=g, device=p.device))
         else:
             fan_in = p.shape[-1] if p.dim() > 1 else 64
-            p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(fan_in))
+            p.copy_(torch.randn(p.shape, generator=g, device=p.device) / math.sqrt(fan_in))
     return model.eval().requires_grad_(False)
 
 
 @torch.no_grad()
-def random_tokenizer(cfg: VQVAEConfig, seed: int = 0) -> VQVAE:
+def random_tokenizer(cfg: VQVAEConfig, seed: int = 0, device: str | torch.device = "cpu") -> VQVAE:
     """A VQVAE with seeded random weights whose decoded images stay mostly inside [-1, 1]."""
-    vae = VQVAE(cfg)
-    g = torch.Generator().manual_seed(seed)
+    with torch.device(device):
+        vae = VQVAE(cfg)
+    g = torch.Generator(device).manual_seed(seed)
     for name, p in vae.named_parameters():
         if p.dim() == 4:  # conv: unit-variance preserving, the output conv smaller
             fan_in = p.shape[1] * p.shape[2] * p.shape[3]
             gain = 0.3 if name == "decoder.conv_out.weight" else 1.0
-            p.copy_(gain * torch.randn(p.shape, generator=g) / math.sqrt(fan_in))
+            p.copy_(gain * torch.randn(p.shape, generator=g, device=p.device) / math.sqrt(fan_in))
         elif name.endswith("norm1.weight") or name.endswith("norm2.weight") or name.endswith("norm.weight") \
                 or name.endswith("norm_out.weight"):
-            p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
+            p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g, device=p.device))
         else:
-            p.copy_(0.1 * torch.randn(p.shape, generator=g))
+            p.copy_(0.1 * torch.randn(p.shape, generator=g, device=p.device))
     return vae.eval().requires_grad_(False)
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks (installed as flexvar.bench): `python -m flexvar.bench.steps_latency` or `flexvar bench`."""

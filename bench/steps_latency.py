@@ -1,0 +1,270 @@
+"""Steps against latency: the release's eager algorithm, the same under torch.compile, and the fast
+runtime, side by side in one run on one device, with random weights.
+
+    python -m flexvar.bench.steps_latency            # or: flexvar bench
+    flexvar bench --depths 16,24 --batches 1,32 --schedules 256-10 --impls eager,fast
+
+Every row times a whole generation, tokenizer decode included unless --no-decode (uint8 images
+left on the device), after a warm-up run that is timed separately (it holds compilation and
+graph capture). It reports median/min/max, images/s, achieved GB/s (weights streamed, for batch 1)
+and TFLOP/s (counted with FlopCounterMode) against ceilings measured in the same run, plus a
+per-stage breakdown of the fast runtime. Writes JSON and a PNG plot, prints a table.
+Without a GPU it runs a small CPU configuration (tiny models) in well under two minutes.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from flexvar.config import FlexVARConfig, VQVAEConfig
+from flexvar.fast import FastRuntime
+from flexvar.random_weights import random_tokenizer, random_transformer
+from flexvar.release_eager import ReleaseSampler
+from flexvar.sampling import SamplingParams
+from flexvar.schedule import Schedule
+
+WIDE = "1x2,2x4,3x6,4x8,5x10,6x12,8x16,10x20,13x26,16x32"  # 256x512, 1:2, 10 steps
+GPU_SCHEDULES = ["256-6", "256-7", "256-8", "256-9", "256-10", "256-11", "256-12", "256-13", "384-11", "512-12",
+                 WIDE]
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn, device, repeat: int) -> tuple[float, list[float]]:
+    """(warm-up seconds, list of ms per timed call)."""
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    warm = time.perf_counter() - t0
+    out = []
+    for _ in range(repeat):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        out.append((time.perf_counter() - t0) * 1e3)
+    return warm, out
+
+
+def measure_ceilings(device) -> dict:
+    """Device-to-device copy GB/s (read + write) and bf16 matmul TFLOP/s, medians of 10."""
+    if device.type != "cuda":
+        return {}
+    x = torch.randn(256 * 1024 * 1024, device=device, dtype=torch.bfloat16)  # 512 MiB
+    y = torch.empty_like(x)
+    _, t = time_call(lambda: y.copy_(x), device, 10)
+    copy = 2 * x.numel() * 2 / (statistics.median(t) / 1e3) / 1e9
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    _, t = time_call(lambda: a @ b, device, 10)
+    mm = 2 * 8192 ** 3 / (statistics.median(t) / 1e3) / 1e12
+    del x, y, a, b
+    torch.cuda.empty_cache()
+    return {"copy_GBps": round(copy, 1), "bf16_matmul_TFLOPs": round(mm, 1)}
+
+
+class Impls:
+    """The implementations under test, sharing one set of random weights."""
+
+    def __init__(self, depth_name: str, tok_name: str, device, dtype, autocast_dtype):
+        self.device, self.dtype, self.autocast_dtype = device, dtype, autocast_dtype
+        cfg = FlexVARConfig.from_name(depth_name)
+        model = random_transformer(cfg, seed=0, device=device)
+        vae = random_tokenizer(VQVAEConfig.from_name(tok_name), seed=1, device=device)
+        # the eager baselines keep float32 weights (autocast on GPU), as the release's scripts do
+        self.release = ReleaseSampler({k: v.clone() for k, v in model.state_dict().items()},
+                                      {k: v.clone() for k, v in vae.state_dict().items()})
+        self.compiled = None
+        self.model, self.vae = model.to(dtype), vae.to(dtype)
+        self.fast = {}
+        self.stream_bytes = sum(p.numel() * p.element_size() for n, p in self.model.named_parameters()
+                                if n.startswith("blocks.") and ".ada_lin." not in n or n.startswith("head."))
+        self.decoder_bytes = sum(p.numel() * p.element_size() for n, p in self.vae.named_parameters()
+                                 if n.startswith(("decoder.", "post_quant_conv.")))
+        self.params = sum(p.numel() for p in self.model.parameters())
+
+    def runtime(self, variant: str) -> FastRuntime:
+        if variant not in self.fast:
+            self.fast[variant] = FastRuntime(self.model, self.vae, use_graphs=self.device.type == "cuda" and "nographs" not in variant,
+                                             use_kernels="nokernels" not in variant,
+                                             token_major_cache="batchmajor" not in variant)
+        return self.fast[variant]
+
+    def _eager(self, sampler, labels, sched, p, seed, decode):
+        lab = torch.tensor(labels, device=self.device)
+        ctx = torch.autocast("cuda", dtype=self.autocast_dtype) if self.device.type == "cuda" else _null()
+        with ctx, torch.no_grad():
+            codes = sampler.generate_codes(lab, sched.steps, cfg=p.cfg, guidance=p.guidance, top_k=p.top_k,
+                                           top_p=p.top_p, seed=seed)
+            if decode:
+                img = sampler.decode(codes[-1])
+                return ((img.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        return codes
+
+    def call(self, impl: str, labels, sched, p, seed, decode):
+        if impl == "eager":
+            return lambda: self._eager(self.release, labels, sched, p, seed, decode)
+        if impl == "compile":
+            if self.compiled is None:
+                self.compiled = ReleaseSampler(self.release.w, self.release.v)
+                self.compiled._block = torch.compile(self.compiled._block, dynamic=True)
+                self.compiled._head = torch.compile(self.compiled._head, dynamic=True)
+            return lambda: self._eager(self.compiled, labels, sched, p, seed, decode)
+        rt = self.runtime(impl)
+        return lambda: rt.generate(labels, sched, p, seed, decode)
+
+    def flops(self, labels, sched, p, decode) -> float:
+        from torch.utils.flop_counter import FlopCounterMode
+        rt = FastRuntime(self.model, self.vae, use_graphs=False, use_kernels=False)
+        with FlopCounterMode(display=False) as fc:
+            rt.generate(labels, sched, p, 0, decode)
+        return float(fc.get_total_flops())
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def run(args) -> dict:
+    device = torch.device(args.device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    p = SamplingParams(cfg=2.5, guidance="ramp", top_k=900, top_p=0.95)
+    out = {"device": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
+           "torch": torch.__version__, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+           "command": " ".join(shlex.quote(a) for a in sys.argv), "dtype": args.dtype,
+           "autocast_eager": args.autocast if cuda else "float32", "decode_included": not args.no_decode,
+           "sampling": {"cfg": 2.5, "guidance": "ramp", "top_k": 900, "top_p": 0.95},
+           "ceilings": measure_ceilings(device), "results": [], "breakdown": []}
+    print(f"bench: {out['device']}, torch {torch.__version__}, {args.dtype}, decode "
+          f"{'included' if not args.no_decode else 'excluded'}; ceilings {out['ceilings']}", flush=True)
+    for depth in args.depths:
+        impls = Impls(depth, args.tokenizer, device, dtype if cuda else torch.float32,
+                      {"fp16": torch.float16, "bf16": torch.bfloat16}[args.autocast])
+        for spec in args.schedules:
+            sched = Schedule.parse(spec)
+            for B in args.batches:
+                labels = [(7 * i + 1) % 1000 for i in range(B)]
+                flops = impls.flops(labels, sched, p, not args.no_decode) if cuda else None
+                for impl in args.impls:
+                    if impl == "eager" and B > args.eager_max_batch:
+                        continue
+                    try:
+                        warm, t = time_call(impls.call(impl, labels, sched, p, 0, not args.no_decode), device,
+                                            args.repeat if impl != "eager" else max(2, args.repeat // 2))
+                    except Exception as e:  # noqa: BLE001 - report and continue with the rest
+                        print(f"bench: {impl} failed on d={depth} {spec} B={B}: {type(e).__name__}: {str(e)[:200]}")
+                        continue
+                    med = statistics.median(t)
+                    row = {"depth": depth, "schedule": str(sched), "steps": len(sched),
+                           "image": "x".join(map(str, sched.image_size)), "batch": B, "impl": impl,
+                           "warmup_s": round(warm, 3), "median_ms": round(med, 3), "min_ms": round(min(t), 3),
+                           "max_ms": round(max(t), 3), "images_per_s": round(B / med * 1e3, 1), "repeats": len(t)}
+                    if flops:
+                        row["TFLOPs"] = round(flops / (med / 1e3) / 1e12, 1)
+                    if B == 1 and impl.startswith("fast"):
+                        bytes_ = impls.stream_bytes * len(sched) + (impls.decoder_bytes if not args.no_decode else 0)
+                        row["weights_GBps"] = round(bytes_ / (med / 1e3) / 1e9, 1)
+                    out["results"].append(row)
+                    print(f"bench: d={depth} {str(sched):>9} B={B:<3} {impl:<15} median {med:9.2f} ms "
+                          f"[{min(t):.2f}, {max(t):.2f}]  {row['images_per_s']:8.1f} img/s  warm-up {warm:.1f} s",
+                          flush=True)
+                if cuda and "fast" in args.impls:
+                    prof = impls.runtime("fast").profile(labels, sched, p, 0, not args.no_decode)
+                    out["breakdown"].append({"depth": depth, "schedule": str(sched), "batch": B,
+                                             "eager_fast_ms_per_stage": {k: round(v, 3) for k, v in prof.items()}})
+        del impls
+        if cuda:
+            torch.cuda.empty_cache()
+    return out
+
+
+def print_table(res: dict) -> None:
+    rows = {}
+    for r in res["results"]:
+        rows.setdefault((r["depth"], r["schedule"], r["batch"]), {})[r["impl"]] = r
+    impls = list(dict.fromkeys(r["impl"] for r in res["results"]))
+    print(f"\n| depth | schedule | batch | " + " | ".join(f"{i} ms (min-max)" for i in impls) + " | fast img/s |")
+    print("|---|---|---|" + "---|" * len(impls) + "---|")
+    for (d, s, b), by in rows.items():
+        cells = [f"{by[i]['median_ms']:.2f} ({by[i]['min_ms']:.2f}-{by[i]['max_ms']:.2f})" if i in by else "-"
+                 for i in impls]
+        ips = by.get("fast", {}).get("images_per_s", "-")
+        print(f"| {d} | {s} | {b} | " + " | ".join(cells) + f" | {ips} |")
+
+
+def plot(res: dict, path: str) -> None:
+    from .plot import line_plot
+    series = {}
+    for r in res["results"]:
+        if r["image"] != "256x256":
+            continue
+        series.setdefault(f"{r['impl']} d{r['depth'].lstrip('d')} B={r['batch']}", []).append((r["steps"], r["median_ms"]))
+    line_plot(series, path, f"FlexVAR 256px, steps vs latency ({res['device']}, "
+                            f"decode {'incl.' if res['decode_included'] else 'excl.'})", "steps", "ms per batch")
+
+
+def parse_args(argv=None):
+    cuda = torch.cuda.is_available()
+    ap = argparse.ArgumentParser(prog="flexvar bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cuda" if cuda else "cpu")
+    ap.add_argument("--depths", default="d16" if cuda else "tiny", help="transformer presets, comma-separated")
+    ap.add_argument("--tokenizer", default="vq16" if cuda else "tiny")
+    ap.add_argument("--batches", default="1,8,32,64" if cuda else "1")
+    ap.add_argument("--schedules", default=";".join(GPU_SCHEDULES) if cuda else "256-6;256-10",
+                    help="schedules separated by ';'")
+    ap.add_argument("--impls", default="eager,compile,fast" if cuda else "eager,fast")
+    ap.add_argument("--dtype", default="bf16" if cuda else "fp32", help="fast runtime dtype: bf16, fp16, fp32")
+    ap.add_argument("--autocast", default="fp16", help="autocast dtype of the eager baselines on GPU")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--eager-max-batch", type=int, default=64)
+    ap.add_argument("--no-decode", action="store_true")
+    ap.add_argument("--out", default=None, help="JSON path (default bench/results/steps_latency-<device>-<date>.json)")
+    ap.add_argument("--plot", default=None, help="PNG path (default: beside the JSON)")
+    args = ap.parse_args(argv)
+    args.depths = [d if d in ("tiny", "test") or d.startswith("d") else f"d{d}" for d in args.depths.split(",")]
+    args.batches = [int(b) for b in args.batches.split(",")]
+    args.schedules = [s for s in args.schedules.split(";") if s]
+    args.impls = args.impls.split(",")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    res = run(args)
+    res["wall_s"] = round(time.perf_counter() - t0, 1)
+    name = f"steps_latency-{res['device'].replace(' ', '_')}-{res['date'][:10]}"
+    out = Path(args.out or f"bench/results/{name}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1))
+    png = args.plot or str(out.with_suffix(".png"))
+    plot(res, png)
+    print_table(res)
+    print(f"\nbench: ran {len(res['results'])} configurations in {res['wall_s']} s on {res['device']}; "
+          f"wrote {out} and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""GPU checks (marked gpu; skipped without CUDA): the CUDA kernel against its reference, the fast
+runtime with CUDA graphs against the reference runtime."""
+import copy
+
+import pytest
+import torch
+
+import flexvar.kernels as K
+from flexvar import Pipeline
+from flexvar.config import FlexVARConfig, VQVAEConfig
+from flexvar.fast import FastRuntime, bicubic_taps
+from flexvar.random_weights import random_tokenizer, random_transformer
+from flexvar.sampling import SamplingParams
+from flexvar.schedule import Schedule
+
+from conftest import rel_err
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="module")
+def models():
+    model = random_transformer(FlexVARConfig.from_name("tiny"), seed=3, device="cuda")
+    vae = random_tokenizer(VQVAEConfig.from_name("tiny"), seed=4, device="cuda")
+    return model, vae
+
+
+def test_kernels_build():
+    assert K.load(), "the CUDA extension did not build"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("src, dst, C", [((1, 1), (2, 2), 64), ((8, 8), (10, 10), 1024), ((13, 13), (16, 16), 1536),
+                                         ((16, 16), (23, 23), 1024), ((23, 23), (32, 32), 96), ((2, 3), (4, 7), 1024),
+                                         ((16, 32), (40, 64), 128), ((5, 5), (5, 5), 1280)], ids=str)
+def test_next_tokens_kernel(dtype, src, dst, C):
+    g = torch.Generator("cuda").manual_seed(C + sum(dst))
+    V = 8912
+    proj = torch.randn(V, C, device="cuda", generator=g).to(dtype)
+    bias = torch.randn(C, device="cuda", generator=g).to(dtype)
+    pos = torch.randn(dst[0] * dst[1], C, device="cuda", generator=g).to(dtype)
+    prev = torch.randint(0, V, (3, *src), device="cuda", generator=g)
+    (ry, wy), (rx, wx) = bicubic_taps(src[0], dst[0]), bicubic_taps(src[1], dst[1])
+    taps = [t.cuda() for t in (ry.int(), wy, rx.int(), wx)]
+    out = torch.ops.flexvar.next_tokens(prev, proj, bias, pos, *taps)
+    ref = K.next_tokens_ref(prev.cpu(), proj.cpu().float(), bias.cpu().float(), pos.cpu().float(), dst)
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    assert rel_err(out.cpu(), ref) < (1e-5 if dtype == torch.float32 else 1e-2)
+
+
+@pytest.mark.parametrize("guidance", ["ramp", "constant"])
+@pytest.mark.parametrize("spec", ["256-10", "512-12", "1x2,2x4,4x8,8x16"], ids=str)
+def test_fast_fp32_greedy_identical_to_reference(models, spec, guidance):
+    model, vae = models
+    pipe = Pipeline(copy.deepcopy(model), copy.deepcopy(vae), device="cuda", dtype=torch.float32)
+    assert pipe.use_fast
+    kw = dict(cfg=2.5, guidance=guidance, top_k=1, top_p=0.0, seed=0)
+    ref = pipe.generate([1, 2, 3], spec, fast=False, **kw)
+    out = pipe.generate([1, 2, 3], spec, **kw)
+    for si, (a, b) in enumerate(zip(out.codes, ref.codes)):
+        assert torch.equal(a, b), f"step {si + 1}: {(a != b).float().mean():.4f} differ"
+    assert (out.images.int() - ref.images.int()).abs().max() <= 1
+
+
+def test_graph_replay_equals_eager_bf16(models):
+    model, vae = copy.deepcopy(models[0]).bfloat16(), copy.deepcopy(models[1]).bfloat16()
+    sched, p = Schedule.parse("256-10"), SamplingParams()
+    g = FastRuntime(model, vae, use_graphs=True)
+    e = FastRuntime(model, vae, use_graphs=False)
+    a = [c.clone() for c in g.generate([5, 6], sched, p, 11)[0]]
+    a_img = g._plans[next(iter(g._plans))].image.clone()
+    b, b_img = e.generate([5, 6], sched, p, 11)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert torch.equal(a_img, b_img)
+    again = g.generate([5, 6], sched, p, 11)[0]  # replay is reproducible
+    assert all(torch.equal(x, y) for x, y in zip(a, again))
