@@ -91,6 +91,15 @@ def bicubic_taps(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
     return idx, w
 
 
+def _has_mm_out_dtype(device) -> bool:
+    """Whether torch.mm takes out_dtype (bf16/fp16 inputs, float32 output) here."""
+    try:
+        a = torch.ones(2, 2, device=device, dtype=torch.bfloat16)
+        return torch.mm(a, a, out_dtype=torch.float32).dtype == torch.float32
+    except (TypeError, RuntimeError):
+        return False
+
+
 @dataclass
 class _Plan:
     """Static buffers (and graph) of one (schedule, batch, parameters) combination."""
@@ -125,6 +134,7 @@ class FastRuntime:
             self.proj_VC = (book @ model.word_embed.weight.float().t()).to(self.dtype).contiguous()
             self.head_w = model.head.weight.contiguous()
             self.head_b = model.head.bias.float()
+        self._mm_fp32_out = self.device.type == "cuda" and self.dtype != torch.float32 and _has_mm_out_dtype(self.device)
         self._pos: dict[tuple[int, int], torch.Tensor] = {}
         self._taps: dict[tuple, tuple] = {}
         self._mods: OrderedDict = OrderedDict()
@@ -169,7 +179,7 @@ class FastRuntime:
         B, l, C = x.shape
         if self.dtype == torch.float32:
             out = x.reshape(-1, C) @ self.head_w.t()
-        elif self.device.type == "cuda":
+        elif self._mm_fp32_out:
             out = torch.mm(x.reshape(-1, C), self.head_w.t(), out_dtype=torch.float32)
         else:
             out = (x.reshape(-1, C) @ self.head_w.t()).float()
