@@ -98,9 +98,12 @@ class Impls:
 
     def runtime(self, variant: str) -> FastRuntime:
         if variant not in self.fast:
-            self.fast[variant] = FastRuntime(self.model, self.vae, use_graphs=self.device.type == "cuda" and "nographs" not in variant,
+            cuda = self.device.type == "cuda"
+            self.fast[variant] = FastRuntime(self.model, self.vae, use_graphs=cuda and "nographs" not in variant,
                                              use_kernels="nokernels" not in variant,
-                                             token_major_cache="batchmajor" not in variant)
+                                             compile_blocks=cuda and "nocompile" not in variant,
+                                             channels_last=cuda and "nchw" not in variant,
+                                             compile_decoder="cdec" in variant)
         return self.fast[variant]
 
     def _eager(self, sampler, labels, sched, p, seed, decode):

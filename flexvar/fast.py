@@ -91,6 +91,35 @@ def bicubic_taps(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
     return idx, w
 
 
+def block_step(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, wqkv: torch.Tensor, bqkv: torch.Tensor,
+               scale_H1: torch.Tensor, wproj: torch.Tensor, bproj: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor,
+               w2: torch.Tensor, b2: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, start: int,
+               eps: float) -> torch.Tensor:
+    """One block on one step's tokens, the residual stream x in float32 and the GEMMs in the weights'
+    dtype; k/v of tokens [start, start + l) are written into the layer's token-major cache (L, B, H, d).
+
+    The same computation as `model.Block.forward_step`, written over plain tensors so one compiled
+    graph (dynamic in l and start) serves every block and step.
+    """
+    B, l, C = x_BlC.shape
+    H = scale_H1.shape[0]
+    dt = wqkv.dtype
+    g1, g2, s1, s2, sh1, sh2 = mod_B6C.float().unsqueeze(2).unbind(1)  # each (B, 1, C)
+    h = F.layer_norm(x_BlC, (C,), eps=eps) * (1 + s1) + sh1
+    q, k, v = F.linear(h.to(dt), wqkv, bqkv).view(B, l, 3, H, C // H).unbind(2)
+    q = (F.normalize(q.float(), dim=-1) * scale_H1).to(dt).transpose(1, 2)
+    k = F.normalize(k.float(), dim=-1).to(dt)
+    end = start + l
+    k_cache[start:end] = k.transpose(0, 1)
+    v_cache[start:end] = v.transpose(0, 1)
+    o = F.scaled_dot_product_attention(q, k_cache[:end].permute(1, 2, 0, 3), v_cache[:end].permute(1, 2, 0, 3),
+                                       scale=1.0)
+    x = x_BlC + F.linear(o.transpose(1, 2).reshape(B, l, C), wproj, bproj).float() * g1
+    h = F.layer_norm(x, (C,), eps=eps) * (1 + s2) + sh2
+    f = F.linear(F.gelu(F.linear(h.to(dt), w1, b1), approximate="tanh"), w2, b2)
+    return x + f.float() * g2
+
+
 def _has_mm_out_dtype(device) -> bool:
     """Whether torch.mm takes out_dtype (bf16/fp16 inputs, float32 output) here."""
     try:
@@ -122,24 +151,54 @@ class FastRuntime:
     """Generation for one (model, tokenizer) on one device. Not thread-safe: one generation at a time."""
 
     def __init__(self, model: FlexVAR, vae: VQVAE, use_graphs: bool | None = None, use_kernels: bool = True,
-                 token_major_cache: bool = True, max_plans: int = 8, max_label_sets: int = 64):
+                 compile_blocks: bool | None = None, channels_last: bool | None = None, compile_decoder: bool = False,
+                 max_plans: int = 8, max_label_sets: int = 64):
+        """Defaults on CUDA: CUDA graphs, the fused kernels, the block step compiled by Inductor
+        (dynamic shapes, compiled once per process), a channels-last decoder. On CPU: none of them."""
         self.model, self.vae = model, vae
         p = model.pos_1LC
         self.device, self.dtype = p.device, p.dtype
-        self.use_graphs = (self.device.type == "cuda") if use_graphs is None else use_graphs
+        cuda = self.device.type == "cuda"
+        self.use_graphs = cuda if use_graphs is None else use_graphs
         self.use_kernels = use_kernels
-        self.token_major_cache = token_major_cache
+        self.channels_last = cuda if channels_last is None else channels_last
         with torch.no_grad():
             book = vae.quantize.normalized().float()
             self.proj_VC = (book @ model.word_embed.weight.float().t()).to(self.dtype).contiguous()
             self.head_w = model.head.weight.contiguous()
             self.head_b = model.head.bias.float()
+            self.block_weights = [self._weights(b) for b in model.blocks]
+        self.block_step = block_step
+        if cuda if compile_blocks is None else compile_blocks:
+            self.block_step = torch.compile(block_step, dynamic=True)
+        self.decoder = vae.decoder
+        if self.channels_last:
+            self.decoder = self.decoder.to(memory_format=torch.channels_last)
+        if compile_decoder:
+            self.decoder = torch.compile(self.decoder)
         self._mm_fp32_out = self.device.type == "cuda" and self.dtype != torch.float32 and _has_mm_out_dtype(self.device)
         self._pos: dict[tuple[int, int], torch.Tensor] = {}
         self._taps: dict[tuple, tuple] = {}
         self._mods: OrderedDict = OrderedDict()
         self._plans: OrderedDict = OrderedDict()
         self.max_plans, self.max_label_sets = max_plans, max_label_sets
+
+    @staticmethod
+    def _weights(blk) -> tuple:
+        """A block's weights as `block_step` takes them: bias (q, 0, v) and the q scale precomputed."""
+        a = blk.attn
+        bqkv = torch.cat((a.q_bias, a.zero_k_bias, a.v_bias))
+        scale = a.scale_mul_1H11.float().clamp_max(a.max_log_scale).exp().view(a.H, 1)
+        return (a.mat_qkv.weight, bqkv, scale, a.proj.weight, a.proj.bias, blk.ffn.fc1.weight, blk.ffn.fc1.bias,
+                blk.ffn.fc2.weight, blk.ffn.fc2.bias)
+
+    def decode(self, codes_Bhw: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H, W, 3) images on the device."""
+        z = self.vae.post_quant_conv(self.vae.quantize.lookup(codes_Bhw))
+        if self.channels_last:
+            z = z.contiguous(memory_format=torch.channels_last)
+        img = self.decoder(z)
+        return ((img.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
     # ---- cached per shape / per label set -------------------------------------------------
     def positions(self, hw: tuple[int, int]) -> torch.Tensor:
@@ -194,13 +253,13 @@ class FastRuntime:
         for si, hw in enumerate(sched):
             with stage("tokens"):
                 if si == 0:
-                    x = plan.cond[:, None] + m.pos_start + self.positions(hw)[None]
+                    x = plan.cond[:, None].float() + m.pos_start.float() + self.positions(hw)[None].float()
                 else:
-                    x = self.next_tokens(plan.codes[si - 1], hw).repeat(2, 1, 1)
+                    x = self.next_tokens(plan.codes[si - 1], hw).float().repeat(2, 1, 1)
             with stage("transformer"):
-                start = sched.offsets[si]
-                for i, blk in enumerate(m.blocks):
-                    x = blk.forward_step(x, plan.blocks[i], plan.cache, i, start)
+                start, eps = sched.offsets[si], m.cfg.norm_eps
+                for i, w in enumerate(self.block_weights):
+                    x = self.block_step(x, plan.blocks[i], *w, plan.cache.kv[i, 0], plan.cache.kv[i, 1], start, eps)
                 logits = self.logits(x, plan.head)
             with stage("sampling"):
                 logits = guide(logits, guidance_weight(si, len(sched), hw, p), p.guidance)
@@ -209,8 +268,7 @@ class FastRuntime:
                 plan.codes[si].copy_(idx.view(B, *hw))
         if plan.decode:
             with stage("decode"):
-                img = self.vae.decode_codes(plan.codes[-1])
-                plan.image.copy_(((img.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1))
+                plan.image.copy_(self.decode(plan.codes[-1]))
 
     @torch.no_grad()
     def profile(self, labels_B: list[int], schedule: Schedule, params: SamplingParams, seed: int,
@@ -246,8 +304,7 @@ class FastRuntime:
             blocks=torch.zeros(cfg.depth, 2 * B, 6, cfg.width, dtype=dt, device=dev),
             head=torch.zeros(2 * B, 2, cfg.width, dtype=dt, device=dev),
             seed=torch.zeros(1, dtype=torch.int64, device=dev),
-            cache=KVCache(cfg.depth, schedule.total_tokens, 2 * B, cfg.heads, cfg.head_dim, dt, dev,
-                          token_major=self.token_major_cache),
+            cache=KVCache(cfg.depth, schedule.total_tokens, 2 * B, cfg.heads, cfg.head_dim, dt, dev),
             codes=[torch.zeros(B, h, w, dtype=torch.long, device=dev) for h, w in schedule],
             image=torch.zeros(B, H, W, 3, dtype=torch.uint8, device=dev) if decode else None,
         )

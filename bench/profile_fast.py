@@ -1,0 +1,50 @@
+"""Kernel-level profile of the fast runtime (one eager run under torch.profiler).
+
+    python -m flexvar.bench.profile_fast [--depth d16] [--batch 1] [--schedule 256-10] [--no-compile]
+
+Prints the CUDA kernels by total time and how many kernel launches one generation makes.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from flexvar.config import FlexVARConfig, VQVAEConfig
+from flexvar.fast import FastRuntime
+from flexvar.random_weights import random_tokenizer, random_transformer
+from flexvar.sampling import SamplingParams
+from flexvar.schedule import Schedule
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--depth", default="d16")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--schedule", default="256-10")
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--rows", type=int, default=25)
+    args = ap.parse_args(argv)
+    model = random_transformer(FlexVARConfig.from_name(args.depth), device="cuda").bfloat16()
+    vae = random_tokenizer(VQVAEConfig.from_name("vq16"), device="cuda").bfloat16()
+    rt = FastRuntime(model, vae, use_graphs=False, compile_blocks=not args.no_compile)
+    sched, p = Schedule.parse(args.schedule), SamplingParams()
+    labels = list(range(args.batch))
+    for _ in range(2):
+        rt.generate(labels, sched, p, 0)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        rt.generate(labels, sched, p, 0)
+        torch.cuda.synchronize()
+    ev = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    total = sum(e.device_time for e in ev) / 1e3
+    print(f"profile: {args.depth} B={args.batch} {sched}: {len(ev)} kernels, {total:.2f} ms of kernel time "
+          f"(compile {'off' if args.no_compile else 'on'})")
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=args.rows, max_name_column_width=70))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
