@@ -29,7 +29,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     model = random_transformer(FlexVARConfig.from_name(args.depth), device="cuda").bfloat16()
     vae = random_tokenizer(VQVAEConfig.from_name("vq16"), device="cuda").bfloat16()
-    rt = FastRuntime(model, vae, use_graphs=False, compile_blocks=not args.no_compile)
+    rt = FastRuntime(model, vae, use_graphs=False, compile_blocks=not args.no_compile,
+                     compile_decoder=not args.no_compile)
     sched, p = Schedule.parse(args.schedule), SamplingParams()
     labels = list(range(args.batch))
     for _ in range(2):

@@ -103,7 +103,7 @@ class Impls:
                                              use_kernels="nokernels" not in variant,
                                              compile_blocks=cuda and "nocompile" not in variant,
                                              channels_last=cuda and "nchw" not in variant,
-                                             compile_decoder="cdec" in variant)
+                                             compile_decoder=cuda and "nocdec" not in variant)
         return self.fast[variant]
 
     def _eager(self, sampler, labels, sched, p, seed, decode):

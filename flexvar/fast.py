@@ -116,8 +116,15 @@ def block_step(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, wqkv: torch.Tensor, b
                                        scale=1.0)
     x = x_BlC + F.linear(o.transpose(1, 2).reshape(B, l, C), wproj, bproj).float() * g1
     h = F.layer_norm(x, (C,), eps=eps) * (1 + s2) + sh2
-    f = F.linear(F.gelu(F.linear(h.to(dt), w1, b1), approximate="tanh"), w2, b2)
+    f = F.linear(fc1_gelu(h.to(dt).reshape(B * l, C), w1, b1), w2, b2).view(B, l, C)
     return x + f.float() * g2
+
+
+def fc1_gelu(h_NC: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor) -> torch.Tensor:
+    """gelu_tanh(h w1^T + b1); on CUDA the GELU runs in the GEMM's epilogue (cuBLASLt)."""
+    if h_NC.is_cuda:
+        return torch._addmm_activation(b1, h_NC, w1.t(), use_gelu=True)
+    return F.gelu(F.linear(h_NC, w1, b1), approximate="tanh")
 
 
 def _has_mm_out_dtype(device) -> bool:
@@ -151,10 +158,12 @@ class FastRuntime:
     """Generation for one (model, tokenizer) on one device. Not thread-safe: one generation at a time."""
 
     def __init__(self, model: FlexVAR, vae: VQVAE, use_graphs: bool | None = None, use_kernels: bool = True,
-                 compile_blocks: bool | None = None, channels_last: bool | None = None, compile_decoder: bool = False,
+                 compile_blocks: bool | None = None, channels_last: bool | None = None,
+                 compile_decoder: bool | None = None,
                  max_plans: int = 8, max_label_sets: int = 64):
-        """Defaults on CUDA: CUDA graphs, the fused kernels, the block step compiled by Inductor
-        (dynamic shapes, compiled once per process), a channels-last decoder. On CPU: none of them."""
+        """Defaults on CUDA: CUDA graphs, the fused kernels, the block step and the decoder compiled by
+        Inductor (dynamic shapes: compiled once per process, whatever the schedule or batch), a
+        channels-last decoder. On CPU: none of them."""
         self.model, self.vae = model, vae
         p = model.pos_1LC
         self.device, self.dtype = p.device, p.dtype
@@ -174,8 +183,8 @@ class FastRuntime:
         self.decoder = vae.decoder
         if self.channels_last:
             self.decoder = self.decoder.to(memory_format=torch.channels_last)
-        if compile_decoder:
-            self.decoder = torch.compile(self.decoder)
+        if cuda if compile_decoder is None else compile_decoder:
+            self.decoder = torch.compile(self.decoder, dynamic=True)
         self._mm_fp32_out = self.device.type == "cuda" and self.dtype != torch.float32 and _has_mm_out_dtype(self.device)
         self._pos: dict[tuple[int, int], torch.Tensor] = {}
         self._taps: dict[tuple, tuple] = {}
