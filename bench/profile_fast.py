@@ -26,10 +26,11 @@ def main(argv=None) -> int:
     ap.add_argument("--schedule", default="256-10")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--rows", type=int, default=25)
+    ap.add_argument("--graph", action="store_true", help="profile a CUDA-graph replay instead of an eager run")
     args = ap.parse_args(argv)
     model = random_transformer(FlexVARConfig.from_name(args.depth), device="cuda").bfloat16()
     vae = random_tokenizer(VQVAEConfig.from_name("vq16"), device="cuda").bfloat16()
-    rt = FastRuntime(model, vae, use_graphs=False, compile_blocks=not args.no_compile,
+    rt = FastRuntime(model, vae, use_graphs=args.graph, compile_blocks=not args.no_compile,
                      compile_decoder=not args.no_compile)
     sched, p = Schedule.parse(args.schedule), SamplingParams()
     labels = list(range(args.batch))

@@ -161,9 +161,9 @@ class FastRuntime:
                  compile_blocks: bool | None = None, channels_last: bool | None = None,
                  compile_decoder: bool | None = None,
                  max_plans: int = 8, max_label_sets: int = 64):
-        """Defaults on CUDA: CUDA graphs, the fused kernels, the block step and the decoder compiled by
-        Inductor (dynamic shapes: compiled once per process, whatever the schedule or batch), a
-        channels-last decoder. On CPU: none of them."""
+        """Defaults on CUDA: CUDA graphs, the fused kernels, the block step compiled by Inductor with
+        dynamic shapes (once per process), the channels-last decoder compiled per output shape.
+        On CPU: none of them."""
         self.model, self.vae = model, vae
         p = model.pos_1LC
         self.device, self.dtype = p.device, p.dtype
@@ -184,7 +184,11 @@ class FastRuntime:
         if self.channels_last:
             self.decoder = self.decoder.to(memory_format=torch.channels_last)
         if cuda if compile_decoder is None else compile_decoder:
-            self.decoder = torch.compile(self.decoder, dynamic=True)
+            # static shapes: Inductor's channels-last conv layouts and fused GroupNorm+SiLU need them;
+            # one compile per output shape, paid when a plan is first built
+            import torch._dynamo
+            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+            self.decoder = torch.compile(self.decoder, dynamic=False)
         self._mm_fp32_out = self.device.type == "cuda" and self.dtype != torch.float32 and _has_mm_out_dtype(self.device)
         self._pos: dict[tuple[int, int], torch.Tensor] = {}
         self._taps: dict[tuple, tuple] = {}
