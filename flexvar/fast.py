@@ -186,8 +186,8 @@ class FastRuntime:
         if cuda if compile_decoder is None else compile_decoder:
             # static shapes: Inductor's channels-last conv layouts and fused GroupNorm+SiLU need them;
             # one compile per output shape, paid when a plan is first built
-            import torch._dynamo
-            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+            import torch._dynamo as dynamo
+            dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, 64)
             self.decoder = torch.compile(self.decoder, dynamic=False)
         self._mm_fp32_out = self.device.type == "cuda" and self.dtype != torch.float32 and _has_mm_out_dtype(self.device)
         self._pos: dict[tuple[int, int], torch.Tensor] = {}
