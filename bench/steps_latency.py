@@ -174,7 +174,7 @@ def run(args) -> dict:
                         continue
                     try:
                         warm, t = time_call(impls.call(impl, labels, sched, p, 0, not args.no_decode), device,
-                                            args.repeat if impl != "eager" else max(2, args.repeat // 2))
+                                            args.repeat if impl != "eager" else max(3, args.repeat // 2))
                     except Exception as e:  # noqa: BLE001 - report and continue with the rest
                         print(f"bench: {impl} failed on d={depth} {spec} B={B}: {type(e).__name__}: {str(e)[:200]}")
                         continue
