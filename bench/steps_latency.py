@@ -131,7 +131,9 @@ class Impls:
 
     def flops(self, labels, sched, p, decode) -> float:
         from torch.utils.flop_counter import FlopCounterMode
-        rt = FastRuntime(self.model, self.vae, use_graphs=False, use_kernels=False)
+        # uncompiled: nothing gets compiled under the counting mode
+        rt = FastRuntime(self.model, self.vae, use_graphs=False, use_kernels=False, compile_blocks=False,
+                         compile_decoder=False)
         with FlopCounterMode(display=False) as fc:
             rt.generate(labels, sched, p, 0, decode)
         return float(fc.get_total_flops())
@@ -189,13 +191,22 @@ def run(args) -> dict:
                         bytes_ = impls.stream_bytes * len(sched) + (impls.decoder_bytes if not args.no_decode else 0)
                         row["weights_GBps"] = round(bytes_ / (med / 1e3) / 1e9, 1)
                     out["results"].append(row)
+                    if args.partial:
+                        Path(args.partial).write_text(json.dumps(out, indent=1))
                     print(f"bench: d={depth} {str(sched):>9} B={B:<3} {impl:<15} median {med:9.2f} ms "
                           f"[{min(t):.2f}, {max(t):.2f}]  {row['images_per_s']:8.1f} img/s  warm-up {warm:.1f} s",
                           flush=True)
-                if cuda and "fast" in args.impls:
-                    prof = impls.runtime("fast").profile(labels, sched, p, 0, not args.no_decode)
-                    out["breakdown"].append({"depth": depth, "schedule": str(sched), "batch": B,
-                                             "eager_fast_ms_per_stage": {k: round(v, 3) for k, v in prof.items()}})
+                if cuda and "fast" in args.impls and args.breakdown:
+                    try:
+                        prof = impls.runtime("fast").profile(labels, sched, p, 0, not args.no_decode)
+                        out["breakdown"].append({"depth": depth, "schedule": str(sched), "batch": B,
+                                                 "eager_fast_ms_per_stage": {k: round(v, 3) for k, v in prof.items()}})
+                    except Exception as e:  # noqa: BLE001
+                        print(f"bench: breakdown failed on d={depth} {spec} B={B}: {type(e).__name__}")
+                for rt in impls.fast.values():  # graphs and their pools of this configuration
+                    rt.clear()
+                if cuda:
+                    torch.cuda.empty_cache()
         del impls
         if cuda:
             torch.cuda.empty_cache()
@@ -242,9 +253,12 @@ def parse_args(argv=None):
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--eager-max-batch", type=int, default=64)
     ap.add_argument("--no-decode", action="store_true")
+    ap.add_argument("--no-breakdown", dest="breakdown", action="store_false",
+                    help="skip the per-stage breakdown of the fast runtime")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/steps_latency-<device>-<date>.json)")
     ap.add_argument("--plot", default=None, help="PNG path (default: beside the JSON)")
     args = ap.parse_args(argv)
+    args.partial = None
     args.depths = [d if d in ("tiny", "test") or d.startswith("d") else f"d{d}" for d in args.depths.split(",")]
     args.batches = [int(b) for b in args.batches.split(",")]
     args.schedules = [s for s in args.schedules.split(";") if s]
@@ -254,6 +268,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    args.partial = str(Path(args.out).with_suffix(".partial.json")) if args.out else None
     t0 = time.perf_counter()
     res = run(args)
     res["wall_s"] = round(time.perf_counter() - t0, 1)

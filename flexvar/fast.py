@@ -328,6 +328,10 @@ class FastRuntime:
             self._plans.popitem(last=False)
         return plan
 
+    def clear(self) -> None:
+        """Drop every plan (buffers, KV caches, graphs and their memory pools)."""
+        self._plans.clear()
+
     def _capture(self, plan: _Plan) -> None:
         with torch.no_grad():
             side = torch.cuda.Stream(self.device)
