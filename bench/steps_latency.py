@@ -276,6 +276,8 @@ def main(argv=None) -> int:
     out = Path(args.out or f"bench/results/{name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1))
+    if args.partial:
+        Path(args.partial).unlink(missing_ok=True)
     png = args.plot or str(out.with_suffix(".png"))
     plot(res, png)
     print_table(res)
