@@ -1,0 +1,47 @@
+"""Markdown tables of committed benchmark results (the README's tables are pasted from this).
+
+    python -m flexvar.bench.report bench/results/*.json
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def _command(cmd: str) -> str:
+    """The command as a user types it (the interpreter's path dropped; $OUT for the device's output folder)."""
+    first, _, rest = cmd.partition(" ")
+    return (Path(first).name + " " + rest).replace("/root/out/", "$OUT/")
+
+
+def table(paths: list[str]) -> str:
+    rows, meta = [], []
+    for p in paths:
+        d = json.loads(Path(p).read_text())
+        if "results" not in d:
+            continue
+        meta.append(f"- `{Path(p).name}`: {d['device']}, {d['date']}, torch {d['torch']}, fast runtime {d['dtype']}, "
+                    f"eager under {d['autocast_eager']} autocast, decode {'included' if d['decode_included'] else 'excluded'}; "
+                    f"ceilings {d['ceilings']}; command `{_command(d['command'])}`")
+        by = {}
+        for r in d["results"]:
+            by.setdefault((r["depth"], r["schedule"], r["image"], r["batch"]), {})[r["impl"]] = r
+        for (depth, sched, image, B), impls in by.items():
+            rows.append((depth, sched, image, B, impls))
+    out = ["| model | schedule | image | batch | eager ms (min–max) | fast ms (min–max) | speed-up | fast img/s | fast TFLOP/s | fast weights GB/s |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for depth, sched, image, B, impls in rows:
+        e, f = impls.get("eager"), impls.get("fast")
+        if not f:
+            continue
+        cell = lambda r: f"{r['median_ms']:.1f} ({r['min_ms']:.1f}–{r['max_ms']:.1f})" if r else "–"  # noqa: E731
+        sp = f"{e['median_ms'] / f['median_ms']:.1f}×" if e else "–"
+        name = sched if len(sched) < 12 else f"{len(sched.split(','))} steps, 1:2"
+        out.append(f"| {depth} | {name} | {image} | {B} | {cell(e)} | {cell(f)} | {sp} | {f['images_per_s']:.0f} | "
+                   f"{f.get('TFLOPs', '–')} | {f.get('weights_GBps', '–')} |")
+    return "\n".join(out + [""] + meta)
+
+
+if __name__ == "__main__":
+    print(table(sys.argv[1:]))
