@@ -61,6 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-pn", type=int, default=16, help="sides above this get full cfg (ramp) and greedy sampling")
     g.add_argument("--no-greedy-off-grid", dest="greedy_off_grid", action="store_false",
                    help="sample off-grid steps with --top-k too (the release samples them greedily)")
+    g.add_argument("--backend", default="torch", help="torch, onnxruntime or tensorrt")
+    g.add_argument("--engine-dir", help="artifact directory of the onnxruntime/tensorrt backends (built on first use)")
+    g.add_argument("--rebuild", action="store_true", help="replace artifacts built for other weights or tools")
+    x = sub.add_parser("export", help="build the ONNX (and TensorRT) artifacts of a model ahead of time")
+    x.add_argument("--var-ckpt")
+    x.add_argument("--vae-ckpt")
+    x.add_argument("--backend", default="onnx", help="onnx (ONNX files for onnxruntime) or tensorrt")
+    x.add_argument("--out", required=True, help="artifact directory")
+    x.add_argument("--device", default="cpu")
+    x.add_argument("--dtype", default="float32")
+    x.add_argument("--rebuild", action="store_true", help="replace artifacts built for other weights or tools")
     for name, text in (("inpaint", "generate inside a mask (white = generate), keep the image elsewhere"),
                        ("expand", "generate a larger canvas around the image"),
                        ("refine", "continue the image's schedule to a larger size")):
@@ -182,8 +193,11 @@ def cmd_generate(args) -> int:
     pipe = load_pipeline(args)
     pipe.labels_tensor(labels)
     t0 = time.perf_counter()
+    if args.backend != "torch" and not args.engine_dir:
+        raise InputError(f"--backend {args.backend} needs --engine-dir")
     out = pipe.generate(labels, schedule, cfg=args.cfg, guidance=args.guidance, top_k=args.top_k,
-                        top_p=args.top_p, seed=args.seed, max_pn=args.max_pn, greedy_off_grid=args.greedy_off_grid)
+                        top_p=args.top_p, seed=args.seed, max_pn=args.max_pn, greedy_off_grid=args.greedy_off_grid,
+                        backend=args.backend, engine_dir=args.engine_dir, rebuild=args.rebuild)
     dt = time.perf_counter() - t0
     files = write_outputs(args, out, labels)
     H, W = schedule.image_size
@@ -246,6 +260,19 @@ def cmd_edit(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .engine_runtime import EngineSet
+    backends = {"onnx": "onnxruntime", "tensorrt": "tensorrt"}
+    if args.backend not in backends:
+        raise InputError(f"unknown export backend {args.backend!r}; use onnx or tensorrt")
+    pipe = load_pipeline(args)
+    eng = EngineSet(pipe.model, pipe.vae, backends[args.backend], args.out, pipe.device, rebuild=args.rebuild)
+    m = eng.manifest
+    print(f"export: {args.out}: weights {m['fingerprint']}, {m['precision']}, opset {m['opset']}, "
+          f"buckets {', '.join(b['name'] for b in m['buckets'])}; graphs {', '.join(m['graphs'])}")
+    return 0
+
+
 def cmd_info(args) -> int:
     from .checkpoint import describe
     for i, f in enumerate(args.files):
@@ -255,7 +282,7 @@ def cmd_info(args) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "info": cmd_info, "inpaint": cmd_edit, "expand": cmd_edit,
+COMMANDS = {"generate": cmd_generate, "info": cmd_info, "export": cmd_export, "inpaint": cmd_edit, "expand": cmd_edit,
             "refine": cmd_edit}
 
 

@@ -91,6 +91,33 @@ def bicubic_taps(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
     return idx, w
 
 
+def qkv_step(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, wqkv: torch.Tensor, bqkv: torch.Tensor,
+             scale_H1: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """First half of a block: q (B, H, l, d) normalised and scaled, k (normalised) and v as (l, B, H, d)."""
+    B, l = x_BlC.shape[:2]
+    C, H = wqkv.shape[1], scale_H1.shape[0]  # from the weights: constants when exported
+    dt = wqkv.dtype
+    _, _, s1, _, sh1, _ = mod_B6C.float().unsqueeze(2).unbind(1)  # each (B, 1, C)
+    h = F.layer_norm(x_BlC, (C,), eps=eps) * (1 + s1) + sh1
+    q, k, v = F.linear(h.to(dt), wqkv, bqkv).view(B, l, 3, H, C // H).unbind(2)
+    q = (F.normalize(q.float(), dim=-1) * scale_H1).to(dt).transpose(1, 2)
+    k = F.normalize(k.float(), dim=-1).to(dt)
+    return q, k.transpose(0, 1), v.transpose(0, 1)
+
+
+def finish_step(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, o_BHld: torch.Tensor, wproj: torch.Tensor,
+                bproj: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
+                eps: float) -> torch.Tensor:
+    """Second half: x += proj(o) * gamma1; x += ffn(LN(x)(1+scale2)+shift2) * gamma2 (x in float32)."""
+    B, l = x_BlC.shape[:2]
+    C = wproj.shape[0]
+    g1, g2, _, s2, _, sh2 = mod_B6C.float().unsqueeze(2).unbind(1)
+    x = x_BlC + F.linear(o_BHld.transpose(1, 2).reshape(B, l, C), wproj, bproj).float() * g1
+    h = F.layer_norm(x, (C,), eps=eps) * (1 + s2) + sh2
+    f = F.linear(fc1_gelu(h.to(w1.dtype).reshape(B * l, C), w1, b1), w2, b2).view(B, l, C)
+    return x + f.float() * g2
+
+
 def block_step(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, wqkv: torch.Tensor, bqkv: torch.Tensor,
                scale_H1: torch.Tensor, wproj: torch.Tensor, bproj: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor,
                w2: torch.Tensor, b2: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, start: int,
@@ -101,23 +128,13 @@ def block_step(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, wqkv: torch.Tensor, b
     The same computation as `model.Block.forward_step`, written over plain tensors so one compiled
     graph (dynamic in l and start) serves every block and step.
     """
-    B, l, C = x_BlC.shape
-    H = scale_H1.shape[0]
-    dt = wqkv.dtype
-    g1, g2, s1, s2, sh1, sh2 = mod_B6C.float().unsqueeze(2).unbind(1)  # each (B, 1, C)
-    h = F.layer_norm(x_BlC, (C,), eps=eps) * (1 + s1) + sh1
-    q, k, v = F.linear(h.to(dt), wqkv, bqkv).view(B, l, 3, H, C // H).unbind(2)
-    q = (F.normalize(q.float(), dim=-1) * scale_H1).to(dt).transpose(1, 2)
-    k = F.normalize(k.float(), dim=-1).to(dt)
-    end = start + l
-    k_cache[start:end] = k.transpose(0, 1)
-    v_cache[start:end] = v.transpose(0, 1)
+    q, k, v = qkv_step(x_BlC, mod_B6C, wqkv, bqkv, scale_H1, eps)
+    end = start + x_BlC.shape[1]
+    k_cache[start:end] = k
+    v_cache[start:end] = v
     o = F.scaled_dot_product_attention(q, k_cache[:end].permute(1, 2, 0, 3), v_cache[:end].permute(1, 2, 0, 3),
                                        scale=1.0)
-    x = x_BlC + F.linear(o.transpose(1, 2).reshape(B, l, C), wproj, bproj).float() * g1
-    h = F.layer_norm(x, (C,), eps=eps) * (1 + s2) + sh2
-    f = F.linear(fc1_gelu(h.to(dt).reshape(B * l, C), w1, b1), w2, b2).view(B, l, C)
-    return x + f.float() * g2
+    return finish_step(x_BlC, mod_B6C, o, wproj, bproj, w1, b1, w2, b2, eps)
 
 
 def fc1_gelu(h_NC: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor) -> torch.Tensor:

@@ -66,6 +66,7 @@ class Pipeline:
         self.source = source
         self.use_fast = (self.device.type == "cuda") if fast is None else fast
         self._fast = None
+        self._engines: dict = {}
 
     @property
     def fast_runtime(self):
@@ -96,6 +97,18 @@ class Pipeline:
         vae = random_tokenizer(VQVAEConfig.from_name(tokenizer), seed + 1)
         return cls(model, vae, device, dtype, source=f"random weights ({transformer}/{tokenizer}, seed {seed})",
                    fast=fast)
+
+    def engines(self, backend: str, engine_dir, rebuild: bool = False):
+        """The engines of `backend` in `engine_dir` (exported/built on first use, then reused)."""
+        from .engine_runtime import BACKENDS, EngineSet
+        if backend not in BACKENDS:
+            raise InputError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        if engine_dir is None:
+            raise InputError(f"backend {backend} needs an engine directory")
+        key = (backend, os.fspath(engine_dir))
+        if key not in self._engines:
+            self._engines[key] = EngineSet(self.model, self.vae, backend, engine_dir, self.device, rebuild)
+        return self._engines[key]
 
     @property
     def num_classes(self) -> int:
@@ -131,16 +144,26 @@ class Pipeline:
     @torch.no_grad()
     def generate(self, labels, schedule: ScheduleLike = "256-10", cfg: float = 2.5, guidance: str = "ramp",
                  top_k: int = 900, top_p: float = 0.95, seed: int = 0, max_pn: int = 16,
-                 greedy_off_grid: bool = True, decode: bool = True, fast: bool | None = None) -> GenerationOutput:
+                 greedy_off_grid: bool = True, decode: bool = True, fast: bool | None = None,
+                 backend: str = "torch", engine_dir: str | os.PathLike | None = None,
+                 rebuild: bool = False) -> GenerationOutput:
         """Class-conditional generation over any schedule (release defaults).
 
-        fast: override the pipeline's choice of runtime for this call (see `Pipeline.__init__`).
+        fast: override the pipeline's choice of torch runtime for this call (see `Pipeline.__init__`).
+        backend: "torch", or "onnxruntime" / "tensorrt" with `engine_dir`, where the artifacts are
+        built on first use and checked against these weights afterwards (`rebuild` replaces foreign ones).
         """
         sched = Schedule.parse(schedule)
         params = SamplingParams(cfg=cfg, guidance=guidance, top_k=top_k, top_p=top_p, max_pn=max_pn,
                                 greedy_off_grid=greedy_off_grid)
         labels_B = self.labels_tensor(labels)
-        if self.use_fast if fast is None else fast:
+        if backend != "torch":
+            from . import engine_runtime
+            eng = self.engines(backend, engine_dir, rebuild)
+            gen = torch.Generator(self.device).manual_seed(int(seed))
+            codes = engine_runtime.generate_codes(self.model, self.vae.quantize, eng, labels_B, sched, params, gen)
+            images = engine_runtime.decode(eng, codes[-1]).cpu() if decode else None
+        elif self.use_fast if fast is None else fast:
             codes, images = self.fast_runtime.generate(labels_B.tolist(), sched, params, int(seed), decode)
             images = images.cpu() if images is not None else None
         else:

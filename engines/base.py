@@ -1,0 +1,36 @@
+"""One Engine interface for every backend: load, allocate, run(feeds, stream)."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+
+
+class Engine(ABC):
+    """A compiled graph of one backend. Feeds and results are torch tensors keyed by the graph's names."""
+
+    backend = "?"
+
+    @abstractmethod
+    def load(self, path: str) -> "Engine":
+        """Open the artifact at `path`."""
+
+    def allocate(self, **max_shapes) -> None:
+        """Reserve buffers for the largest shapes to come (no-op where the backend allocates itself)."""
+
+    @abstractmethod
+    def run(self, feeds: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor] | None = None,
+            stream=None) -> dict[str, torch.Tensor]:
+        """Run the graph on `feeds`. `outputs`, where given, are preallocated tensors the results are
+        written into (on GPU backends without a copy, e.g. straight into KV-cache slices);
+        `stream` is a CUDA stream for GPU backends. Returns every output by name."""
+
+
+def open_engine(backend: str, path: str, device: torch.device) -> Engine:
+    if backend == "onnxruntime":
+        from .onnxruntime import OrtEngine
+        return OrtEngine(device).load(path)
+    if backend == "tensorrt":
+        from .tensorrt import TensorRTEngine
+        return TensorRTEngine(device).load(path)
+    raise ValueError(f"unknown backend {backend!r}")

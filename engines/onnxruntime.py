@@ -1,0 +1,62 @@
+"""ONNX Runtime: the CPU execution provider, or CUDA with I/O binding onto torch tensors."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .base import Engine
+
+_NP = {torch.float32: np.float32, torch.float16: np.float16, torch.int64: np.int64, torch.uint8: np.uint8}
+
+
+class OrtEngine(Engine):
+    backend = "onnxruntime"
+
+    def __init__(self, device: torch.device):
+        self.device = torch.device(device)
+        self.session = None
+
+    def load(self, path: str) -> "OrtEngine":
+        import onnxruntime as ort
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if self.device.type == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise RuntimeError("onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu)")
+            providers = [("CUDAExecutionProvider", {"device_id": self.device.index or 0})]
+        else:
+            providers = ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(path, opts, providers=providers)
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        return self
+
+    def run(self, feeds: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor] | None = None,
+            stream=None) -> dict[str, torch.Tensor]:
+        outputs = outputs or {}
+        if self.device.type != "cuda":
+            res = self.session.run(None, {k: v.detach().contiguous().numpy() for k, v in feeds.items()})
+            out = {}
+            for n, r in zip(self.outputs, res):
+                t = torch.from_numpy(r)
+                if n in outputs:
+                    outputs[n].copy_(t)
+                    t = outputs[n]
+                out[n] = t
+            return out
+        # CUDA execution provider: bind torch's device memory (inputs and preallocated outputs)
+        io = self.session.io_binding()
+        dev = self.device.index or 0
+        for k, v in feeds.items():
+            v = v.contiguous()
+            io.bind_input(k, "cuda", dev, _NP[v.dtype], list(v.shape), v.data_ptr())
+        for n in self.outputs:
+            if n not in outputs:
+                raise ValueError(f"onnxruntime on CUDA needs a preallocated output for {n!r}")
+            t = outputs[n]
+            if not t.is_contiguous():
+                raise ValueError(f"output {n!r} must be contiguous")
+            io.bind_output(n, "cuda", dev, _NP[t.dtype], list(t.shape), t.data_ptr())
+        io.synchronize_inputs()
+        self.session.run_with_iobinding(io)
+        io.synchronize_outputs()
+        return dict(outputs)

@@ -1,0 +1,168 @@
+"""TensorRT engines built from the exported ONNX files: one optimization profile per scale bucket.
+
+Written against TensorRT 10's Python API (Builder, OnnxParser, IOptimizationProfile,
+IExecutionContext.execute_async_v3). TensorRT cannot be installed in this project's workplace, so
+the build and run paths were not executed here; the profiles, builder settings and engine naming
+are computed without TensorRT and tested in CI.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from flexvar.export.artifacts import ArtifactError
+from flexvar.export.graphs import BUCKETS, MAX_BATCH, MAX_PAST, Bucket
+
+from .base import Engine
+
+WORKSPACE_BYTES = 8 << 30
+
+
+def _trt():
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise ArtifactError("TensorRT is not installed: the tensorrt backend needs the `tensorrt` package "
+                            "(CUDA machine); use --backend onnxruntime here") from None
+    return trt
+
+
+def step_profiles(manifest: dict, buckets: tuple[Bucket, ...] = BUCKETS) -> list[dict[str, tuple]]:
+    """Per bucket, {input: (min, opt, max)} for every dynamic input of the transformer step.
+
+    Token count l spans the bucket; the batch spans 2 (one image with guidance) to MAX_BATCH rows;
+    the past spans 0 (first step) to MAX_PAST tokens, optimized for 4x the bucket's steps.
+    """
+    c = manifest["model_config"]
+    C, D, H, d = c["width"], c["depth"], c["heads"], c["width"] // c["heads"]
+    out = []
+    for b in buckets:
+        lo, hi = b.min_tokens, b.max_tokens
+        past_opt = min(MAX_PAST, 4 * hi)
+        p = {"x": ((2, lo, C), (2, hi, C), (MAX_BATCH, hi, C)),
+             "blocks": ((D, 2, 6, C), (D, 2, 6, C), (D, MAX_BATCH, 6, C)),
+             "head": ((2, 2, C), (2, 2, C), (MAX_BATCH, 2, C))}
+        for i in range(D):
+            for n in ("past_k", "past_v"):
+                p[f"{n}_{i}"] = ((0, 2, H, d), (past_opt, 2, H, d), (MAX_PAST, MAX_BATCH, H, d))
+        out.append(p)
+    return out
+
+
+def decoder_profiles(max_batch: int = 64, max_side: int = 64) -> list[dict[str, tuple]]:
+    return [{"codes": ((1, 1, 1), (1, 16, 16), (max_batch, max_side, max_side))}]
+
+
+def builder_settings(precision: str) -> dict:
+    """What the builder configuration sets for a precision (flags by name, workspace bytes)."""
+    flags = {"float32": [], "float16": ["FP16"], "bfloat16": ["BF16"]}
+    if precision not in flags:
+        raise ArtifactError(f"TensorRT build: unsupported precision {precision!r}")
+    return {"flags": flags[precision], "workspace_bytes": WORKSPACE_BYTES}
+
+
+def plan_name(graph: str, manifest: dict, trt_version: str, sm: str) -> str:
+    """Engine file name: graph, weights fingerprint, precision, buckets, TensorRT version, GPU arch."""
+    buckets = "-".join(b["name"] for b in manifest["buckets"]) if graph == "transformer_step" else "dec"
+    return f"{graph}-{manifest['fingerprint']}-{manifest['precision']}-{buckets}-trt{trt_version}-{sm}.plan"
+
+
+def build_engines(engine_dir, manifest: dict, rebuild: bool = False, log=print) -> dict[str, str]:
+    """Build (or reuse) the TensorRT plans of the transformer step and the decoder; returns their paths."""
+    trt = _trt()
+    if not torch.cuda.is_available():
+        raise ArtifactError("TensorRT engines need a CUDA GPU")
+    major, minor = torch.cuda.get_device_capability()
+    sm = f"sm{major}{minor}"
+    paths = {}
+    for graph, profiles in (("transformer_step", step_profiles(manifest)), ("decoder", decoder_profiles())):
+        path = Path(engine_dir) / plan_name(graph, manifest, trt.__version__, sm)
+        paths[graph] = str(path)
+        if path.exists() and not rebuild:
+            continue
+        onnx_path = Path(engine_dir) / manifest["graphs"][graph]["file"]
+        log(f"export: building TensorRT {graph} ({len(profiles)} profiles) -> {path}")
+        data = _build(trt, onnx_path, profiles, builder_settings(manifest["precision"]))
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        (path.with_suffix(".json")).write_text(json.dumps({"profiles": [{k: [list(s) for s in v] for k, v in p.items()}
+                                                                        for p in profiles]}))
+    return paths
+
+
+def _build(trt, onnx_path: Path, profiles: list[dict], settings: dict) -> bytes:
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ArtifactError(f"TensorRT could not parse {onnx_path}: {errs[:300]}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings["workspace_bytes"])
+    for flag in settings["flags"]:
+        config.set_flag(getattr(trt.BuilderFlag, flag))
+    for p in profiles:
+        prof = builder.create_optimization_profile()
+        for name, (lo, opt, hi) in p.items():
+            prof.set_shape(name, lo, opt, hi)
+        config.add_optimization_profile(prof)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise ArtifactError(f"TensorRT build of {onnx_path} failed")
+    return bytes(plan)
+
+
+class TensorRTEngine(Engine):
+    """A deserialized plan; one execution context per optimization profile (bucket)."""
+
+    backend = "tensorrt"
+
+    def __init__(self, device: torch.device):
+        self.device = torch.device(device)
+
+    def load(self, path: str) -> "TensorRTEngine":
+        trt = _trt()
+        self.trt = trt
+        self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = self.runtime.deserialize_cuda_engine(Path(path).read_bytes())
+        if self.engine is None:
+            raise ArtifactError(f"{path}: not a TensorRT plan for this TensorRT version/GPU (stale engine)")
+        meta = json.loads(Path(path).with_suffix(".json").read_text())
+        self.profiles = meta["profiles"]
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if n not in self.inputs]
+        self.contexts = {}
+        return self
+
+    def _profile_for(self, feeds) -> int:
+        for i, p in enumerate(self.profiles):
+            if all(all(lo <= s <= hi for s, lo, hi in zip(feeds[n].shape, p[n][0], p[n][2])) for n in p if n in feeds):
+                return i
+        raise ArtifactError("no optimization profile of the engine covers these shapes")
+
+    def run(self, feeds, outputs=None, stream=None):
+        if outputs is None or any(n not in outputs for n in self.outputs):
+            raise ValueError("the tensorrt backend needs preallocated outputs for every output")
+        stream = stream or torch.cuda.current_stream(self.device)
+        idx = self._profile_for(feeds)
+        if idx not in self.contexts:
+            ctx = self.engine.create_execution_context()
+            ctx.set_optimization_profile_async(idx, stream.cuda_stream)
+            self.contexts[idx] = ctx
+        ctx = self.contexts[idx]
+        for n in self.inputs:
+            t = feeds[n].contiguous()
+            feeds[n] = t
+            ctx.set_input_shape(n, tuple(t.shape))
+            ctx.set_tensor_address(n, t.data_ptr())
+        for n in self.outputs:
+            ctx.set_tensor_address(n, outputs[n].data_ptr())
+        if not ctx.execute_async_v3(stream.cuda_stream):
+            raise RuntimeError("TensorRT execute_async_v3 failed")
+        return dict(outputs)

@@ -1,0 +1,74 @@
+"""The step loop over an exported engine (onnxruntime, tensorrt): the runtime owns the KV cache,
+prepares tokens and samples; the engine runs the transformer step and the decoder.
+
+Token preparation and sampling are the reference runtime's, so in float32 an engine's greedy codes
+equal the torch runtime's, and the same seed gives the same `torch.multinomial` stream.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .kv_cache import KVCache
+from .runtime import step_tokens
+from .sampling import SamplingParams, guidance_weight, guide, sample, step_top_k
+from .schedule import Schedule
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+
+
+class EngineSet:
+    """The opened engines of one artifact directory, checked against the pipeline's weights."""
+
+    def __init__(self, model, vae, backend: str, engine_dir: str | os.PathLike, device: torch.device,
+                 rebuild: bool = False, log=print):
+        from flexvar.engines import open_engine
+        from flexvar.export import export_onnx
+        if backend == "tensorrt":
+            from flexvar.engines.tensorrt import build_engines
+            manifest = export_onnx(model, vae, engine_dir, rebuild=rebuild, log=log)
+            paths = build_engines(engine_dir, manifest, rebuild=rebuild, log=log)
+        else:
+            manifest = export_onnx(model, vae, engine_dir, rebuild=rebuild, log=log)
+            paths = {k: os.path.join(engine_dir, g["file"]) for k, g in manifest["graphs"].items()}
+        self.manifest = manifest
+        self.step = open_engine(backend, paths["transformer_step"], device)
+        self.decoder = open_engine(backend, paths["decoder"], device)
+
+
+@torch.no_grad()
+def generate_codes(model, codebook, engines: EngineSet, labels_B: torch.Tensor, schedule: Schedule,
+                   params: SamplingParams, generator: torch.Generator | None) -> list[torch.Tensor]:
+    """Codes (B, h, w) of every step, the transformer step run by the engine."""
+    cfg = model.cfg
+    B = labels_B.shape[0]
+    dev, dt = labels_B.device, model.pos_1LC.dtype
+    labels_2B = torch.cat([labels_B, torch.full_like(labels_B, cfg.null_class)])
+    cond, blocks, head = model.modulation(labels_2B)
+    cache = KVCache(cfg.depth, schedule.total_tokens, 2 * B, cfg.heads, cfg.head_dim, dt, dev)
+    codes: list[torch.Tensor] = []
+    for si, hw in enumerate(schedule):
+        if si == 0:
+            x = step_tokens(model, codebook, cond, None, hw)
+        else:
+            x = step_tokens(model, codebook, cond, codes[-1], hw).repeat(2, 1, 1)
+        start, l = schedule.offsets[si], hw[0] * hw[1]
+        feeds = {"x": x.float(), "blocks": blocks, "head": head}
+        outputs = {"logits": torch.empty(2 * B, l, cfg.vocab_size, device=dev)}
+        for i in range(cfg.depth):
+            feeds[f"past_k_{i}"], feeds[f"past_v_{i}"] = cache.keys(i, start), cache.values(i, start)
+            outputs[f"k_{i}"] = cache.kv[i, 0, start:start + l]
+            outputs[f"v_{i}"] = cache.kv[i, 1, start:start + l]
+        logits = engines.step.run(feeds, outputs)["logits"]
+        logits = guide(logits, guidance_weight(si, len(schedule), hw, params), params.guidance)
+        codes.append(sample(logits, step_top_k(hw, params), params.top_p, generator).view(B, *hw))
+    return codes
+
+
+@torch.no_grad()
+def decode(engines: EngineSet, codes_Bhw: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 16h, 16w, 3) images from the decoder engine."""
+    B, h, w = codes_Bhw.shape
+    out = torch.empty(B, 16 * h, 16 * w, 3, dtype=torch.uint8, device=codes_Bhw.device)
+    return engines.decoder.run({"codes": codes_Bhw.contiguous()}, {"image": out})["image"]

@@ -1,0 +1,125 @@
+"""ONNX export, the artifact cache, the onnxruntime backend (CPU) and TensorRT's configuration."""
+import json
+
+import onnx
+import pytest
+import torch
+
+from flexvar import Pipeline
+from flexvar.cli import main
+from flexvar.engines.tensorrt import builder_settings, build_engines, decoder_profiles, plan_name, step_profiles
+from flexvar.export import ArtifactError, BUCKETS, bucket_for, export_onnx, load_manifest
+from flexvar.schedule import Schedule
+
+
+@pytest.fixture(scope="module")
+def engine_dir(tmp_path_factory, pipe_test):
+    d = tmp_path_factory.mktemp("engines")
+    export_onnx(pipe_test.model, pipe_test.vae, d, log=lambda *a: None)
+    return d
+
+
+def test_onnx_files_and_manifest(engine_dir, pipe_test):
+    m = load_manifest(engine_dir)
+    assert m["precision"] == "float32" and len(m["fingerprint"]) == 16
+    assert [b["name"] for b in m["buckets"]] == ["t64", "t256", "t1024", "t4096"]
+    step = onnx.load(str(engine_dir / m["graphs"]["transformer_step"]["file"]))
+    onnx.checker.check_model(step)
+    names = [i.name for i in step.graph.input]
+    depth = pipe_test.model.cfg.depth
+    assert names == ["x", "blocks", "head"] + [f"past_k_{i}" for i in range(depth)] + [f"past_v_{i}" for i in range(depth)]
+    dims = [d.dim_param for d in step.graph.input[3].type.tensor_type.shape.dim]
+    assert dims[:2] == ["past", "batch"]
+    onnx.checker.check_model(onnx.load(str(engine_dir / m["graphs"]["decoder"]["file"])))
+    assert m["graphs"]["transformer_step"]["file"].startswith(f"transformer_step-{m['fingerprint']}-float32-opset")
+
+
+@pytest.mark.parametrize("spec", ["256-10", "256-13", "512-12", "1x2,2x3,4x6,6x10"], ids=str)
+def test_onnxruntime_greedy_codes_equal_torch(pipe_test, engine_dir, spec):
+    kw = dict(cfg=2.5, top_k=1, top_p=0.0, seed=0)
+    ref = pipe_test.generate([1, 8], spec, fast=False, **kw)
+    out = pipe_test.generate([1, 8], spec, backend="onnxruntime", engine_dir=engine_dir, **kw)
+    for si, (a, b) in enumerate(zip(out.codes, ref.codes)):
+        assert torch.equal(a, b), f"step {si + 1}"
+    assert (out.images.int() - ref.images.int()).abs().max() <= 1
+
+
+def test_foreign_stale_or_incomplete_directories(engine_dir, tmp_path):
+    other = Pipeline.from_random("test", "test", seed=5)
+    with pytest.raises(ArtifactError, match="built for other weights"):
+        export_onnx(other.model, other.vae, engine_dir)
+    with pytest.raises(ArtifactError, match="built for other weights"):
+        other.generate([1], "1,2", backend="onnxruntime", engine_dir=engine_dir)
+    # a copy rebuilt for the other weights is used, with the new fingerprint
+    import shutil
+    d = tmp_path / "copy"
+    shutil.copytree(engine_dir, d)
+    m = export_onnx(other.model, other.vae, d, rebuild=True, log=lambda *a: None)
+    assert m["fingerprint"] != load_manifest(engine_dir)["fingerprint"]
+    assert len(list(d.glob("*.onnx"))) == 2
+    # tool versions are part of the contract
+    stale = json.loads((d / "manifest.json").read_text())
+    stale["tools"]["onnx"] = "0.0"
+    (d / "manifest.json").write_text(json.dumps(stale))
+    with pytest.raises(ArtifactError, match="built with"):
+        export_onnx(other.model, other.vae, d)
+    (d / m["graphs"]["decoder"]["file"]).unlink()
+    with pytest.raises(ArtifactError, match="incomplete"):
+        load_manifest(d)
+    with pytest.raises(ArtifactError, match="not an artifact directory"):
+        load_manifest(tmp_path)
+
+
+def test_cli_export_and_generate(capsys, ckpts, tmp_path):
+    ck = ["--var-ckpt", str(ckpts["var_test"]), "--vae-ckpt", str(ckpts["vae_test"])]
+    assert main(["export", *ck, "--backend", "onnx", "--out", str(tmp_path / "eng")]) == 0
+    common = ["generate", *ck, "--labels", "2,3", "--schedule", "1,2,4", "--top-k", "1", "--top-p", "0", "--save-codes"]
+    assert main([*common, "--backend", "onnxruntime", "--engine-dir", str(tmp_path / "eng"), "--out", str(tmp_path / "a")]) == 0
+    assert main([*common, "--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "a" / "codes.txt").read_text() == (tmp_path / "b" / "codes.txt").read_text()
+    capsys.readouterr()
+    rc = main([*common, "--backend", "onnxruntime", "--out", str(tmp_path / "c")])
+    assert rc == 2 and "needs --engine-dir" in capsys.readouterr().err
+    rc = main(["generate", "--labels", "1", "--backend", "onnxruntime", "--engine-dir", str(tmp_path / "eng"),
+               "--out", str(tmp_path / "d")])  # the embedded default is other weights
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "built for other weights" in err[0]
+    assert not (tmp_path / "d").exists()
+
+
+def test_buckets_cover_every_step_size():
+    assert bucket_for(1).name == "t64" and bucket_for(256).name == "t256" and bucket_for(257).name == "t1024"
+    assert all(a.max_tokens + 1 == b.min_tokens for a, b in zip(BUCKETS, BUCKETS[1:]))
+    for spec in ("256-13", "512-15", "1x2,16x32,32x64"):
+        for h, w in Schedule.parse(spec):
+            assert bucket_for(h * w)
+    with pytest.raises(ValueError):
+        bucket_for(5000)
+
+
+def test_tensorrt_profiles_settings_and_names(engine_dir):
+    m = load_manifest(engine_dir)
+    profiles = step_profiles(m)
+    assert len(profiles) == len(BUCKETS)
+    depth = m["model_config"]["depth"]
+    for prof, b in zip(profiles, BUCKETS):
+        assert set(prof) == {"x", "blocks", "head"} | {f"past_{n}_{i}" for n in "kv" for i in range(depth)}
+        for lo, opt, hi in prof.values():
+            assert all(a <= o <= c for a, o, c in zip(lo, opt, hi))
+        assert prof["x"][0][1] == b.min_tokens and prof["x"][2][1] == b.max_tokens
+        assert prof["past_k_0"][0][0] == 0  # the first step has no past
+    assert decoder_profiles()[0]["codes"][2] == (64, 64, 64)
+    assert builder_settings("float16")["flags"] == ["FP16"] and builder_settings("float32")["flags"] == []
+    name = plan_name("transformer_step", m, "10.9.0", "sm90")
+    assert m["fingerprint"] in name and "float32" in name and "t64-t256-t1024-t4096" in name and name.endswith("trt10.9.0-sm90.plan")
+    with pytest.raises(ArtifactError):
+        builder_settings("int3")
+
+
+def test_tensorrt_build_without_tensorrt(engine_dir):
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed: the build is exercised on the GPU machine")
+    except ImportError:
+        with pytest.raises(ArtifactError, match="TensorRT is not installed"):
+            build_engines(engine_dir, load_manifest(engine_dir))
