@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="build the ONNX (and TensorRT) artifacts of a model ahead of time")
     x.add_argument("--var-ckpt")
     x.add_argument("--vae-ckpt")
-    x.add_argument("--backend", default="onnx", help="onnx (ONNX files for onnxruntime) or tensorrt")
+    x.add_argument("--backend", default="onnx", help="onnx (ONNX files for onnxruntime), tensorrt or aoti")
+    x.add_argument("--buckets", default="64,256,1024,4096",
+                   help="token-count bucket edges: one TensorRT profile / AOTInductor package each")
     x.add_argument("--out", required=True, help="artifact directory")
     x.add_argument("--device", default="cpu")
     x.add_argument("--dtype", default="float32")
@@ -262,11 +264,19 @@ def cmd_edit(args) -> int:
 
 def cmd_export(args) -> int:
     from .engine_runtime import EngineSet
-    backends = {"onnx": "onnxruntime", "tensorrt": "tensorrt"}
+    from .export.graphs import make_buckets
+    backends = {"onnx": "onnxruntime", "tensorrt": "tensorrt", "aoti": "aoti"}
     if args.backend not in backends:
-        raise InputError(f"unknown export backend {args.backend!r}; use onnx or tensorrt")
+        raise InputError(f"unknown export backend {args.backend!r}; use onnx, tensorrt or aoti")
+    try:
+        edges = sorted({int(e) for e in args.buckets.split(",")})
+    except ValueError:
+        raise InputError(f"cannot read bucket edges {args.buckets!r}") from None
+    if not edges or edges[0] < 1:
+        raise InputError("bucket edges must be positive token counts")
     pipe = load_pipeline(args)
-    eng = EngineSet(pipe.model, pipe.vae, backends[args.backend], args.out, pipe.device, rebuild=args.rebuild)
+    eng = EngineSet(pipe.model, pipe.vae, backends[args.backend], args.out, pipe.device, rebuild=args.rebuild,
+                    buckets=make_buckets(tuple(edges)))
     m = eng.manifest
     print(f"export: {args.out}: weights {m['fingerprint']}, {m['precision']}, opset {m['opset']}, "
           f"buckets {', '.join(b['name'] for b in m['buckets'])}; graphs {', '.join(m['graphs'])}")

@@ -15,16 +15,31 @@ from .runtime import step_tokens
 from .sampling import SamplingParams, guidance_weight, guide, sample, step_top_k
 from .schedule import Schedule
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "tensorrt", "aoti")
 
 
 class EngineSet:
     """The opened engines of one artifact directory, checked against the pipeline's weights."""
 
     def __init__(self, model, vae, backend: str, engine_dir: str | os.PathLike, device: torch.device,
-                 rebuild: bool = False, log=print):
+                 rebuild: bool = False, log=print, buckets=None):
+        """buckets: the scale buckets of AOTInductor packages (default: flexvar.export.BUCKETS)."""
         from flexvar.engines import open_engine
         from flexvar.export import export_onnx
+        if backend == "aoti":
+            from flexvar.engines.aoti import AOTIEngine
+            from flexvar.export.aoti import export_aoti
+            from flexvar.export.graphs import DecoderGraph, TransformerStepGraph
+            manifest = export_onnx(model, vae, engine_dir, rebuild=rebuild, log=log)
+            paths = export_aoti(model, vae, engine_dir, manifest, buckets=buckets or _buckets(), rebuild=rebuild,
+                                log=log)
+            g, dg = TransformerStepGraph(model), DecoderGraph(vae)
+            self.manifest = manifest
+            self.step = AOTIEngine(device, g.input_names, g.output_names)
+            for b in (buckets or _buckets()):
+                self.step.load(paths["transformer_step"][b.name], b.min_tokens, b.max_tokens)
+            self.decoder = AOTIEngine(device, dg.input_names, dg.output_names).load(paths["decoder"])
+            return
         if backend == "tensorrt":
             from flexvar.engines.tensorrt import build_engines
             manifest = export_onnx(model, vae, engine_dir, rebuild=rebuild, log=log)
@@ -35,6 +50,11 @@ class EngineSet:
         self.manifest = manifest
         self.step = open_engine(backend, paths["transformer_step"], device)
         self.decoder = open_engine(backend, paths["decoder"], device)
+
+
+def _buckets():
+    from flexvar.export.graphs import BUCKETS
+    return BUCKETS
 
 
 @torch.no_grad()

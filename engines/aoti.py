@@ -1,0 +1,38 @@
+"""AOTInductor packages behind the Engine interface: the step package is chosen by the step's bucket."""
+from __future__ import annotations
+
+import torch
+
+from .base import Engine
+
+
+class AOTIEngine(Engine):
+    backend = "aoti"
+
+    def __init__(self, device: torch.device, input_names: list[str], output_names: list[str]):
+        self.device = torch.device(device)
+        self.input_names, self.output_names = input_names, output_names
+        self.runners: list[tuple[int, int, object]] = []
+
+    def load(self, path: str, min_tokens: int = 0, max_tokens: int = 1 << 30) -> "AOTIEngine":
+        """Add a package serving token counts [min_tokens, max_tokens] (call once per bucket)."""
+        self.runners.append((min_tokens, max_tokens, torch._inductor.aoti_load_package(path)))
+        return self
+
+    def _runner(self, feeds):
+        n = feeds["x"].shape[1] if "x" in feeds else 0
+        for lo, hi, r in self.runners:
+            if lo <= n <= hi:
+                return r
+        raise ValueError(f"no AOTInductor package covers a step of {n} tokens")
+
+    def run(self, feeds, outputs=None, stream=None):
+        res = self._runner(feeds)(*[feeds[n].contiguous() for n in self.input_names])
+        res = res if isinstance(res, (list, tuple)) else [res]
+        out = {}
+        for n, t in zip(self.output_names, res):
+            if outputs and n in outputs:
+                outputs[n].copy_(t)
+                t = outputs[n]
+            out[n] = t
+        return out
