@@ -90,6 +90,7 @@ class Impls:
         self.compiled = None
         self.model, self.vae = model.to(dtype), vae.to(dtype)
         self.fast = {}
+        self.engines, self._engine_dirs = {}, []
         self.stream_bytes = sum(p.numel() * p.element_size() for n, p in self.model.named_parameters()
                                 if n.startswith("blocks.") and ".ada_lin." not in n or n.startswith("head."))
         self.decoder_bytes = sum(p.numel() * p.element_size() for n, p in self.vae.named_parameters()
@@ -126,8 +127,32 @@ class Impls:
                 self.compiled._block = torch.compile(self.compiled._block, dynamic=True)
                 self.compiled._head = torch.compile(self.compiled._head, dynamic=True)
             return lambda: self._eager(self.compiled, labels, sched, p, seed, decode)
+        if impl in ("onnxruntime", "aoti", "tensorrt"):
+            return self._engine_call(impl, labels, sched, p, seed, decode)
         rt = self.runtime(impl)
         return lambda: rt.generate(labels, sched, p, seed, decode)
+
+    def _engine_call(self, impl, labels, sched, p, seed, decode):
+        """An exported backend: artifacts built on the first call (in the warm-up), then reused."""
+        import tempfile
+
+        from flexvar import engine_runtime
+        from flexvar.export.graphs import make_buckets
+        if impl not in self.engines:
+            self.engines[impl] = None
+            self._engine_dirs.append(tempfile.TemporaryDirectory(prefix=f"flexvar-{impl}-"))
+        lab = torch.tensor(labels, device=self.device)
+
+        def go():
+            if self.engines[impl] is None:
+                self.engines[impl] = engine_runtime.EngineSet(self.model, self.vae, impl, self._engine_dirs[-1].name,
+                                                              self.device, log=lambda *a: None,
+                                                              buckets=make_buckets((4096,)))
+            eng = self.engines[impl]
+            codes = engine_runtime.generate_codes(self.model, self.vae.quantize, eng, lab, sched, p,
+                                                  torch.Generator(self.device).manual_seed(seed))
+            return engine_runtime.decode(eng, codes[-1]) if decode else codes
+        return go
 
     def flops(self, labels, sched, p, decode) -> float:
         from torch.utils.flop_counter import FlopCounterMode
