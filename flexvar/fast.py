@@ -139,7 +139,7 @@ def block_step(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, wqkv: torch.Tensor, b
 
 def fc1_gelu(h_NC: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor) -> torch.Tensor:
     """gelu_tanh(h w1^T + b1); on CUDA the GELU runs in the GEMM's epilogue (cuBLASLt)."""
-    if h_NC.is_cuda:
+    if h_NC.is_cuda and not torch.onnx.is_in_onnx_export():  # ONNX has no such fused op
         return torch._addmm_activation(b1, h_NC, w1.t(), use_gelu=True)
     return F.gelu(F.linear(h_NC, w1, b1), approximate="tanh")
 
