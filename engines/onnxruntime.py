@@ -23,7 +23,8 @@ class OrtEngine(Engine):
         if self.device.type == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise RuntimeError("onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu)")
-            providers = [("CUDAExecutionProvider", {"device_id": self.device.index or 0})]
+            # TF32 off: a float32 graph computes in float32 (ORT enables TF32 matmuls by default)
+            providers = [("CUDAExecutionProvider", {"device_id": self.device.index or 0, "use_tf32": "0"})]
         else:
             providers = ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(path, opts, providers=providers)
