@@ -36,9 +36,10 @@ def weights_fingerprint(*modules: torch.nn.Module) -> str:
     h = hashlib.sha256()
     for m in modules:
         for name, t in m.state_dict().items():
-            t = t.detach().cpu().contiguous()
             h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            # memory format does not matter: hash the values in row-major order
+            flat = t.detach().cpu().clone(memory_format=torch.contiguous_format).reshape(-1)
+            h.update(flat.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
 
 

@@ -123,3 +123,12 @@ def test_tensorrt_build_without_tensorrt(engine_dir):
     except ImportError:
         with pytest.raises(ArtifactError, match="TensorRT is not installed"):
             build_engines(engine_dir, load_manifest(engine_dir))
+
+
+def test_fingerprint_ignores_memory_format(pipe_test):
+    from flexvar.export import weights_fingerprint
+    import copy
+    vae = copy.deepcopy(pipe_test.vae)
+    before = weights_fingerprint(vae)
+    vae.decoder.to(memory_format=torch.channels_last)
+    assert weights_fingerprint(vae) == before
