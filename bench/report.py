@@ -40,6 +40,13 @@ def table(paths: list[str]) -> str:
         name = sched if len(sched) < 12 else f"{len(sched.split(','))} steps, 1:2"
         out.append(f"| {depth} | {name} | {image} | {B} | {cell(e)} | {cell(f)} | {sp} | {f['images_per_s']:.0f} | "
                    f"{f.get('TFLOPs', '–')} | {f.get('weights_GBps', '–')} |")
+    others = [(depth, sched, B, name, r) for depth, sched, image, B, impls in rows
+              for name, r in impls.items() if name not in ("eager", "fast")]
+    if others:
+        out += ["", "| model | schedule | batch | implementation | ms (min–max) | img/s | warm-up s |", "|---|---|---|---|---|---|---|"]
+        for depth, sched, B, name, r in others:
+            out.append(f"| {depth} | {sched} | {B} | {name} | {r['median_ms']:.1f} ({r['min_ms']:.1f}–{r['max_ms']:.1f}) | "
+                       f"{r['images_per_s']:.0f} | {r['warmup_s']} |")
     return "\n".join(out + [""] + meta)
 
 
