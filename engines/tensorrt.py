@@ -56,6 +56,10 @@ def decoder_profiles(max_batch: int = 64, max_side: int = 64) -> list[dict[str, 
     return [{"codes": ((1, 1, 1), (1, 16, 16), (max_batch, max_side, max_side))}]
 
 
+def encoder_profiles(max_batch: int = 16, max_side: int = 1024) -> list[dict[str, tuple]]:
+    return [{"image": ((1, 16, 16, 3), (1, 256, 256, 3), (max_batch, max_side, max_side, 3))}]
+
+
 def builder_settings(precision: str) -> dict:
     """What the builder configuration sets for a precision (flags by name, workspace bytes)."""
     flags = {"float32": [], "float16": ["FP16"], "bfloat16": ["BF16"]}
@@ -66,7 +70,7 @@ def builder_settings(precision: str) -> dict:
 
 def plan_name(graph: str, manifest: dict, trt_version: str, sm: str) -> str:
     """Engine file name: graph, weights fingerprint, precision, buckets, TensorRT version, GPU arch."""
-    buckets = "-".join(b["name"] for b in manifest["buckets"]) if graph == "transformer_step" else "dec"
+    buckets = "-".join(b["name"] for b in manifest["buckets"]) if graph == "transformer_step" else graph[:3]
     return f"{graph}-{manifest['fingerprint']}-{manifest['precision']}-{buckets}-trt{trt_version}-{sm}.plan"
 
 
@@ -78,7 +82,8 @@ def build_engines(engine_dir, manifest: dict, rebuild: bool = False, log=print) 
     major, minor = torch.cuda.get_device_capability()
     sm = f"sm{major}{minor}"
     paths = {}
-    for graph, profiles in (("transformer_step", step_profiles(manifest)), ("decoder", decoder_profiles())):
+    for graph, profiles in (("transformer_step", step_profiles(manifest)), ("decoder", decoder_profiles()),
+                            ("encoder", encoder_profiles())):
         path = Path(engine_dir) / plan_name(graph, manifest, trt.__version__, sm)
         paths[graph] = str(path)
         if path.exists() and not rebuild:

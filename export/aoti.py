@@ -17,7 +17,7 @@ import torch
 from torch.export import Dim, export
 
 from .artifacts import MANIFEST
-from .graphs import BUCKETS, MAX_BATCH, MAX_PAST, Bucket, DecoderGraph, TransformerStepGraph
+from .graphs import BUCKETS, MAX_BATCH, MAX_PAST, Bucket, DecoderGraph, EncoderGraph, TransformerStepGraph
 
 
 def _step_dynamic_shapes(depth: int, bucket: Bucket) -> dict:
@@ -42,8 +42,8 @@ def export_aoti(model, vae, engine_dir, manifest: dict, buckets: tuple[Bucket, .
     tag = f"{manifest['fingerprint']}-{manifest['precision']}"
     tv = torch.__version__.split("+")[0]
     step = TransformerStepGraph(model)
-    out = {"transformer_step": {}, "decoder": None}
-    entries = {"device": dev, "torch": tv, "buckets": {}, "decoder": None}
+    out = {"transformer_step": {}, "decoder": None, "encoder": None}
+    entries = {"device": dev, "torch": tv, "buckets": {}, "decoder": None, "encoder": None}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for b in buckets:
@@ -64,6 +64,16 @@ def export_aoti(model, vae, engine_dir, manifest: dict, buckets: tuple[Bucket, .
             _compile(ep, path)
         out["decoder"] = str(path)
         entries["decoder"] = path.name
+        enc = EncoderGraph(vae)
+        path = d / f"encoder-{tag}-torch{tv}-{dev}.pt2"
+        if rebuild or not path.exists():
+            log(f"export: AOTInductor encoder -> {path}")
+            ds = {"image": {0: Dim("batch", min=1, max=64), 1: 16 * Dim("th", min=2, max=64),
+                            2: 16 * Dim("tw", min=2, max=64)}}
+            ep = export(enc.module(), enc.sample_inputs(batch=2, h=3, w=4), dynamic_shapes=ds)
+            _compile(ep, path)
+        out["encoder"] = str(path)
+        entries["encoder"] = path.name
     m = json.loads((d / MANIFEST).read_text())
     m["aoti"] = entries
     tmp = d / (MANIFEST + ".tmp")

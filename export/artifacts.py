@@ -3,7 +3,7 @@
     engine_dir/
       manifest.json                         fingerprint, precision, configs, buckets, tools, graphs
       transformer_step-<fp>-<precision>-opset<N>.onnx
-      decoder-<fp>-<precision>-opset<N>.onnx
+      decoder-<fp>-<precision>-opset<N>.onnx, encoder-<fp>-<precision>-opset<N>.onnx
 
 A directory whose manifest names other weights, another precision or other tool versions is
 refused (or, with rebuild=True, rebuilt); files are written to temporary names and moved into
@@ -21,7 +21,7 @@ import torch
 
 from flexvar.errors import FlexVARError
 
-from .graphs import BUCKETS, MAX_BATCH, MAX_PAST, DecoderGraph, TransformerStepGraph
+from .graphs import BUCKETS, MAX_BATCH, MAX_PAST, DecoderGraph, EncoderGraph, TransformerStepGraph
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -110,12 +110,15 @@ def export_onnx(model, vae, engine_dir: str | os.PathLike, opset: int = 17, rebu
             if not rebuild:
                 raise
             log(f"export: rebuilding {d}")
-            for f in d.glob("*.onnx"):
-                f.unlink()
+            for pattern in ("*.onnx", "*.pt2", "*.plan"):  # every artifact this tool writes
+                for f in d.glob(pattern):
+                    f.unlink()
+                    if f.suffix == ".plan":
+                        f.with_suffix(".json").unlink(missing_ok=True)
             (d / MANIFEST).unlink()
     d.mkdir(parents=True, exist_ok=True)
     graphs = {}
-    for g in (TransformerStepGraph(model), DecoderGraph(vae)):
+    for g in (TransformerStepGraph(model), DecoderGraph(vae), EncoderGraph(vae)):
         name = f"{g.name}-{fp}-{precision}-opset{opset}.onnx"
         log(f"export: {g.name} -> {d / name}")
         _export_one(g, d / name, opset)

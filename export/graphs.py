@@ -11,6 +11,7 @@ Transformer step (one schedule step, the batch already doubled for guidance):
     outputs  logits (B, l, V) float32, k_i, v_i (l, B, H, d): the step's keys/values, which the
              runtime writes into its cache at [P, P + l)
 Decoder: codes (B, h, w) int64 -> image (B, 16h, 16w, 3) uint8.
+Encoder: image (B, H, W, 3) uint8 -> latent (B, Cvae, H/16, W/16) float32 (image-to-image).
 """
 from __future__ import annotations
 
@@ -160,3 +161,33 @@ class DecoderGraph:
 
     def profile(self, max_batch: int = 64, max_side: int = 64) -> dict:
         return {"codes": [(1, 1, 1), (1, 16, 16), (max_batch, max_side, max_side)]}
+
+
+class _EncoderModule(nn.Module):
+    def __init__(self, vae: VQVAE):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, image):
+        x = image.permute(0, 3, 1, 2).to(self.vae.quant_conv.weight.dtype) / 127.5 - 1
+        return self.vae.encode_latent(x).float()
+
+
+class EncoderGraph:
+    """The contract of the exported tokenizer encoder (image-to-image): uint8 images -> latents z,
+    which the runtime area-resizes and quantizes per step."""
+
+    name = "encoder"
+    input_names = ["image"]
+    output_names = ["latent"]
+    dynamic_axes = {"image": {0: "batch", 1: "height", 2: "width"}, "latent": {0: "batch", 2: "h", 3: "w"}}
+
+    def __init__(self, vae: VQVAE):
+        self.vae = vae
+
+    def module(self) -> nn.Module:
+        return _EncoderModule(self.vae).eval()
+
+    def sample_inputs(self, batch: int = 1, h: int = 2, w: int = 3) -> tuple:
+        dev = self.vae.quant_conv.weight.device
+        return (torch.randint(0, 256, (batch, 16 * h, 16 * w, 3), dtype=torch.uint8, device=dev),)

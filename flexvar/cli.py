@@ -48,6 +48,9 @@ def _add_common_args(p: argparse.ArgumentParser, schedule_default: str | None) -
     p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--save-codes", action="store_true", help="also write codes.txt: 'image step h w code ...'")
+    p.add_argument("--backend", default="torch", help="torch, onnxruntime, aoti or tensorrt")
+    p.add_argument("--engine-dir", help="artifact directory of the exported backends (built on first use)")
+    p.add_argument("--rebuild", action="store_true", help="replace artifacts built for other weights or tools")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,9 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-pn", type=int, default=16, help="sides above this get full cfg (ramp) and greedy sampling")
     g.add_argument("--no-greedy-off-grid", dest="greedy_off_grid", action="store_false",
                    help="sample off-grid steps with --top-k too (the release samples them greedily)")
-    g.add_argument("--backend", default="torch", help="torch, onnxruntime or tensorrt")
-    g.add_argument("--engine-dir", help="artifact directory of the onnxruntime/tensorrt backends (built on first use)")
-    g.add_argument("--rebuild", action="store_true", help="replace artifacts built for other weights or tools")
     x = sub.add_parser("export", help="build the ONNX (and TensorRT) artifacts of a model ahead of time")
     x.add_argument("--var-ckpt")
     x.add_argument("--vae-ckpt")
@@ -233,7 +233,10 @@ def cmd_edit(args) -> int:
     size = parse_size(args.size) if args.size else None
     OutputDir.check(args.out)
     raw, img = _read_image(args.image, "image", args.command)
-    kw = dict(cfg=args.cfg, guidance=args.guidance, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    if args.backend != "torch" and not args.engine_dir:
+        raise InputError(f"--backend {args.backend} needs --engine-dir")
+    kw = dict(cfg=args.cfg, guidance=args.guidance, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+              backend=args.backend, engine_dir=args.engine_dir)
     if args.command == "inpaint":
         mask = load_mask(args.mask)
         if tuple(mask.shape) != tuple(raw.shape[:2]):

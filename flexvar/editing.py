@@ -1,7 +1,8 @@
 """Image-to-image without fine-tuning (paper, section 4.4): in/out-painting, expansion, refinement.
 
 All three force known codes at every step of a schedule and sample the rest, through the
-runtime's `forced` hook, so every backend gets them.
+runtimes' `forced` hook: the reference torch runtime, or any exported backend (`backend=`,
+`engine_dir=`), whose encoder, transformer step and decoder engines then do the work.
 
 Which tokens are forced: a token of the final (full-resolution) map is *known* when no
 generated pixel falls in its 16x16 patch. A token of a coarser step (h, w) is forced when every
@@ -64,17 +65,34 @@ def forced_codes(pipe: Pipeline, latent_1Chw: torch.Tensor, known_hw: torch.Tens
     return out
 
 
-def _run(pipe: Pipeline, labels, schedule: Schedule, forced, cfg, guidance, top_k, top_p, seed) -> GenerationOutput:
+def _run(pipe: Pipeline, labels, schedule: Schedule, forced, cfg, guidance, top_k, top_p, seed,
+         eng=None) -> GenerationOutput:
+    """Generate with forced codes on the reference runtime, or on an exported backend's engines."""
     params = SamplingParams(cfg=cfg, guidance=guidance, top_k=top_k, top_p=top_p)
     labels_B = pipe.labels_tensor(labels)
     B = labels_B.shape[0]
     forced_B = [(c.to(pipe.device).expand(B, -1, -1), k.to(pipe.device).expand(B, -1, -1)) for c, k in forced]
     gen = torch.Generator(pipe.device).manual_seed(int(seed))
-    codes = runtime.generate_codes(pipe.model, pipe.vae.quantize, labels_B, schedule, params, gen, forced=forced_B)
-    return GenerationOutput([c.cpu() for c in codes], pipe.decode(codes[-1]), schedule, labels_B.tolist())
+    if eng is not None:
+        from . import engine_runtime
+        codes = engine_runtime.generate_codes(pipe.model, pipe.vae.quantize, eng, labels_B, schedule, params, gen,
+                                              forced=forced_B)
+        images = engine_runtime.decode(eng, codes[-1]).cpu()
+    else:
+        codes = runtime.generate_codes(pipe.model, pipe.vae.quantize, labels_B, schedule, params, gen,
+                                       forced=forced_B)
+        images = pipe.decode(codes[-1])
+    return GenerationOutput([c.cpu() for c in codes], images, schedule, labels_B.tolist())
 
 
-def _latent(pipe: Pipeline, img_HW3: torch.Tensor) -> torch.Tensor:
+def _engines(pipe: Pipeline, backend: str, engine_dir):
+    return None if backend == "torch" else pipe.engines(backend, engine_dir)
+
+
+def _latent(pipe: Pipeline, img_HW3: torch.Tensor, eng=None) -> torch.Tensor:
+    if eng is not None:
+        from . import engine_runtime
+        return engine_runtime.encode_latent(eng, img_HW3[None].to(pipe.device)).float()
     x = from_uint8(img_HW3[None]).to(pipe.device, pipe.dtype)
     return pipe.vae.encode_latent(x).float()
 
@@ -82,7 +100,7 @@ def _latent(pipe: Pipeline, img_HW3: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def inpaint(pipe: Pipeline, image: torch.Tensor, mask: torch.Tensor, labels, schedule: ScheduleLike | None = None,
             cfg: float = 2.5, guidance: str = "ramp", top_k: int = 900, top_p: float = 0.95, seed: int = 0,
-            paste_back: bool = False) -> GenerationOutput:
+            paste_back: bool = False, backend: str = "torch", engine_dir=None) -> GenerationOutput:
     """Generate where `mask` (H, W) is True, keep the image's codes elsewhere (out-painting: mask the border).
 
     With paste_back, pixels outside the mask are the input's own.
@@ -98,8 +116,9 @@ def inpaint(pipe: Pipeline, image: torch.Tensor, mask: torch.Tensor, labels, sch
     sched = _final_schedule(schedule, (H, W))
     # a final token is known when none of its pixels is masked
     known = ~F.max_pool2d(mask.float()[None, None], PATCH)[0, 0].bool()
-    forced = forced_codes(pipe, _latent(pipe, img), known.to(pipe.device), sched)
-    out = _run(pipe, labels, sched, forced, cfg, guidance, top_k, top_p, seed)
+    eng = _engines(pipe, backend, engine_dir)
+    forced = forced_codes(pipe, _latent(pipe, img, eng), known.to(pipe.device), sched)
+    out = _run(pipe, labels, sched, forced, cfg, guidance, top_k, top_p, seed, eng)
     if paste_back:
         out.images = torch.where(mask[None, :, :, None], out.images, img[None])
     return out
@@ -121,7 +140,7 @@ def _placement(placement, canvas: tuple[int, int], size: tuple[int, int]) -> tup
 @torch.no_grad()
 def expand(pipe: Pipeline, image: torch.Tensor, labels, size: tuple[int, int], placement="center",
            schedule: ScheduleLike | None = None, cfg: float = 2.5, guidance: str = "ramp", top_k: int = 900,
-           top_p: float = 0.95, seed: int = 0) -> GenerationOutput:
+           top_p: float = 0.95, seed: int = 0, backend: str = "torch", engine_dir=None) -> GenerationOutput:
     """Generate a larger canvas of `size` (H, W) pixels with the input's codes forced where it sits.
 
     placement: "center" or (top, left) in pixels, multiples of 16.
@@ -135,20 +154,21 @@ def expand(pipe: Pipeline, image: torch.Tensor, labels, size: tuple[int, int], p
         raise InputError(f"expansion {Hc}x{Wc} must be larger than the {H}x{W} input")
     top, left = _placement(placement, (Hc, Wc), (H, W))
     sched = _final_schedule(schedule, (Hc, Wc))
-    z = _latent(pipe, img)
+    eng = _engines(pipe, backend, engine_dir)
+    z = _latent(pipe, img, eng)
     t, l = top // PATCH, left // PATCH
     latent = torch.zeros(1, z.shape[1], Hc // PATCH, Wc // PATCH, device=z.device, dtype=z.dtype)
     latent[:, :, t:t + z.shape[2], l:l + z.shape[3]] = z
     known = torch.zeros(Hc // PATCH, Wc // PATCH, dtype=torch.bool, device=z.device)
     known[t:t + z.shape[2], l:l + z.shape[3]] = True
     forced = forced_codes(pipe, latent, known, sched)
-    return _run(pipe, labels, sched, forced, cfg, guidance, top_k, top_p, seed)
+    return _run(pipe, labels, sched, forced, cfg, guidance, top_k, top_p, seed, eng)
 
 
 @torch.no_grad()
 def refine(pipe: Pipeline, image: torch.Tensor, labels, size: tuple[int, int], schedule: ScheduleLike | None = None,
            cfg: float = 2.5, guidance: str = "ramp", top_k: int = 900, top_p: float = 0.95,
-           seed: int = 0) -> GenerationOutput:
+           seed: int = 0, backend: str = "torch", engine_dir=None) -> GenerationOutput:
     """Continue a low-resolution image's schedule to `size` (H, W) pixels.
 
     Steps no larger than the input's token map are forced to the input's multi-scale codes; the
@@ -167,7 +187,8 @@ def refine(pipe: Pipeline, image: torch.Tensor, labels, size: tuple[int, int], s
         if any(h < hi or w < wi for h, w in later[:1]):
             raise InputError(f"schedule {sched} cannot pass through the input's {hi}x{wi} tokens")
         sched = Schedule(tuple(steps) + ((hi, wi),) + tuple(later))
-    z = _latent(pipe, img)
+    eng = _engines(pipe, backend, engine_dir)
+    z = _latent(pipe, img, eng)
     forced = []
     for hw in sched:
         if hw[0] <= hi and hw[1] <= wi:
@@ -176,7 +197,7 @@ def refine(pipe: Pipeline, image: torch.Tensor, labels, size: tuple[int, int], s
         else:
             forced.append((torch.zeros(1, *hw, dtype=torch.long, device=z.device),
                            torch.zeros(1, *hw, dtype=torch.bool, device=z.device)))
-    return _run(pipe, labels, sched, forced, cfg, guidance, top_k, top_p, seed)
+    return _run(pipe, labels, sched, forced, cfg, guidance, top_k, top_p, seed, eng)
 
 
 def encoded_codes(pipe: Pipeline, image: torch.Tensor, schedule: Schedule) -> list[torch.Tensor]:

@@ -29,7 +29,7 @@ class EngineSet:
         if backend == "aoti":
             from flexvar.engines.aoti import AOTIEngine
             from flexvar.export.aoti import export_aoti
-            from flexvar.export.graphs import DecoderGraph, TransformerStepGraph
+            from flexvar.export.graphs import DecoderGraph, EncoderGraph, TransformerStepGraph
             manifest = export_onnx(model, vae, engine_dir, rebuild=rebuild, log=log)
             paths = export_aoti(model, vae, engine_dir, manifest, buckets=buckets or _buckets(), rebuild=rebuild,
                                 log=log)
@@ -39,6 +39,8 @@ class EngineSet:
             for b in (buckets or _buckets()):
                 self.step.load(paths["transformer_step"][b.name], b.min_tokens, b.max_tokens)
             self.decoder = AOTIEngine(device, dg.input_names, dg.output_names).load(paths["decoder"])
+            eg = EncoderGraph(vae)
+            self.encoder = AOTIEngine(device, eg.input_names, eg.output_names).load(paths["encoder"])
             return
         if backend == "tensorrt":
             from flexvar.engines.tensorrt import build_engines
@@ -50,6 +52,7 @@ class EngineSet:
         self.manifest = manifest
         self.step = open_engine(backend, paths["transformer_step"], device)
         self.decoder = open_engine(backend, paths["decoder"], device)
+        self.encoder = open_engine(backend, paths["encoder"], device)
 
 
 def _buckets():
@@ -59,8 +62,10 @@ def _buckets():
 
 @torch.no_grad()
 def generate_codes(model, codebook, engines: EngineSet, labels_B: torch.Tensor, schedule: Schedule,
-                   params: SamplingParams, generator: torch.Generator | None) -> list[torch.Tensor]:
-    """Codes (B, h, w) of every step, the transformer step run by the engine."""
+                   params: SamplingParams, generator: torch.Generator | None,
+                   forced: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> list[torch.Tensor]:
+    """Codes (B, h, w) of every step, the transformer step run by the engine; `forced` as in
+    `runtime.generate_codes` (per step (codes, keep): kept codes replace the sampled ones)."""
     cfg = model.cfg
     B = labels_B.shape[0]
     dev, dt = labels_B.device, model.pos_1LC.dtype
@@ -82,8 +87,18 @@ def generate_codes(model, codebook, engines: EngineSet, labels_B: torch.Tensor, 
             outputs[f"v_{i}"] = cache.kv[i, 1, start:start + l]
         logits = engines.step.run(feeds, outputs)["logits"]
         logits = guide(logits, guidance_weight(si, len(schedule), hw, params), params.guidance)
-        codes.append(sample(logits, step_top_k(hw, params), params.top_p, generator).view(B, *hw))
+        idx = sample(logits, step_top_k(hw, params), params.top_p, generator).view(B, *hw)
+        if forced is not None:
+            want, keep = forced[si]
+            idx = torch.where(keep, want, idx)
+        codes.append(idx)
     return codes
+
+
+@torch.no_grad()
+def encode_latent(engines: EngineSet, images_BHW3: torch.Tensor) -> torch.Tensor:
+    """Latents z (B, Cvae, H/16, W/16) of uint8 images from the encoder engine."""
+    return engines.encoder.run({"image": images_BHW3.contiguous()})["latent"]
 
 
 @torch.no_grad()

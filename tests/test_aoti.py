@@ -39,5 +39,5 @@ def test_aoti_manifest_and_names(aoti):
     assert a["device"] == "cpu" and set(a["buckets"]) == {"t4096"}
     f = a["buckets"]["t4096"]["file"]
     assert f.startswith(f"transformer_step-{m['fingerprint']}-float32-t4096-torch") and f.endswith("-cpu.pt2")
-    assert (d / f).exists() and (d / a["decoder"]).exists()
+    assert (d / f).exists() and (d / a["decoder"]).exists() and (d / a["encoder"]).exists()
     assert not list(d.glob("*.tmp*"))

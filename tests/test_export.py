@@ -31,6 +31,7 @@ def test_onnx_files_and_manifest(engine_dir, pipe_test):
     dims = [d.dim_param for d in step.graph.input[3].type.tensor_type.shape.dim]
     assert dims[:2] == ["past", "batch"]
     onnx.checker.check_model(onnx.load(str(engine_dir / m["graphs"]["decoder"]["file"])))
+    onnx.checker.check_model(onnx.load(str(engine_dir / m["graphs"]["encoder"]["file"])))
     assert m["graphs"]["transformer_step"]["file"].startswith(f"transformer_step-{m['fingerprint']}-float32-opset")
 
 
@@ -56,7 +57,7 @@ def test_foreign_stale_or_incomplete_directories(engine_dir, tmp_path):
     shutil.copytree(engine_dir, d)
     m = export_onnx(other.model, other.vae, d, rebuild=True, log=lambda *a: None)
     assert m["fingerprint"] != load_manifest(engine_dir)["fingerprint"]
-    assert len(list(d.glob("*.onnx"))) == 2
+    assert len(list(d.glob("*.onnx"))) == 3  # transformer step, decoder, encoder
     # tool versions are part of the contract
     stale = json.loads((d / "manifest.json").read_text())
     stale["tools"]["onnx"] = "0.0"
@@ -132,3 +133,21 @@ def test_fingerprint_ignores_memory_format(pipe_test):
     before = weights_fingerprint(vae)
     vae.decoder.to(memory_format=torch.channels_last)
     assert weights_fingerprint(vae) == before
+
+
+def test_image_to_image_on_onnxruntime(pipe_test, engine_dir):
+    """The edits run on an exported backend too (encoder, step and decoder engines) with the same codes."""
+    from flexvar import editing
+    g = torch.Generator().manual_seed(3)
+    img = (torch.nn.functional.interpolate(torch.rand(1, 3, 4, 4, generator=g), size=(64, 64), mode="bilinear")[0]
+           .permute(1, 2, 0) * 255).round().to(torch.uint8)
+    mask = torch.zeros(64, 64, dtype=torch.bool)
+    mask[16:48, 8:40] = True
+    kw = dict(top_k=1, top_p=0.0, seed=0)
+    a = editing.inpaint(pipe_test, img, mask, [4], "1,2,4", backend="onnxruntime", engine_dir=engine_dir, **kw)
+    b = editing.inpaint(pipe_test, img, mask, [4], "1,2,4", **kw)
+    assert all(torch.equal(x, y) for x, y in zip(a.codes, b.codes))
+    c = editing.expand(pipe_test, img, [4], (64, 128), backend="onnxruntime", engine_dir=engine_dir, **kw)
+    d = editing.expand(pipe_test, img, [4], (64, 128), **kw)
+    assert all(torch.equal(x, y) for x, y in zip(c.codes, d.codes))
+    assert (c.images.int() - d.images.int()).abs().max() <= 1
