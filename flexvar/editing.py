@@ -78,6 +78,10 @@ def _run(pipe: Pipeline, labels, schedule: Schedule, forced, cfg, guidance, top_
         codes = engine_runtime.generate_codes(pipe.model, pipe.vae.quantize, eng, labels_B, schedule, params, gen,
                                               forced=forced_B)
         images = engine_runtime.decode(eng, codes[-1]).cpu()
+    elif pipe.use_fast:  # the fast runtime (CUDA graphs) takes the forced codes as plan buffers
+        codes, images = pipe.fast_runtime.generate(labels_B.tolist(), schedule, params, int(seed), True,
+                                                   forced=forced_B)
+        codes, images = [c.clone() for c in codes], images.cpu()
     else:
         codes = runtime.generate_codes(pipe.model, pipe.vae.quantize, labels_B, schedule, params, gen,
                                        forced=forced_B)

@@ -168,6 +168,7 @@ class _Plan:
     cache: KVCache
     codes: list  # (B, h, w) int64 per step
     image: torch.Tensor | None  # (B, H, W, 3) uint8
+    forced: list | None = None  # per step (codes (B, h, w) int64, keep (B, h, w) bool), image-to-image
     graph: object = None
 
 
@@ -294,8 +295,10 @@ class FastRuntime:
             with stage("sampling"):
                 logits = guide(logits, guidance_weight(si, len(sched), hw, p), p.guidance)
                 u = hashed_uniform(plan.seed, si, B * hw[0] * hw[1]).view(B, -1)
-                idx = sample_from_uniform(logits, step_top_k(hw, p), p.top_p, u)
-                plan.codes[si].copy_(idx.view(B, *hw))
+                idx = sample_from_uniform(logits, step_top_k(hw, p), p.top_p, u).view(B, *hw)
+                if plan.forced is not None:
+                    idx = torch.where(plan.forced[si][1], plan.forced[si][0], idx)
+                plan.codes[si].copy_(idx)
         if plan.decode:
             with stage("decode"):
                 plan.image.copy_(self.decode(plan.codes[-1]))
@@ -321,8 +324,8 @@ class FastRuntime:
         torch.cuda.synchronize(self.device)
         return {k: sum(a.elapsed_time(b) for a, b in v) for k, v in spans.items()}
 
-    def _plan(self, schedule: Schedule, B: int, params: SamplingParams, decode: bool) -> _Plan:
-        key = (schedule.steps, B, params, decode)
+    def _plan(self, schedule: Schedule, B: int, params: SamplingParams, decode: bool, forced: bool = False) -> _Plan:
+        key = (schedule.steps, B, params, decode, forced)
         if key in self._plans:
             self._plans.move_to_end(key)
             return self._plans[key]
@@ -337,6 +340,8 @@ class FastRuntime:
             cache=KVCache(cfg.depth, schedule.total_tokens, 2 * B, cfg.heads, cfg.head_dim, dt, dev),
             codes=[torch.zeros(B, h, w, dtype=torch.long, device=dev) for h, w in schedule],
             image=torch.zeros(B, H, W, 3, dtype=torch.uint8, device=dev) if decode else None,
+            forced=[(torch.zeros(B, h, w, dtype=torch.long, device=dev), torch.zeros(B, h, w, dtype=torch.bool, device=dev))
+                    for h, w in schedule] if forced else None,
         )
         if self.use_graphs:
             self._capture(plan)
@@ -363,10 +368,18 @@ class FastRuntime:
 
     @torch.no_grad()
     def generate(self, labels_B: list[int], schedule: Schedule, params: SamplingParams, seed: int,
-                 decode: bool = True) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        """Codes per step (device tensors, valid until the next call with the same plan) and uint8 images."""
+                 decode: bool = True, forced: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+                 ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Codes per step (device tensors, valid until the next call with the same plan) and uint8 images.
+
+        forced: per step (codes, keep), broadcastable to (B, h, w): kept codes replace the sampled ones.
+        """
         B = len(labels_B)
-        plan = self._plan(schedule, B, params, decode)
+        plan = self._plan(schedule, B, params, decode, forced is not None)
+        if forced is not None:
+            for (want, keep), (dst_w, dst_k) in zip(forced, plan.forced):
+                dst_w.copy_(want.expand_as(dst_w))
+                dst_k.copy_(keep.expand_as(dst_k))
         both = tuple(labels_B) + (self.model.cfg.null_class,) * B
         cond, blocks, head = self.modulation(both)
         plan.cond.copy_(cond)
