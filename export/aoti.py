@@ -76,6 +76,8 @@ def export_aoti(model, vae, engine_dir, manifest: dict, buckets: tuple[Bucket, .
         entries["encoder"] = path.name
     m = json.loads((d / MANIFEST).read_text())
     m["aoti"] = entries
+    from .host import write_host_assets
+    write_host_assets(model, vae, d, m, entries)
     tmp = d / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(m, indent=1))
     os.replace(tmp, d / MANIFEST)

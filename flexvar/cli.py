@@ -280,9 +280,11 @@ def cmd_export(args) -> int:
     pipe = load_pipeline(args)
     eng = EngineSet(pipe.model, pipe.vae, backends[args.backend], args.out, pipe.device, rebuild=args.rebuild,
                     buckets=make_buckets(tuple(edges)))
-    m = eng.manifest
+    from .export import load_manifest
+    m = load_manifest(args.out)
+    buckets = list(m["aoti"]["buckets"]) if args.backend == "aoti" else [b["name"] for b in m["buckets"]]
     print(f"export: {args.out}: weights {m['fingerprint']}, {m['precision']}, opset {m['opset']}, "
-          f"buckets {', '.join(b['name'] for b in m['buckets'])}; graphs {', '.join(m['graphs'])}")
+          f"buckets {', '.join(buckets)}; graphs {', '.join(m['graphs'])}")
     return 0
 
 

@@ -68,3 +68,14 @@ def release_tiny(ckpts):
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+@pytest.fixture(scope="session")
+def aoti_artifacts(tmp_path_factory, pipe_test):
+    """AOTInductor artifacts (one bucket, 1-4096 tokens) of the 'test' checkpoint, with host assets."""
+    from flexvar import engine_runtime
+    from flexvar.export.graphs import make_buckets
+    d = tmp_path_factory.mktemp("aoti")
+    eng = engine_runtime.EngineSet(pipe_test.model, pipe_test.vae, "aoti", d, pipe_test.device,
+                                   log=lambda *a: None, buckets=make_buckets((4096,)))
+    return d, eng

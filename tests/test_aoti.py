@@ -6,15 +6,12 @@ import pytest
 import torch
 
 from flexvar import engine_runtime
-from flexvar.export.graphs import make_buckets
 from flexvar.schedule import Schedule
 
 
 @pytest.fixture(scope="module")
-def aoti(tmp_path_factory, pipe_test):
-    d = tmp_path_factory.mktemp("aoti")
-    return d, engine_runtime.EngineSet(pipe_test.model, pipe_test.vae, "aoti", d, pipe_test.device,
-                                       log=lambda *a: None, buckets=make_buckets((4096,)))
+def aoti(aoti_artifacts):
+    return aoti_artifacts
 
 
 @pytest.mark.parametrize("spec", ["256-10", "256-13", "512-12", "1x2,2x3,4x6,6x10"], ids=str)

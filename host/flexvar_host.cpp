@@ -1,0 +1,285 @@
+// The host's step loop: modulation, token preparation, guidance and sampling with ATen ops, the
+// transformer step and the decoder from AOTInductor packages, a KV cache the host owns.
+#include "flexvar_host.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <sstream>
+
+namespace fs = std::filesystem;
+namespace F = torch::nn::functional;
+
+namespace flexvar {
+namespace {
+
+const std::map<std::string, std::vector<int>> kPresets = {
+    {"256-6", {1, 2, 4, 6, 10, 16}},
+    {"256-7", {1, 2, 3, 5, 8, 11, 16}},
+    {"256-8", {1, 2, 3, 4, 6, 10, 13, 16}},
+    {"256-9", {1, 2, 3, 4, 5, 7, 10, 13, 16}},
+    {"256-10", {1, 2, 3, 4, 5, 6, 8, 10, 13, 16}},
+    {"256-11", {1, 2, 3, 4, 5, 6, 7, 9, 11, 13, 16}},
+    {"256-12", {1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16}},
+    {"256-13", {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16}},
+    {"384-11", {1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 24}},
+    {"512-12", {1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 23, 32}},
+    {"512-15", {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 23, 32}},
+};
+const std::vector<int> kGrid = {1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 23, 24, 32};
+
+int parse_int(const std::string& s, const std::string& what) {
+  size_t used = 0;
+  int v = 0;
+  try {
+    v = std::stoi(s, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != s.size()) throw Error("cannot read " + what + " '" + s + "'");
+  return v;
+}
+
+struct Bucket {
+  int lo, hi;
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> pkg;
+};
+
+}  // namespace
+
+Schedule parse_schedule(const std::string& text) {
+  Schedule out;
+  auto it = kPresets.find(text);
+  if (it != kPresets.end()) {
+    for (int s : it->second) out.emplace_back(s, s);
+  } else {
+    if (text.find(',') == std::string::npos && text.find('x') == std::string::npos &&
+        text.find('-') != std::string::npos)
+      throw Error("unknown schedule preset '" + text + "'");
+    std::stringstream ss(text);
+    std::string part;
+    while (std::getline(ss, part, ',')) {
+      auto x = part.find('x');
+      if (x == std::string::npos) {
+        int s = parse_int(part, "schedule step");
+        out.emplace_back(s, s);
+      } else {
+        out.emplace_back(parse_int(part.substr(0, x), "schedule step"), parse_int(part.substr(x + 1), "schedule step"));
+      }
+    }
+  }
+  if (out.empty()) throw Error("schedule has no steps");
+  std::pair<int, int> prev{0, 0};
+  for (size_t i = 0; i < out.size(); ++i) {
+    auto [h, w] = out[i];
+    if (h < 1 || w < 1) throw Error("step " + std::to_string(i + 1) + " has a side below 1");
+    if (h < prev.first || w < prev.second) throw Error("schedule decreases at step " + std::to_string(i + 1));
+    prev = out[i];
+  }
+  return out;
+}
+
+struct Host::Impl {
+  fs::path dir;
+  std::map<std::string, std::string> kv;
+  int64_t depth = 0, width = 0, heads = 0, vocab = 0, classes = 0;
+  std::map<std::string, torch::Tensor> t;
+  std::vector<Bucket> steps;
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> decoder;
+
+  int64_t num(const std::string& k) const {
+    auto it = kv.find(k);
+    if (it == kv.end()) throw Error(dir.string() + ": host.txt lacks '" + k + "'");
+    return parse_int(it->second, k);
+  }
+
+  torch::Tensor load_tensor(const std::string& name, const std::string& dims) {
+    std::vector<int64_t> shape;
+    std::stringstream ss(dims);
+    std::string d;
+    int64_t n = 1;
+    while (std::getline(ss, d, 'x')) {
+      shape.push_back(parse_int(d, "tensor shape"));
+      n *= shape.back();
+    }
+    fs::path p = dir / "host" / (name + ".f32");
+    std::ifstream f(p, std::ios::binary);
+    if (!f) throw Error(dir.string() + ": incomplete: missing host/" + name + ".f32");
+    std::vector<float> buf(static_cast<size_t>(n));
+    f.read(reinterpret_cast<char*>(buf.data()), static_cast<std::streamsize>(n * sizeof(float)));
+    if (f.gcount() != static_cast<std::streamsize>(n * sizeof(float)) || f.peek() != EOF)
+      throw Error(dir.string() + ": host/" + name + ".f32 does not hold a " + dims + " float32 tensor");
+    return torch::from_blob(buf.data(), shape, torch::kFloat32).clone();
+  }
+
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> load_package(const std::string& file) {
+    fs::path p = dir / file;
+    if (!fs::is_regular_file(p)) throw Error(dir.string() + ": incomplete: missing package " + file);
+    if (file.find(kv["fingerprint"]) == std::string::npos)
+      throw Error(dir.string() + ": package " + file + " was built for other weights");
+    return std::make_unique<torch::inductor::AOTIModelPackageLoader>(p.string());
+  }
+};
+
+Host::Host(const std::string& artifact_dir) : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  m.dir = artifact_dir;
+  if (!fs::is_directory(m.dir)) throw Error(artifact_dir + ": no such artifact directory");
+  std::ifstream f(m.dir / "host.txt");
+  if (!f) throw Error(artifact_dir + ": no host.txt: export it with `flexvar export --backend aoti --out " + artifact_dir + "`");
+  std::vector<std::pair<std::string, std::string>> tensors, packages;
+  std::string line;
+  while (std::getline(f, line)) {
+    std::stringstream ls(line);
+    std::string key;
+    ls >> key;
+    if (key == "tensor") {
+      std::string name, dims;
+      ls >> name >> dims;
+      tensors.emplace_back(name, dims);
+    } else if (key == "step") {
+      std::string bucket, lo, hi, file;
+      ls >> bucket >> lo >> hi >> file;
+      packages.emplace_back(lo + " " + hi, file);
+    } else if (!key.empty()) {
+      std::string rest;
+      ls >> rest;
+      m.kv[key] = rest;
+    }
+  }
+  // the manifest written by the same export must name the same weights
+  std::ifstream mf(m.dir / "manifest.json");
+  std::stringstream ms;
+  ms << mf.rdbuf();
+  if (!mf || ms.str().find("\"fingerprint\": \"" + m.kv["fingerprint"] + "\"") == std::string::npos)
+    throw Error(artifact_dir + ": host.txt and manifest.json name different weights (mismatched directory)");
+  m.depth = m.num("depth");
+  m.width = m.num("width");
+  m.heads = m.num("heads");
+  m.vocab = m.num("vocab");
+  m.classes = m.num("classes");
+  for (auto& [name, dims] : tensors) m.t[name] = m.load_tensor(name, dims);
+  for (const char* need : {"class_emb", "ada_w", "ada_b", "head_ada_w", "head_ada_b", "pos_1LC", "pos_start",
+                           "codebook", "word_w", "word_b"})
+    if (!m.t.count(need)) throw Error(artifact_dir + ": incomplete: host.txt lists no tensor '" + need + "'");
+  if (packages.empty()) throw Error(artifact_dir + ": incomplete: no transformer step package");
+  for (auto& [range, file] : packages) {
+    std::stringstream rs(range);
+    Bucket b;
+    rs >> b.lo >> b.hi;
+    b.pkg = m.load_package(file);
+    m.steps.push_back(std::move(b));
+  }
+  if (!m.kv.count("decoder")) throw Error(artifact_dir + ": incomplete: no decoder package");
+  m.decoder = m.load_package(m.kv["decoder"]);
+}
+
+Host::~Host() = default;
+
+int Host::num_classes() const { return static_cast<int>(impl_->classes); }
+
+Result Host::generate(const Options& o) {
+  Impl& m = *impl_;
+  torch::NoGradGuard no_grad;
+  if (o.labels.empty()) throw Error("no labels given");
+  for (int64_t l : o.labels)
+    if (l < 0 || l >= m.classes)
+      throw Error("label " + std::to_string(l) + " is out of range 0-" + std::to_string(m.classes - 1));
+  if (!(o.cfg >= 0)) throw Error("cfg must be a number >= 0");
+  if (o.guidance != "ramp" && o.guidance != "constant") throw Error("guidance must be ramp or constant");
+  if (o.top_k < 0) throw Error("top_k must be >= 0");
+  if (!(o.top_p >= 0 && o.top_p <= 1)) throw Error("top_p must be within [0, 1]");
+  const Schedule sched = parse_schedule(o.schedule);
+  if (sched.back().first < 2 || sched.back().second < 2) throw Error("the last step must be at least 2x2 tokens");
+  const int64_t B = static_cast<int64_t>(o.labels.size()), C = m.width, D = m.depth, H = m.heads, V = m.vocab;
+  const int n = static_cast<int>(sched.size());
+
+  // per generation: cond and every block's (and the head's) modulation
+  std::vector<int64_t> both(o.labels);
+  both.insert(both.end(), o.labels.size(), m.classes);  // the null class of the unconditional half
+  auto cond = m.t["class_emb"].index_select(0, torch::tensor(both, torch::kLong));
+  auto act = torch::silu(cond);
+  std::vector<torch::Tensor> mods;
+  for (int64_t i = 0; i < D; ++i) mods.push_back(torch::linear(act, m.t["ada_w"][i], m.t["ada_b"][i]).view({2 * B, 6, C}));
+  auto blocks = torch::stack(mods);
+  auto head = torch::linear(act, m.t["head_ada_w"], m.t["head_ada_b"]).view({2 * B, 2, C});
+
+  int64_t total = 0;
+  for (auto [h, w] : sched) total += int64_t(h) * w;
+  std::vector<torch::Tensor> kc, vc;  // the host's token-major KV cache, (L, 2B, H, d) per layer
+  for (int64_t i = 0; i < D; ++i) {
+    kc.push_back(torch::empty({total, 2 * B, H, C / H}));
+    vc.push_back(torch::empty({total, 2 * B, H, C / H}));
+  }
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
+  Result res;
+  torch::Tensor prev;
+  int64_t start = 0;
+  for (int si = 0; si < n; ++si) {
+    auto [h, w] = sched[si];
+    const int64_t l = int64_t(h) * w;
+    auto pos = F::adaptive_avg_pool2d(m.t["pos_1LC"], F::AdaptiveAvgPool2dFuncOptions({h, w})).flatten(2).transpose(1, 2);
+    torch::Tensor x;
+    if (si == 0) {
+      x = cond.unsqueeze(1) + m.t["pos_start"] + pos;
+    } else {
+      auto vec = m.t["codebook"].index_select(0, prev.flatten()).view({B, prev.size(1), prev.size(2), -1}).permute({0, 3, 1, 2});
+      auto up = F::interpolate(vec, F::InterpolateFuncOptions().size(std::vector<int64_t>{h, w})
+                                        .mode(torch::kBicubic).align_corners(false));
+      x = (torch::linear(up.flatten(2).transpose(1, 2), m.t["word_w"], m.t["word_b"]) + pos).repeat({2, 1, 1});
+    }
+    Bucket* bucket = nullptr;
+    for (auto& b : m.steps)
+      if (b.lo <= l && l <= b.hi) bucket = &b;
+    if (!bucket) throw Error("no step package covers a step of " + std::to_string(l) + " tokens");
+    std::vector<torch::Tensor> in{x.contiguous(), blocks, head};
+    for (int64_t i = 0; i < D; ++i) in.push_back(kc[i].narrow(0, 0, start));
+    for (int64_t i = 0; i < D; ++i) in.push_back(vc[i].narrow(0, 0, start));
+    auto out = bucket->pkg->run(in);
+    for (int64_t i = 0; i < D; ++i) {
+      kc[i].narrow(0, start, l).copy_(out[1 + i]);
+      vc[i].narrow(0, start, l).copy_(out[1 + D + i]);
+    }
+    start += l;
+    // guidance: ramp (1+t)c - t u, or constant u + cfg (c - u)
+    auto c = out[0].narrow(0, 0, B), u = out[0].narrow(0, B, B);
+    const bool big = std::max(h, w) > o.max_pn;
+    double t = o.cfg;
+    if (o.guidance == "ramp" && !big && n > 1) t = o.cfg * si / std::min(n - 1, 9);
+    auto logits = o.guidance == "ramp" ? (1 + t) * c - t * u : u + t * (c - u);
+    // sampling: the release's greedy policy off the grid, top-k, top-p, one multinomial draw
+    auto on = [](int s) { return std::find(kGrid.begin(), kGrid.end(), s) != kGrid.end(); };
+    const int64_t k = (o.greedy_off_grid && (big || !on(h) || !on(w))) ? 1 : o.top_k;
+    const float inf = std::numeric_limits<float>::infinity();
+    if (k > 0 && k < V) {
+      auto kth = std::get<0>(logits.topk(k, -1)).narrow(-1, k - 1, 1);
+      logits = logits.masked_fill(logits < kth, -inf);
+    }
+    if (o.top_p > 0 && o.top_p < 1) {
+      auto sorted = logits.sort(-1, false);
+      auto drop = std::get<0>(sorted).softmax(-1).cumsum(-1) <= (1 - o.top_p);
+      drop.narrow(-1, V - 1, 1).fill_(false);
+      logits = logits.masked_fill(drop.scatter(-1, std::get<1>(sorted), drop), -inf);
+    }
+    auto idx = torch::multinomial(logits.softmax(-1).view({-1, V}), 1, true, gen).view({B, h, w});
+    StepCodes sc{h, w, std::vector<int64_t>(idx.data_ptr<int64_t>(), idx.data_ptr<int64_t>() + idx.numel())};
+    res.steps.push_back(std::move(sc));
+    prev = idx;
+  }
+  auto img = m.decoder->run({prev.contiguous()})[0].contiguous();  // (B, H, W, 3) uint8
+  res.height = static_cast<int>(img.size(1));
+  res.width = static_cast<int>(img.size(2));
+  for (int64_t b = 0; b < B; ++b) {
+    auto one = img[b].contiguous();
+    res.images.emplace_back(one.data_ptr<uint8_t>(), one.data_ptr<uint8_t>() + one.numel());
+  }
+  return res;
+}
+
+}  // namespace flexvar

@@ -1,0 +1,127 @@
+// flexvar_host: the command line over flexvar_host.h.
+//   flexvar_host --artifacts DIR --labels 5,77 --schedule 1,2,3,4,6,8 --cfg 2.5 --guidance constant
+//                --top-k 1 --top-p 0 --seed 0 --out DIR [--save-codes FILE]
+// Writes DIR/0000_class5.ppm, ... (binary PPM); --save-codes writes one line per image and step:
+// `image step h w code code ...`. Errors: one line on stderr, exit 2.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+
+#include "flexvar_host.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+void write_atomic(const fs::path& path, const std::string& data) {
+  fs::path tmp = path;
+  tmp += ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary);
+    if (!f) throw flexvar::Error("cannot write " + path.string());
+    f.write(data.data(), static_cast<std::streamsize>(data.size()));
+  }
+  fs::rename(tmp, path);
+}
+
+double to_double(const std::string& s, const std::string& flag) {
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(s, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != s.size()) throw flexvar::Error("argument " + flag + ": invalid number '" + s + "'");
+  return v;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    std::map<std::string, std::string> a = {{"--schedule", "256-10"}, {"--cfg", "2.5"}, {"--guidance", "ramp"},
+                                            {"--top-k", "900"},      {"--top-p", "0.95"}, {"--seed", "0"},
+                                            {"--max-pn", "16"}};
+    bool greedy_off_grid = true;
+    for (int i = 1; i < argc; ++i) {
+      std::string k = argv[i];
+      if (k == "--no-greedy-off-grid") {
+        greedy_off_grid = false;
+        continue;
+      }
+      if (k == "-h" || k == "--help") {
+        std::cout << "usage: flexvar_host --artifacts DIR --labels N[,N...] [--schedule S] [--cfg F] "
+                     "[--guidance ramp|constant] [--top-k K] [--top-p P] [--seed S] [--max-pn N] "
+                     "[--no-greedy-off-grid] --out DIR [--save-codes FILE]\n";
+        return 0;
+      }
+      static const char* known[] = {"--artifacts", "--labels", "--schedule", "--cfg", "--guidance", "--top-k",
+                                    "--top-p", "--seed", "--out", "--save-codes", "--max-pn"};
+      bool ok = false;
+      for (const char* n : known) ok |= (k == n);
+      if (!ok) throw flexvar::Error("unknown argument " + k);
+      if (i + 1 >= argc) throw flexvar::Error("argument " + k + " needs a value");
+      a[k] = argv[++i];
+    }
+    for (const char* need : {"--artifacts", "--labels", "--out"})
+      if (!a.count(need)) throw flexvar::Error(std::string("the argument ") + need + " is required");
+    flexvar::Options o;
+    std::stringstream ls(a["--labels"]);
+    std::string part;
+    while (std::getline(ls, part, ',')) {
+      double v = to_double(part, "--labels");
+      if (v != static_cast<int64_t>(v)) throw flexvar::Error("label '" + part + "' is not an integer");
+      o.labels.push_back(static_cast<int64_t>(v));
+    }
+    o.schedule = a["--schedule"];
+    o.cfg = to_double(a["--cfg"], "--cfg");
+    o.guidance = a["--guidance"];
+    o.top_k = static_cast<int64_t>(to_double(a["--top-k"], "--top-k"));
+    o.top_p = to_double(a["--top-p"], "--top-p");
+    o.seed = static_cast<uint64_t>(to_double(a["--seed"], "--seed"));
+    o.max_pn = static_cast<int64_t>(to_double(a["--max-pn"], "--max-pn"));
+    o.greedy_off_grid = greedy_off_grid;
+    flexvar::parse_schedule(o.schedule);  // fail on a bad schedule before loading anything
+
+    flexvar::Host host(a["--artifacts"]);
+    flexvar::Result r = host.generate(o);
+
+    fs::path out = a["--out"];
+    fs::create_directories(out);
+    for (size_t b = 0; b < r.images.size(); ++b) {
+      char name[64];
+      std::snprintf(name, sizeof(name), "%04zu_class%lld.ppm", b, static_cast<long long>(o.labels[b]));
+      std::string ppm = "P6\n" + std::to_string(r.width) + " " + std::to_string(r.height) + "\n255\n";
+      ppm.append(reinterpret_cast<const char*>(r.images[b].data()), r.images[b].size());
+      write_atomic(out / name, ppm);
+    }
+    if (a.count("--save-codes")) {
+      std::ostringstream cs;
+      const size_t B = o.labels.size();
+      for (size_t b = 0; b < B; ++b)
+        for (size_t s = 0; s < r.steps.size(); ++s) {
+          const auto& st = r.steps[s];
+          cs << b << " " << s << " " << st.h << " " << st.w;
+          const size_t n = size_t(st.h) * st.w;
+          for (size_t j = 0; j < n; ++j) cs << " " << st.codes[b * n + j];
+          cs << "\n";
+        }
+      write_atomic(a["--save-codes"], cs.str());
+    }
+    std::cout << "flexvar_host: " << r.images.size() << " image(s) " << r.height << "x" << r.width << ", "
+              << r.steps.size() << " steps, written to " << out.string() << "\n";
+    return 0;
+  } catch (const flexvar::Error& e) {
+    std::cerr << "flexvar_host: error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    msg = msg.substr(0, msg.find('\n'));
+    std::cerr << "flexvar_host: internal error: " << msg << "\n";
+    return 1;
+  }
+}

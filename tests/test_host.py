@@ -1,0 +1,79 @@
+"""The C++ host (host/): built with CMake against the installed torch, it generates from AOTInductor
+artifacts with the Python runtime's greedy codes and images within 1/255; bad input exits 2."""
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def host_bin(tmp_path_factory):
+    if shutil.which("cmake") is None:
+        pytest.skip("needs cmake")
+    build = tmp_path_factory.mktemp("host-build")
+    cfg = subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build), f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}"],
+                         capture_output=True, text=True)
+    assert cfg.returncode == 0, cfg.stdout[-2000:] + cfg.stderr[-2000:]
+    out = subprocess.run(["cmake", "--build", str(build), "-j", "2", "--target", "flexvar_host"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return build / "flexvar_host"
+
+
+def run_host(host_bin, *args):
+    return subprocess.run([str(host_bin), *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("schedule, guidance", [("1,2,3,4,6,8", "constant"), ("256-10", "ramp"), ("1x2,2x3,4x6", "ramp")])
+def test_host_matches_python(host_bin, aoti_artifacts, pipe_test, tmp_path, schedule, guidance):
+    d, _ = aoti_artifacts
+    r = run_host(host_bin, "--artifacts", d, "--labels", "5,7", "--schedule", schedule, "--cfg", "2.5",
+                 "--guidance", guidance, "--top-k", "1", "--top-p", "0", "--seed", "0", "--out", tmp_path / "o",
+                 "--save-codes", tmp_path / "codes.txt")
+    assert r.returncode == 0, r.stderr
+    ref = pipe_test.generate([5, 7], schedule, cfg=2.5, guidance=guidance, top_k=1, top_p=0.0, seed=0, fast=False)
+    lines = (tmp_path / "codes.txt").read_text().splitlines()
+    assert len(lines) == 2 * len(ref.codes)
+    for line in lines:
+        b, s, h, w, *codes = map(int, line.split())
+        assert (h, w) == tuple(ref.codes[s].shape[1:])
+        assert codes == ref.codes[s][b].flatten().tolist(), f"image {b} step {s}"
+    for b, lab in enumerate((5, 7)):
+        img = np.asarray(Image.open(tmp_path / "o" / f"{b:04d}_class{lab}.ppm")).astype(int)
+        assert np.abs(img - ref.images[b].numpy().astype(int)).max() <= 1
+
+
+def test_host_bad_input(host_bin, aoti_artifacts, tmp_path):
+    d, _ = aoti_artifacts
+    bad = tmp_path / "mismatched"
+    shutil.copytree(d, bad)
+    m = json.loads((bad / "manifest.json").read_text())
+    m["fingerprint"] = "0" * 16
+    (bad / "manifest.json").write_text(json.dumps(m, indent=1))
+    partial = tmp_path / "partial"
+    shutil.copytree(d, partial)
+    next(partial.glob("transformer_step-*.pt2")).unlink()
+    common = ["--labels", "1", "--out", tmp_path / "out"]
+    cases = [
+        (["--artifacts", tmp_path / "missing", *common], "no such artifact directory"),
+        (["--artifacts", tmp_path, *common], "no host.txt"),
+        (["--artifacts", bad, *common], "different weights"),
+        (["--artifacts", partial, *common], "missing package"),
+        (["--artifacts", d, "--schedule", "256-99", *common], "unknown schedule preset"),
+        (["--artifacts", d, "--schedule", "1,4,2", *common], "decreases at step 3"),
+        (["--artifacts", d, "--labels", "10", "--out", tmp_path / "out"], "label 10 is out of range 0-9"),
+        (["--artifacts", d, "--labels", "x", "--out", tmp_path / "out"], "invalid number"),
+        (["--artifacts", d, "--top-p", "2", *common], "top_p"),
+    ]
+    for args, msg in cases:
+        r = run_host(host_bin, *args)
+        err = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(err) == 1 and msg in err[0], (args, r.stderr)
+    assert not (tmp_path / "out").exists()
