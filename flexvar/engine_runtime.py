@@ -11,8 +11,8 @@ import os
 import torch
 
 from .kv_cache import KVCache
-from .runtime import step_tokens
-from .sampling import SamplingParams, guidance_weight, guide, sample, step_top_k
+from .runtime import sample_step, step_tokens
+from .sampling import SamplingParams
 from .schedule import Schedule
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt", "aoti")
@@ -86,12 +86,7 @@ def generate_codes(model, codebook, engines: EngineSet, labels_B: torch.Tensor, 
             outputs[f"k_{i}"] = cache.kv[i, 0, start:start + l]
             outputs[f"v_{i}"] = cache.kv[i, 1, start:start + l]
         logits = engines.step.run(feeds, outputs)["logits"]
-        logits = guide(logits, guidance_weight(si, len(schedule), hw, params), params.guidance)
-        idx = sample(logits, step_top_k(hw, params), params.top_p, generator).view(B, *hw)
-        if forced is not None:
-            want, keep = forced[si]
-            idx = torch.where(keep, want, idx)
-        codes.append(idx)
+        codes.append(sample_step(logits, si, schedule, params, generator, forced))
     return codes
 
 

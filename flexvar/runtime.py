@@ -47,13 +47,21 @@ def generate_codes(model: FlexVAR, codebook: Codebook, labels_B: torch.Tensor, s
         else:  # both halves see the same tokens from the guided codes
             x = step_tokens(model, codebook, cond, codes[-1], hw).repeat(2, 1, 1)
         logits = model.forward_step(x, blocks, head, cache, schedule.offsets[si])
-        logits = guide(logits, guidance_weight(si, len(schedule), hw, params), params.guidance)
-        idx = sample(logits, step_top_k(hw, params), params.top_p, generator).view(B, *hw)
-        if forced is not None:
-            want, keep = forced[si]
-            idx = torch.where(keep, want, idx)
-        codes.append(idx)
+        codes.append(sample_step(logits, si, schedule, params, generator, forced))
     return codes
+
+
+def sample_step(logits_2BlV: torch.Tensor, si: int, schedule: Schedule, params: SamplingParams,
+                generator: torch.Generator | None, forced=None) -> torch.Tensor:
+    """Step si's codes (B, h, w) from [cond; uncond] logits: guidance, the step's top-k (greedy off the
+    grid), top-p, one draw; then the forced codes where `forced[si]` keeps them."""
+    hw = schedule.steps[si]
+    logits = guide(logits_2BlV, guidance_weight(si, len(schedule), hw, params), params.guidance)
+    idx = sample(logits, step_top_k(hw, params), params.top_p, generator).view(-1, *hw)
+    if forced is not None:
+        want, keep = forced[si]
+        idx = torch.where(keep, want, idx)
+    return idx
 
 
 @torch.no_grad()
