@@ -1,0 +1,66 @@
+"""pytest-benchmark suite for the kernels and their references, side by side on one device.
+
+    python -m pytest bench/bench_kernels.py --benchmark-only [--benchmark-json OUT.json]
+
+On CUDA each op is timed as the fused kernel and as its PyTorch `_ref`; on CPU only the references
+run (the kernels are CUDA-only). Shapes are d16's (C = 1024, V = 8912) at the last 256 px step.
+"""
+import pytest
+import torch
+
+import flexvar.kernels as K
+from flexvar.fast import bicubic_taps, hashed_uniform, sample_from_uniform
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+DT = torch.bfloat16 if DEV == "cuda" else torch.float32
+
+
+def _sync():
+    if DEV == "cuda":
+        torch.cuda.synchronize()
+
+
+@pytest.fixture(scope="module", params=[1, 32], ids=lambda b: f"B{b}")
+def tokens_case(request):
+    B, C, V, src, dst = request.param * 2, 1024, 8912, (13, 13), (16, 16)
+    g = torch.Generator(DEV).manual_seed(0)
+    proj = torch.randn(V, C, device=DEV, generator=g).to(DT)
+    bias = torch.randn(C, device=DEV, generator=g).to(DT)
+    pos = torch.randn(dst[0] * dst[1], C, device=DEV, generator=g).to(DT)
+    prev = torch.randint(0, V, (B, *src), device=DEV, generator=g)
+    (ry, wy), (rx, wx) = bicubic_taps(src[0], dst[0]), bicubic_taps(src[1], dst[1])
+    taps = tuple(t.to(DEV) for t in (ry.int(), wy, rx.int(), wx))
+    return prev, proj, bias, pos, dst, taps
+
+
+def test_next_tokens_ref(benchmark, tokens_case):
+    prev, proj, bias, pos, dst, _ = tokens_case
+
+    def run():
+        K.next_tokens_ref(prev, proj, bias, pos, dst)
+        _sync()
+    benchmark(run)
+
+
+@pytest.mark.skipif(DEV != "cuda", reason="the kernel is CUDA-only")
+def test_next_tokens_kernel(benchmark, tokens_case):
+    prev, proj, bias, pos, dst, taps = tokens_case
+    assert K.load()
+
+    def run():
+        torch.ops.flexvar.next_tokens(prev, proj, bias, pos, *taps)
+        _sync()
+    benchmark(run)
+
+
+@pytest.mark.parametrize("B", [1, 32], ids=lambda b: f"B{b}")
+def test_sampling_top_k_top_p(benchmark, B):
+    """Guided logits of the last 256 px step: top-k 900, top-p 0.95, one draw (the fast path's sampler)."""
+    g = torch.Generator(DEV).manual_seed(1)
+    logits = torch.randn(B, 256, 8912, device=DEV, generator=g)
+    seed = torch.tensor([3], device=DEV)
+
+    def run():
+        sample_from_uniform(logits, 900, 0.95, hashed_uniform(seed, 0, B * 256).view(B, 256))
+        _sync()
+    benchmark(run)
