@@ -71,8 +71,6 @@ def measure_ceilings(device) -> dict:
     b = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
     _, t = time_call(lambda: a @ b, device, 10)
     mm = 2 * 8192 ** 3 / (statistics.median(t) / 1e3) / 1e12
-    del x, y, a, b
-    torch.cuda.empty_cache()
     return {"copy_GBps": round(copy, 1), "bf16_matmul_TFLOPs": round(mm, 1)}
 
 
@@ -186,6 +184,8 @@ def run(args) -> dict:
            "autocast_eager": args.autocast if cuda else "float32", "decode_included": not args.no_decode,
            "sampling": {"cfg": 2.5, "guidance": "ramp", "top_k": 900, "top_p": 0.95},
            "ceilings": measure_ceilings(device), "results": [], "breakdown": []}
+    if cuda:
+        torch.cuda.empty_cache()  # the ceiling buffers
     print(f"bench: {out['device']}, torch {torch.__version__}, {args.dtype}, decode "
           f"{'included' if not args.no_decode else 'excluded'}; ceilings {out['ceilings']}", flush=True)
     for depth in args.depths:
@@ -243,7 +243,7 @@ def print_table(res: dict) -> None:
     for r in res["results"]:
         rows.setdefault((r["depth"], r["schedule"], r["batch"]), {})[r["impl"]] = r
     impls = list(dict.fromkeys(r["impl"] for r in res["results"]))
-    print(f"\n| depth | schedule | batch | " + " | ".join(f"{i} ms (min-max)" for i in impls) + " | fast img/s |")
+    print("\n| depth | schedule | batch | " + " | ".join(f"{i} ms (min-max)" for i in impls) + " | fast img/s |")
     print("|---|---|---|" + "---|" * len(impls) + "---|")
     for (d, s, b), by in rows.items():
         cells = [f"{by[i]['median_ms']:.2f} ({by[i]['min_ms']:.2f}-{by[i]['max_ms']:.2f})" if i in by else "-"

@@ -278,8 +278,8 @@ def cmd_export(args) -> int:
     if not edges or edges[0] < 1:
         raise InputError("bucket edges must be positive token counts")
     pipe = load_pipeline(args)
-    eng = EngineSet(pipe.model, pipe.vae, backends[args.backend], args.out, pipe.device, rebuild=args.rebuild,
-                    buckets=make_buckets(tuple(edges)))
+    EngineSet(pipe.model, pipe.vae, backends[args.backend], args.out, pipe.device, rebuild=args.rebuild,
+              buckets=make_buckets(tuple(edges)))  # exports (and builds) what is missing
     from .export import load_manifest
     m = load_manifest(args.out)
     buckets = list(m["aoti"]["buckets"]) if args.backend == "aoti" else [b["name"] for b in m["buckets"]]

@@ -1,7 +1,5 @@
 """Exported backends on a GPU (marked gpu): onnxruntime's CUDA execution provider with I/O binding,
 and AOTInductor packages compiled for CUDA, against the torch reference runtime in float32."""
-import copy
-
 import pytest
 import torch
 
