@@ -23,7 +23,8 @@ class EngineSet:
 
     def __init__(self, model, vae, backend: str, engine_dir: str | os.PathLike, device: torch.device,
                  rebuild: bool = False, log=print, buckets=None):
-        """buckets: the scale buckets of AOTInductor packages (default: flexvar.export.BUCKETS)."""
+        """buckets: the scale buckets of AOTInductor packages (default: those the directory was exported
+        with, else flexvar.export.BUCKETS)."""
         from flexvar.engines import open_engine
         from flexvar.export import export_onnx
         if backend == "aoti":
@@ -31,12 +32,15 @@ class EngineSet:
             from flexvar.export.aoti import export_aoti
             from flexvar.export.graphs import DecoderGraph, EncoderGraph, TransformerStepGraph
             manifest = export_onnx(model, vae, engine_dir, rebuild=rebuild, log=log)
-            paths = export_aoti(model, vae, engine_dir, manifest, buckets=buckets or _buckets(), rebuild=rebuild,
-                                log=log)
+            if buckets is None and "aoti" in manifest:  # reuse the buckets this directory was exported with
+                from flexvar.export.graphs import Bucket
+                buckets = tuple(Bucket(n, e["min_tokens"], e["max_tokens"]) for n, e in manifest["aoti"]["buckets"].items())
+            buckets = buckets or _buckets()
+            paths = export_aoti(model, vae, engine_dir, manifest, buckets=buckets, rebuild=rebuild, log=log)
             g, dg = TransformerStepGraph(model), DecoderGraph(vae)
             self.manifest = manifest
             self.step = AOTIEngine(device, g.input_names, g.output_names)
-            for b in (buckets or _buckets()):
+            for b in buckets:
                 self.step.load(paths["transformer_step"][b.name], b.min_tokens, b.max_tokens)
             self.decoder = AOTIEngine(device, dg.input_names, dg.output_names).load(paths["decoder"])
             eg = EncoderGraph(vae)
