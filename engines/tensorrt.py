@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from flexvar.export.artifacts import ArtifactError
-from flexvar.export.graphs import BUCKETS, MAX_BATCH, MAX_PAST, Bucket
+from flexvar.export.graphs import BUCKETS, Bucket, DecoderGraph, EncoderGraph, step_profile
 
 from .base import Engine
 
@@ -31,33 +31,8 @@ def _trt():
 
 
 def step_profiles(manifest: dict, buckets: tuple[Bucket, ...] = BUCKETS) -> list[dict[str, tuple]]:
-    """Per bucket, {input: (min, opt, max)} for every dynamic input of the transformer step.
-
-    Token count l spans the bucket; the batch spans 2 (one image with guidance) to MAX_BATCH rows;
-    the past spans 0 (first step) to MAX_PAST tokens, optimized for 4x the bucket's steps.
-    """
-    c = manifest["model_config"]
-    C, D, H, d = c["width"], c["depth"], c["heads"], c["width"] // c["heads"]
-    out = []
-    for b in buckets:
-        lo, hi = b.min_tokens, b.max_tokens
-        past_opt = min(MAX_PAST, 4 * hi)
-        p = {"x": ((2, lo, C), (2, hi, C), (MAX_BATCH, hi, C)),
-             "blocks": ((D, 2, 6, C), (D, 2, 6, C), (D, MAX_BATCH, 6, C)),
-             "head": ((2, 2, C), (2, 2, C), (MAX_BATCH, 2, C))}
-        for i in range(D):
-            for n in ("past_k", "past_v"):
-                p[f"{n}_{i}"] = ((0, 2, H, d), (past_opt, 2, H, d), (MAX_PAST, MAX_BATCH, H, d))
-        out.append(p)
-    return out
-
-
-def decoder_profiles(max_batch: int = 64, max_side: int = 64) -> list[dict[str, tuple]]:
-    return [{"codes": ((1, 1, 1), (1, 16, 16), (max_batch, max_side, max_side))}]
-
-
-def encoder_profiles(max_batch: int = 16, max_side: int = 1024) -> list[dict[str, tuple]]:
-    return [{"image": ((1, 16, 16, 3), (1, 256, 256, 3), (max_batch, max_side, max_side, 3))}]
+    """One optimization profile per bucket, from the graph contract (export/graphs.py)."""
+    return [step_profile(manifest["model_config"], b) for b in buckets]
 
 
 def builder_settings(precision: str) -> dict:
@@ -82,8 +57,8 @@ def build_engines(engine_dir, manifest: dict, rebuild: bool = False, log=print) 
     major, minor = torch.cuda.get_device_capability()
     sm = f"sm{major}{minor}"
     paths = {}
-    for graph, profiles in (("transformer_step", step_profiles(manifest)), ("decoder", decoder_profiles()),
-                            ("encoder", encoder_profiles())):
+    for graph, profiles in (("transformer_step", step_profiles(manifest)), ("decoder", [DecoderGraph.profile()]),
+                            ("encoder", [EncoderGraph.profile()])):
         path = Path(engine_dir) / plan_name(graph, manifest, trt.__version__, sm)
         paths[graph] = str(path)
         if path.exists() and not rebuild:

@@ -117,18 +117,26 @@ class TransformerStepGraph:
                  for _ in range(2 * c.depth)]
         return (x, blocks, head, *pasts)
 
-    def profile(self, bucket: Bucket, max_batch: int = MAX_BATCH, max_past: int = MAX_PAST) -> dict:
+    def profile(self, bucket: Bucket) -> dict:
         """min/opt/max shape of every dynamic input for one bucket (TensorRT optimization profiles)."""
-        c = self.cfg
-        lo, hi = bucket.min_tokens, bucket.max_tokens
-        prof = {"x": [(2, lo, c.width), (2, hi, c.width), (max_batch, hi, c.width)],
-                "blocks": [(c.depth, 2, 6, c.width), (c.depth, 2, 6, c.width), (c.depth, max_batch, 6, c.width)],
-                "head": [(2, 2, c.width), (2, 2, c.width), (max_batch, 2, c.width)]}
-        for i in range(c.depth):
-            for n in ("past_k", "past_v"):
-                prof[f"{n}_{i}"] = [(0, 2, c.heads, c.head_dim), (min(max_past, 4 * hi), 2, c.heads, c.head_dim),
-                                    (max_past, max_batch, c.heads, c.head_dim)]
-        return prof
+        return step_profile(self.cfg.to_dict(), bucket)
+
+
+def step_profile(model_config: dict, bucket: Bucket, max_batch: int = MAX_BATCH, max_past: int = MAX_PAST) -> dict:
+    """{input: (min, opt, max)} of the transformer step for one bucket, from a model config (or a manifest's).
+
+    Token count l spans the bucket; the batch spans 2 (one image with guidance) to max_batch rows;
+    the past spans 0 (first step) to max_past tokens, optimized for 4x the bucket's largest step.
+    """
+    C, D, H = model_config["width"], model_config["depth"], model_config["heads"]
+    d, lo, hi = C // H, bucket.min_tokens, bucket.max_tokens
+    prof = {"x": ((2, lo, C), (2, hi, C), (max_batch, hi, C)),
+            "blocks": ((D, 2, 6, C), (D, 2, 6, C), (D, max_batch, 6, C)),
+            "head": ((2, 2, C), (2, 2, C), (max_batch, 2, C))}
+    for i in range(D):
+        for n in ("past_k", "past_v"):
+            prof[f"{n}_{i}"] = ((0, 2, H, d), (min(max_past, 4 * hi), 2, H, d), (max_past, max_batch, H, d))
+    return prof
 
 
 class _DecoderModule(nn.Module):
@@ -159,8 +167,10 @@ class DecoderGraph:
         dev = self.vae.quant_conv.weight.device
         return (torch.randint(0, self.vae.cfg.codebook_size, (batch, h, w), device=dev),)
 
-    def profile(self, max_batch: int = 64, max_side: int = 64) -> dict:
-        return {"codes": [(1, 1, 1), (1, 16, 16), (max_batch, max_side, max_side)]}
+    @staticmethod
+    def profile(max_batch: int = 64, max_side: int = 64) -> dict:
+        """min/opt/max of the codes: up to 64 images of 64x64 tokens (1024 px)."""
+        return {"codes": ((1, 1, 1), (1, 16, 16), (max_batch, max_side, max_side))}
 
 
 class _EncoderModule(nn.Module):
@@ -191,3 +201,8 @@ class EncoderGraph:
     def sample_inputs(self, batch: int = 1, h: int = 2, w: int = 3) -> tuple:
         dev = self.vae.quant_conv.weight.device
         return (torch.randint(0, 256, (batch, 16 * h, 16 * w, 3), dtype=torch.uint8, device=dev),)
+
+    @staticmethod
+    def profile(max_batch: int = 16, max_side: int = 1024) -> dict:
+        """min/opt/max of the input images: up to 16 images of 1024 px."""
+        return {"image": ((1, 16, 16, 3), (1, 256, 256, 3), (max_batch, max_side, max_side, 3))}

@@ -30,6 +30,7 @@ class CheckpointInfo:
     layout: str  # how the weights were stored in the file
     config: FlexVARConfig | VQVAEConfig
     num_params: int
+    stored_dtype: str  # dtype of the tensors in the file
 
 
 # ---- reading files ------------------------------------------------------------------
@@ -178,9 +179,10 @@ def _build(module_cls, cfg, sd: dict, path: str) -> torch.nn.Module:
     return module.eval().requires_grad_(False)
 
 
-def _load(path, expected: str):
+def _load(path, expected: str | None):
+    """(module, info) of a file; `expected` kind, or None for whichever it is."""
     sd, kind, layout = read_state_dict(path)
-    if kind != expected:
+    if expected is not None and kind != expected:
         raise CheckpointError(f"{path}: is a {kind} checkpoint, expected a {expected}")
     try:
         if kind == "transformer":
@@ -192,7 +194,8 @@ def _load(path, expected: str):
     except (KeyError, IndexError, ConfigError) as e:
         raise CheckpointError(f"{path}: incomplete {kind} checkpoint ({type(e).__name__}: {e})") from None
     n = sum(p.numel() for p in module.parameters())
-    return module, CheckpointInfo(str(path), kind, layout, cfg, n)
+    dtype = str(next(iter(sd.values())).dtype).removeprefix("torch.")
+    return module, CheckpointInfo(str(path), kind, layout, cfg, n, dtype)
 
 
 def load_transformer(path: str | os.PathLike) -> tuple[FlexVAR, CheckpointInfo]:
@@ -215,12 +218,11 @@ def check_pair(var_cfg: FlexVARConfig, vae_cfg: VQVAEConfig) -> None:
 
 def describe(path: str | os.PathLike) -> str:
     """A few lines saying what a checkpoint file is."""
-    sd, kind, layout = read_state_dict(path)
-    _, info = _load(path, kind)
+    _, info = _load(path, None)
     c = info.config
-    lines = [f"file:       {path}", f"kind:       {kind} (stored at {layout})",
-             f"parameters: {info.num_params / 1e6:.1f}M", f"dtype:      {next(iter(sd.values())).dtype}"]
-    if kind == "transformer":
+    lines = [f"file:       {path}", f"kind:       {info.kind} (stored at {info.layout})",
+             f"parameters: {info.num_params / 1e6:.1f}M", f"dtype:      {info.stored_dtype}"]
+    if info.kind == "transformer":
         lines += [f"depth:      {c.depth}  width: {c.width}  heads: {c.heads}",
                   f"vocabulary: {c.vocab_size} codes of dim {c.code_dim}; classes: {c.num_classes}",
                   f"positions:  {c.pos_grid}x{c.pos_grid} grid"]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .kernels import next_tokens
 from .kv_cache import KVCache
 from .model import FlexVAR, layer_norm
 from .sampling import SamplingParams, guidance_weight, guide, step_top_k
@@ -254,7 +255,6 @@ class FastRuntime:
     # ---- one step's pieces ---------------------------------------------------------------------
     def next_tokens(self, prev_Bhw: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         """(B, h*w, C): bicubic-resized projected codes + word_embed bias + positions."""
-        from .kernels import next_tokens
         key = (tuple(prev_Bhw.shape[1:]), hw)
         if key not in self._taps:
             (ry, wy), (rx, wx) = bicubic_taps(key[0][0], hw[0]), bicubic_taps(key[0][1], hw[1])

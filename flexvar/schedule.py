@@ -183,7 +183,3 @@ def _geometric_sides(final: int, n: int) -> list[int]:
             sides[i] = final - (n - 1 - i)
     return sides
 
-
-def as_schedule(spec: ScheduleLike | None) -> Schedule:
-    return Schedule.parse(DEFAULT if spec is None else spec)
-

@@ -66,6 +66,42 @@ def release_tiny(ckpts):
     return ReleaseSampler(var, vae)
 
 
+def smooth_image(H: int, W: int, seed: int = 0, batch: int | None = None) -> torch.Tensor:
+    """A smooth random uint8 image (H, W, 3) (or (batch, H, W, 3)): noise on a 16x coarser grid, upsampled.
+    Smooth content keeps the tokenizer's encode far from quantization ties."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(batch or 1, 3, max(1, H // 16), max(1, W // 16), generator=g)
+    x = torch.nn.functional.interpolate(x, size=(H, W), mode="bilinear").permute(0, 2, 3, 1)
+    x = (x * 255).round().to(torch.uint8)
+    return x if batch else x[0]
+
+
+def cmake_build(build, target: str, *defines: str):
+    """Configure the repository with CMake into `build` and build one target (asserting both succeed)."""
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    for cmd in (["cmake", "-S", str(root), "-B", str(build), *defines],
+                ["cmake", "--build", str(build), "-j", "2", "--target", target]):
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return build
+
+
+def assert_edits_match_reference(pipe, backend: str, engine_dir, seed: int = 3) -> None:
+    """In-painting and expansion on an exported backend give the torch reference's greedy codes and images."""
+    from flexvar import editing
+    img = smooth_image(64, 64, seed=seed)
+    mask = torch.zeros(64, 64, dtype=torch.bool)
+    mask[16:48, 8:40] = True
+    kw = dict(top_k=1, top_p=0.0, seed=0)
+    for fn, args in ((editing.inpaint, (img, mask, [4], "1,2,4")), (editing.expand, (img, [4], (64, 128)))):
+        a = fn(pipe, *args, backend=backend, engine_dir=engine_dir, **kw)
+        b = fn(pipe, *args, **kw)
+        assert all(torch.equal(x, y) for x, y in zip(a.codes, b.codes)), fn.__name__
+        assert (a.images.int() - b.images.int()).abs().max() <= 1, fn.__name__
+
+
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 

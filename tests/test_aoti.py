@@ -8,6 +8,8 @@ import torch
 from flexvar import engine_runtime
 from flexvar.schedule import Schedule
 
+from conftest import assert_edits_match_reference
+
 
 @pytest.fixture(scope="module")
 def aoti(aoti_artifacts):
@@ -43,16 +45,7 @@ def test_aoti_manifest_and_names(aoti):
 def test_edits_on_aoti_reuse_the_exported_buckets(pipe_test, aoti):
     """An existing AOTInductor directory is used with the buckets it was exported with (no recompile),
     and the edits run on it with the reference's codes."""
-    from flexvar import editing
     d, _ = aoti
     before = sorted(p.name for p in d.glob("*.pt2"))
-    g = torch.Generator().manual_seed(5)
-    img = (torch.nn.functional.interpolate(torch.rand(1, 3, 4, 4, generator=g), size=(64, 64), mode="bilinear")[0]
-           .permute(1, 2, 0) * 255).round().to(torch.uint8)
-    mask = torch.zeros(64, 64, dtype=torch.bool)
-    mask[20:44, 0:30] = True
-    kw = dict(top_k=1, top_p=0.0, seed=0)
-    a = editing.inpaint(pipe_test, img, mask, [3], "1,2,4", backend="aoti", engine_dir=d, **kw)
-    b = editing.inpaint(pipe_test, img, mask, [3], "1,2,4", **kw)
-    assert all(torch.equal(x, y) for x, y in zip(a.codes, b.codes))
+    assert_edits_match_reference(pipe_test, "aoti", d, seed=5)
     assert sorted(p.name for p in d.glob("*.pt2")) == before

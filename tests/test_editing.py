@@ -9,12 +9,7 @@ from flexvar.cli import main
 from flexvar.errors import InputError
 from flexvar.schedule import Schedule
 
-
-def smooth_image(H, W, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.nn.functional.interpolate(torch.rand(1, 3, max(1, H // 16), max(1, W // 16), generator=g),
-                                        size=(H, W), mode="bilinear")
-    return (x[0].permute(1, 2, 0) * 255).round().to(torch.uint8)
+from conftest import smooth_image
 
 
 def forced_masks(schedule, known_final):

@@ -7,9 +7,11 @@ import torch
 
 from flexvar import Pipeline
 from flexvar.cli import main
-from flexvar.engines.tensorrt import builder_settings, build_engines, decoder_profiles, plan_name, step_profiles
-from flexvar.export import ArtifactError, BUCKETS, bucket_for, export_onnx, load_manifest
+from flexvar.engines.tensorrt import builder_settings, build_engines, plan_name, step_profiles
+from flexvar.export import ArtifactError, BUCKETS, DecoderGraph, TransformerStepGraph, bucket_for, export_onnx, load_manifest
 from flexvar.schedule import Schedule
+
+from conftest import assert_edits_match_reference
 
 
 @pytest.fixture(scope="module")
@@ -98,9 +100,11 @@ def test_buckets_cover_every_step_size():
         bucket_for(5000)
 
 
-def test_tensorrt_profiles_settings_and_names(engine_dir):
+def test_tensorrt_profiles_settings_and_names(engine_dir, pipe_test):
     m = load_manifest(engine_dir)
     profiles = step_profiles(m)
+    # the manifest's config and the graph contract give the same profiles
+    assert profiles == [TransformerStepGraph(pipe_test.model).profile(b) for b in BUCKETS]
     assert len(profiles) == len(BUCKETS)
     depth = m["model_config"]["depth"]
     for prof, b in zip(profiles, BUCKETS):
@@ -109,7 +113,7 @@ def test_tensorrt_profiles_settings_and_names(engine_dir):
             assert all(a <= o <= c for a, o, c in zip(lo, opt, hi))
         assert prof["x"][0][1] == b.min_tokens and prof["x"][2][1] == b.max_tokens
         assert prof["past_k_0"][0][0] == 0  # the first step has no past
-    assert decoder_profiles()[0]["codes"][2] == (64, 64, 64)
+    assert DecoderGraph.profile()["codes"][2] == (64, 64, 64)
     assert builder_settings("float16")["flags"] == ["FP16"] and builder_settings("float32")["flags"] == []
     name = plan_name("transformer_step", m, "10.9.0", "sm90")
     assert m["fingerprint"] in name and "float32" in name and "t64-t256-t1024-t4096" in name and name.endswith("trt10.9.0-sm90.plan")
@@ -137,17 +141,4 @@ def test_fingerprint_ignores_memory_format(pipe_test):
 
 def test_image_to_image_on_onnxruntime(pipe_test, engine_dir):
     """The edits run on an exported backend too (encoder, step and decoder engines) with the same codes."""
-    from flexvar import editing
-    g = torch.Generator().manual_seed(3)
-    img = (torch.nn.functional.interpolate(torch.rand(1, 3, 4, 4, generator=g), size=(64, 64), mode="bilinear")[0]
-           .permute(1, 2, 0) * 255).round().to(torch.uint8)
-    mask = torch.zeros(64, 64, dtype=torch.bool)
-    mask[16:48, 8:40] = True
-    kw = dict(top_k=1, top_p=0.0, seed=0)
-    a = editing.inpaint(pipe_test, img, mask, [4], "1,2,4", backend="onnxruntime", engine_dir=engine_dir, **kw)
-    b = editing.inpaint(pipe_test, img, mask, [4], "1,2,4", **kw)
-    assert all(torch.equal(x, y) for x, y in zip(a.codes, b.codes))
-    c = editing.expand(pipe_test, img, [4], (64, 128), backend="onnxruntime", engine_dir=engine_dir, **kw)
-    d = editing.expand(pipe_test, img, [4], (64, 128), **kw)
-    assert all(torch.equal(x, y) for x, y in zip(c.codes, d.codes))
-    assert (c.images.int() - d.images.int()).abs().max() <= 1
+    assert_edits_match_reference(pipe_test, "onnxruntime", engine_dir)

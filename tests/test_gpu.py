@@ -13,7 +13,7 @@ from flexvar.random_weights import random_tokenizer, random_transformer
 from flexvar.sampling import SamplingParams
 from flexvar.schedule import Schedule
 
-from conftest import rel_err
+from conftest import rel_err, smooth_image
 
 pytestmark = pytest.mark.gpu
 
@@ -82,9 +82,7 @@ def test_inpaint_with_cuda_graphs_equals_reference(models):
     model, vae = models
     fast = Pipeline(copy.deepcopy(model), copy.deepcopy(vae), device="cuda", dtype=torch.float32)
     ref = Pipeline(copy.deepcopy(model), copy.deepcopy(vae), device="cuda", dtype=torch.float32, fast=False)
-    g = torch.Generator().manual_seed(1)
-    img = (torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8, generator=g), size=(256, 256), mode="bilinear")[0]
-           .permute(1, 2, 0) * 255).round().to(torch.uint8)
+    img = smooth_image(256, 256, seed=1)
     mask = torch.zeros(256, 256, dtype=torch.bool)
     mask[64:192, 80:200] = True
     kw = dict(top_k=1, top_p=0.0, seed=0)

@@ -3,27 +3,21 @@ artifacts with the Python runtime's greedy codes and images within 1/255; bad in
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import cmake_build
 
 
 @pytest.fixture(scope="module")
 def host_bin(tmp_path_factory):
     if shutil.which("cmake") is None:
         pytest.skip("needs cmake")
-    build = tmp_path_factory.mktemp("host-build")
-    cfg = subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build), f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}"],
-                         capture_output=True, text=True)
-    assert cfg.returncode == 0, cfg.stdout[-2000:] + cfg.stderr[-2000:]
-    out = subprocess.run(["cmake", "--build", str(build), "-j", "2", "--target", "flexvar_host"],
-                         capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    build = cmake_build(tmp_path_factory.mktemp("host-build"), "flexvar_host",
+                        f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}")
     return build / "flexvar_host"
 
 

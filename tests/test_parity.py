@@ -6,7 +6,7 @@ import torch
 from flexvar.images import to_uint8
 from flexvar.schedule import Schedule
 
-from conftest import rel_err
+from conftest import rel_err, smooth_image
 
 
 @pytest.mark.parametrize("which, spec", [("tiny", "256-10"), ("test", "512-12"), ("test", [(1, 2), (2, 3), (4, 6)])],
@@ -56,11 +56,7 @@ def test_sampled_codes_follow_the_release_random_stream(pipe_tiny, release_tiny)
 def test_multiscale_encode_and_decode(request, which, spec):
     pipe, rel = request.getfixturevalue(f"pipe_{which}"), request.getfixturevalue(f"release_{which}")
     sched = Schedule.parse(spec)
-    g = torch.Generator().manual_seed(7)
-    H, W = sched.image_size
-    # a smooth random image (noise upsampled), as uint8
-    img = torch.nn.functional.interpolate(torch.rand(2, 3, H // 8, W // 8, generator=g), size=(H, W), mode="bilinear")
-    img_u8 = (img * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+    img_u8 = smooth_image(*sched.image_size, seed=7, batch=2)
     ours = pipe.encode(img_u8, sched)
     theirs = rel.encode_multiscale(img_u8.permute(0, 3, 1, 2).float() / 127.5 - 1, sched.steps)
     for a, b in zip(ours, theirs):
