@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import flexvar.kernels as K
-from flexvar.fast import bicubic_taps, hashed_uniform, sample_from_uniform
+from flexvar.fast import bicubic_taps
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 DT = torch.bfloat16 if DEV == "cuda" else torch.float32
@@ -53,14 +53,29 @@ def test_next_tokens_kernel(benchmark, tokens_case):
     benchmark(run)
 
 
-@pytest.mark.parametrize("B", [1, 32], ids=lambda b: f"B{b}")
-def test_sampling_top_k_top_p(benchmark, B):
-    """Guided logits of the last 256 px step: top-k 900, top-p 0.95, one draw (the fast path's sampler)."""
+@pytest.fixture(scope="module", params=[1, 32], ids=lambda b: f"B{b}")
+def logits_case(request):
+    """Both halves of the last 256 px step's logits (guidance), top-k 900, top-p 0.95."""
+    B = request.param
     g = torch.Generator(DEV).manual_seed(1)
-    logits = torch.randn(B, 256, 8912, device=DEV, generator=g)
-    seed = torch.tensor([3], device=DEV)
+    return torch.randn(2 * B, 256, 8912, device=DEV, generator=g), torch.tensor([3], device=DEV)
+
+
+def test_guided_sample_ref(benchmark, logits_case):
+    logits, seed = logits_case
 
     def run():
-        sample_from_uniform(logits, 900, 0.95, hashed_uniform(seed, 0, B * 256).view(B, 256))
+        K.guided_sample_ref(logits, seed, 2.5, 0, 900, 0.95, 9)
+        _sync()
+    benchmark(run)
+
+
+@pytest.mark.skipif(DEV != "cuda", reason="the kernel is CUDA-only")
+def test_guided_sample_kernel(benchmark, logits_case):
+    logits, seed = logits_case
+    assert K.load()
+
+    def run():
+        torch.ops.flexvar.guided_sample(logits, seed, 2.5, 0, 900, 0.95, 9)
         _sync()
     benchmark(run)

@@ -7,7 +7,9 @@ Prints the CUDA kernels by total time and how many kernel launches one generatio
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from collections import defaultdict
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -27,9 +29,11 @@ def main(argv=None) -> int:
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--rows", type=int, default=25)
     ap.add_argument("--graph", action="store_true", help="profile a CUDA-graph replay instead of an eager run")
+    ap.add_argument("--dtype", default="fp16", choices=["fp16", "bf16"])
     args = ap.parse_args(argv)
-    model = random_transformer(FlexVARConfig.from_name(args.depth), device="cuda").bfloat16()
-    vae = random_tokenizer(VQVAEConfig.from_name("vq16"), device="cuda").bfloat16()
+    dt = torch.float16 if args.dtype == "fp16" else torch.bfloat16
+    model = random_transformer(FlexVARConfig.from_name(args.depth), device="cuda").to(dt)
+    vae = random_tokenizer(VQVAEConfig.from_name("vq16"), device="cuda").to(dt)
     rt = FastRuntime(model, vae, use_graphs=args.graph, compile_blocks=not args.no_compile,
                      compile_decoder=not args.no_compile)
     sched, p = Schedule.parse(args.schedule), SamplingParams()
@@ -44,8 +48,27 @@ def main(argv=None) -> int:
     total = sum(e.device_time for e in ev) / 1e3
     print(f"profile: {args.depth} B={args.batch} {sched}: {len(ev)} kernels, {total:.2f} ms of kernel time "
           f"(compile {'off' if args.no_compile else 'on'})")
+    groups = defaultdict(lambda: [0, 0.0])
+    for e in ev:
+        g = groups[_category(e.name)]
+        g[0] += 1
+        g[1] += e.device_time / 1e3
+    print("by category: " + "; ".join(f"{k} {n} kernels {ms:.2f} ms" for k, (n, ms) in
+                                      sorted(groups.items(), key=lambda kv: -kv[1][1])))
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=args.rows, max_name_column_width=70))
     return 0
+
+
+_CATEGORIES = [("gemm", r"gemm|cutlass|xmma|nvjet|cublas|sm\d+_"), ("attention", r"flash|fmha|attention|sdpa"),
+               ("conv", r"conv|implicit|winograd|dgrad|cudnn"), ("triton", r"^triton_"),
+               ("flexvar", r"next_tokens|guided_sample"), ("copy", r"copy|memcpy|memset|fill")]
+
+
+def _category(name: str) -> str:
+    for k, pat in _CATEGORIES:
+        if re.search(pat, name, re.I):
+            return k
+    return "other"
 
 
 if __name__ == "__main__":

@@ -7,10 +7,11 @@ the positions of every step. Per (schedule, batch, sampling parameters): static 
 preallocated KV cache and, on CUDA, one CUDA graph of the whole generation (all steps,
 guidance, sampling, decode) that is replayed afterwards.
 
-Sampling draws its uniforms from a counter-based hash of (seed, step, token) held in device
-memory, so a replay needs no host synchronisation, and a seed gives the same draws on every
-device. Its codes therefore differ from the reference runtime's `torch.multinomial` stream for
-non-greedy sampling (same distribution); greedy codes are identical.
+Guidance, top-k, top-p and the draw are one op (`flexvar.kernels.guided_sample`: one CUDA kernel,
+or its PyTorch reference): the uniform of each token is a counter-based hash of (seed, step, token)
+read from device memory, so a replay needs no host synchronisation and a seed gives the same draws
+on every device. Its codes therefore differ from the reference runtime's `torch.multinomial` stream
+for non-greedy sampling (same distribution); greedy codes are identical.
 """
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .kernels import next_tokens
+from .kernels import guided_sample, next_tokens
 from .kv_cache import KVCache
 from .model import FlexVAR, layer_norm
-from .sampling import SamplingParams, guidance_weight, guide, step_top_k
+from .sampling import SamplingParams, guidance_weight, step_top_k
 from .schedule import Schedule
 from .vqvae import VQVAE
 
@@ -33,43 +34,6 @@ _M32 = 0xFFFFFFFF
 
 def _no_stage(name):
     return nullcontext()
-
-
-def _mix32(x: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer hash on int64 tensors (multipliers < 2^31, so products never overflow)."""
-    x = x & _M32
-    x = ((x ^ (x >> 16)) * 0x7FEB352D) & _M32
-    x = ((x ^ (x >> 15)) * 0x5BD1E995) & _M32
-    return x ^ (x >> 16)
-
-
-def hashed_uniform(seed_1: torch.Tensor, step: int, n: int) -> torch.Tensor:
-    """n uniforms in [0, 1) (float32, 24 bits) from (seed, step, index): u = hash(hash(seed) ^ f(step, i))."""
-    i = torch.arange(n, device=seed_1.device, dtype=torch.int64)
-    x = _mix32(_mix32(seed_1) ^ ((i + step * 0x9E3779B) & _M32))
-    return (x >> 8).to(torch.float32) * (1.0 / (1 << 24))
-
-
-def sample_from_uniform(logits_BlV: torch.Tensor, top_k: int, top_p: float, u_Bl: torch.Tensor) -> torch.Tensor:
-    """Top-k, then top-p, then one inverse-CDF draw with the given uniforms: (B, l, V) -> (B, l).
-
-    The release's rule, without sorting the vocabulary when top_k > 0 (only the k survivors are
-    sorted, by topk): in descending order a survivor is kept while the probability mass of the
-    survivors more likely than it is < top_p. top_k = 1 returns the argmax.
-    """
-    V = logits_BlV.shape[-1]
-    if 0 < top_k < V:
-        vals, idx = logits_BlV.topk(top_k, dim=-1, largest=True, sorted=True)
-    else:
-        vals, idx = logits_BlV.sort(dim=-1, descending=True)
-    probs = vals.float().softmax(dim=-1)
-    if 0 < top_p < 1:
-        mass_before = probs.cumsum(dim=-1) - probs
-        probs = probs * (mass_before < top_p)
-    cdf = probs.cumsum(dim=-1)
-    r = (u_Bl * cdf[..., -1]).unsqueeze(-1)
-    j = torch.searchsorted(cdf, r, right=True).clamp_max(vals.shape[-1] - 1)
-    return idx.gather(-1, j).squeeze(-1)
 
 
 def bicubic_taps(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -293,9 +257,8 @@ class FastRuntime:
                     x = self.block_step(x, plan.blocks[i], *w, plan.cache.kv[i, 0], plan.cache.kv[i, 1], start, eps)
                 logits = self.logits(x, plan.head)
             with stage("sampling"):
-                logits = guide(logits, guidance_weight(si, len(sched), hw, p), p.guidance)
-                u = hashed_uniform(plan.seed, si, B * hw[0] * hw[1]).view(B, -1)
-                idx = sample_from_uniform(logits, step_top_k(hw, p), p.top_p, u).view(B, *hw)
+                idx = guided_sample(logits, plan.seed, guidance_weight(si, len(sched), hw, p), p.guidance,
+                                    step_top_k(hw, p), p.top_p, si, use_kernel=self.use_kernels).view(B, *hw)
                 if plan.forced is not None:
                     idx = torch.where(plan.forced[si][1], plan.forced[si][0], idx)
                 plan.codes[si].copy_(idx)

@@ -1,12 +1,24 @@
-// The host's step loop: modulation, token preparation, guidance and sampling with ATen ops, the
-// transformer step and the decoder from AOTInductor packages, a KV cache the host owns.
+// The host's step loop: modulation, token preparation, guidance and sampling, the transformer step
+// and the decoder from AOTInductor packages, a KV cache the host owns.
+// CPU artifacts: ATen ops and torch.multinomial (the reference runtime's random stream).
+// CUDA artifacts (a build with FLEXVAR_HOST_CUDA): the fused kernels of kernels/ through their
+// framework-free headers (next-step tokens; guidance + top-k + top-p + hashed draw, the Python fast
+// runtime's sampler), everything on the device, one copy to the host at the end.
 #include "flexvar_host.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/torch.h>
 
+#ifdef FLEXVAR_HOST_CUDA
+#include <c10/cuda/CUDAStream.h>
+
+#include "flexvar/guided_sample.h"
+#include "flexvar/next_tokens.h"
+#endif
+
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -51,6 +63,38 @@ struct Bucket {
   std::unique_ptr<torch::inductor::AOTIModelPackageLoader> pkg;
 };
 
+torch::ScalarType precision_dtype(const std::string& p) {
+  if (p == "float32") return torch::kFloat32;
+  if (p == "float16") return torch::kFloat16;
+  if (p == "bfloat16") return torch::kBFloat16;
+  throw Error("unknown precision '" + p + "' in host.txt");
+}
+
+// Source rows (n_out, 4) int32 and weights (n_out, 4) float32 of PyTorch's bicubic resize
+// (align_corners=False, A = -0.75, clamped borders) in its float32 arithmetic: flexvar.fast.bicubic_taps.
+std::pair<torch::Tensor, torch::Tensor> bicubic_taps(int n_in, int n_out) {
+  auto idx = torch::empty({n_out, 4}, torch::kInt32);
+  auto wt = torch::empty({n_out, 4}, torch::kFloat32);
+  const float A = -0.75f, scale = static_cast<float>(static_cast<double>(n_in) / n_out);
+  auto near = [A](float x) { return ((A + 2) * x - (A + 3)) * x * x + 1; };
+  auto far = [A](float x) { return ((A * x - 5 * A) * x + 8 * A) * x - 4 * A; };
+  for (int i = 0; i < n_out; ++i) {
+    const float real = scale * (static_cast<float>(i) + 0.5f) - 0.5f, base = std::floor(real), t = real - base;
+    const float w[4] = {far(t + 1), near(t), near(1 - t), far(2 - t)};
+    for (int a = 0; a < 4; ++a) {
+      idx[i][a] = std::min(std::max(static_cast<int>(base) + a - 1, 0), n_in - 1);
+      wt[i][a] = w[a];
+    }
+  }
+  return {idx, wt};
+}
+
+#ifdef FLEXVAR_HOST_CUDA
+void check_cuda(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw Error(std::string("CUDA kernel ") + what + " failed: " + cudaGetErrorString(e));
+}
+#endif
+
 }  // namespace
 
 Schedule parse_schedule(const std::string& text) {
@@ -92,6 +136,29 @@ struct Host::Impl {
   std::map<std::string, torch::Tensor> t;
   std::vector<Bucket> steps;
   std::unique_ptr<torch::inductor::AOTIModelPackageLoader> decoder;
+  torch::Device dev = torch::kCPU;
+  torch::ScalarType dt = torch::kFloat32;  // the packages' precision (KV cache, modulation)
+  torch::Tensor proj;                      // CUDA: codebook projected through word_embed, (V, C) in dt
+  std::map<std::pair<int, int>, torch::Tensor> pos_cache;
+  std::map<std::pair<int, int>, std::pair<torch::Tensor, torch::Tensor>> tap_cache;
+
+  // (1, h*w, C) float32 positions of a step: the 32x32 grid area-resized, once per shape
+  torch::Tensor positions(int h, int w) {
+    auto key = std::make_pair(h, w);
+    auto it = pos_cache.find(key);
+    if (it != pos_cache.end()) return it->second;
+    auto pos = F::adaptive_avg_pool2d(t["pos_1LC"], F::AdaptiveAvgPool2dFuncOptions({h, w})).flatten(2).transpose(1, 2);
+    return pos_cache[key] = pos.contiguous();
+  }
+
+  // bicubic taps from n_in to n_out on the device
+  const std::pair<torch::Tensor, torch::Tensor>& taps(int n_in, int n_out) {
+    auto key = std::make_pair(n_in, n_out);
+    auto it = tap_cache.find(key);
+    if (it != tap_cache.end()) return it->second;
+    auto [i, w] = bicubic_taps(n_in, n_out);
+    return tap_cache[key] = {i.to(dev), w.to(dev)};
+  }
 
   int64_t num(const std::string& k) const {
     auto it = kv.find(k);
@@ -164,7 +231,20 @@ Host::Host(const std::string& artifact_dir) : impl_(std::make_unique<Impl>()) {
   m.heads = m.num("heads");
   m.vocab = m.num("vocab");
   m.classes = m.num("classes");
-  for (auto& [name, dims] : tensors) m.t[name] = m.load_tensor(name, dims);
+  m.dt = precision_dtype(m.kv.count("precision") ? m.kv["precision"] : "float32");
+  const std::string device = m.kv.count("device") ? m.kv["device"] : "cpu";
+  if (device == "cuda") {
+#ifdef FLEXVAR_HOST_CUDA
+    if (!torch::cuda::is_available()) throw Error(artifact_dir + ": exported for CUDA, but no CUDA device is available");
+    m.dev = torch::Device(torch::kCUDA, 0);
+#else
+    throw Error(artifact_dir + ": exported for CUDA; this flexvar_host was built without CUDA (rebuild with nvcc "
+                "and a CUDA torch)");
+#endif
+  } else if (device != "cpu") {
+    throw Error(artifact_dir + ": exported for device '" + device + "', which the host does not run");
+  }
+  for (auto& [name, dims] : tensors) m.t[name] = m.load_tensor(name, dims).to(m.dev);
   for (const char* need : {"class_emb", "ada_w", "ada_b", "head_ada_w", "head_ada_b", "pos_1LC", "pos_start",
                            "codebook", "word_w", "word_b"})
     if (!m.t.count(need)) throw Error(artifact_dir + ": incomplete: host.txt lists no tensor '" + need + "'");
@@ -178,6 +258,8 @@ Host::Host(const std::string& artifact_dir) : impl_(std::make_unique<Impl>()) {
   }
   if (!m.kv.count("decoder")) throw Error(artifact_dir + ": incomplete: no decoder package");
   m.decoder = m.load_package(m.kv["decoder"]);
+  if (m.dev.is_cuda())  // the projected codebook of the fused next-token kernel
+    m.proj = torch::matmul(m.t["codebook"], m.t["word_w"].t()).to(m.dt).contiguous();
 }
 
 Host::~Host() = default;
@@ -203,36 +285,60 @@ Result Host::generate(const Options& o) {
   // per generation: cond and every block's (and the head's) modulation
   std::vector<int64_t> both(o.labels);
   both.insert(both.end(), o.labels.size(), m.classes);  // the null class of the unconditional half
-  auto cond = m.t["class_emb"].index_select(0, torch::tensor(both, torch::kLong));
+  auto cond = m.t["class_emb"].index_select(0, torch::tensor(both, torch::kLong).to(m.dev));
   auto act = torch::silu(cond);
   std::vector<torch::Tensor> mods;
   for (int64_t i = 0; i < D; ++i) mods.push_back(torch::linear(act, m.t["ada_w"][i], m.t["ada_b"][i]).view({2 * B, 6, C}));
-  auto blocks = torch::stack(mods);
-  auto head = torch::linear(act, m.t["head_ada_w"], m.t["head_ada_b"]).view({2 * B, 2, C});
+  auto blocks = torch::stack(mods).to(m.dt);
+  auto head = torch::linear(act, m.t["head_ada_w"], m.t["head_ada_b"]).view({2 * B, 2, C}).to(m.dt);
 
   int64_t total = 0;
   for (auto [h, w] : sched) total += int64_t(h) * w;
+  const auto opts = torch::TensorOptions().device(m.dev).dtype(m.dt);
   std::vector<torch::Tensor> kc, vc;  // the host's token-major KV cache, (L, 2B, H, d) per layer
   for (int64_t i = 0; i < D; ++i) {
-    kc.push_back(torch::empty({total, 2 * B, H, C / H}));
-    vc.push_back(torch::empty({total, 2 * B, H, C / H}));
+    kc.push_back(torch::empty({total, 2 * B, H, C / H}, opts));
+    vc.push_back(torch::empty({total, 2 * B, H, C / H}, opts));
   }
   auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
-  Result res;
-  torch::Tensor prev;
+#ifdef FLEXVAR_HOST_CUDA
+  torch::Tensor seed_dev, word_b;
+  if (m.dev.is_cuda()) {  // the hashed sampler reads the seed's low 32 bits from device memory
+    seed_dev = torch::full({1}, static_cast<int64_t>(o.seed & 0xFFFFFFFFull), torch::TensorOptions().dtype(torch::kLong).device(m.dev));
+    word_b = m.t["word_b"].to(m.dt).contiguous();
+  }
+#endif
+  std::vector<torch::Tensor> codes;  // (B, h, w) int64 per step, on the device
   int64_t start = 0;
   for (int si = 0; si < n; ++si) {
     auto [h, w] = sched[si];
     const int64_t l = int64_t(h) * w;
-    auto pos = F::adaptive_avg_pool2d(m.t["pos_1LC"], F::AdaptiveAvgPool2dFuncOptions({h, w})).flatten(2).transpose(1, 2);
     torch::Tensor x;
     if (si == 0) {
-      x = cond.unsqueeze(1) + m.t["pos_start"] + pos;
-    } else {
+      x = cond.to(m.dt).unsqueeze(1).to(torch::kFloat32) + m.t["pos_start"].to(m.dt).to(torch::kFloat32) +
+          m.positions(h, w).to(m.dt).to(torch::kFloat32);
+    } else if (!m.dev.is_cuda()) {
+      const auto& prev = codes.back();
       auto vec = m.t["codebook"].index_select(0, prev.flatten()).view({B, prev.size(1), prev.size(2), -1}).permute({0, 3, 1, 2});
       auto up = F::interpolate(vec, F::InterpolateFuncOptions().size(std::vector<int64_t>{h, w})
                                         .mode(torch::kBicubic).align_corners(false));
-      x = (torch::linear(up.flatten(2).transpose(1, 2), m.t["word_w"], m.t["word_b"]) + pos).repeat({2, 1, 1});
+      x = (torch::linear(up.flatten(2).transpose(1, 2), m.t["word_w"], m.t["word_b"]) + m.positions(h, w)).repeat({2, 1, 1});
+    } else {
+#ifdef FLEXVAR_HOST_CUDA
+      const auto& prev = codes.back();
+      const auto& [ry, wy] = m.taps(static_cast<int>(prev.size(1)), h);
+      const auto& [rx, wx] = m.taps(static_cast<int>(prev.size(2)), w);
+      auto pos = m.positions(h, w).to(m.dt).contiguous();
+      auto tok = torch::empty({B, l, C}, opts);
+      const flexvar_dtype_t kd = m.dt == torch::kFloat32 ? FLEXVAR_FLOAT32 : (m.dt == torch::kBFloat16 ? FLEXVAR_BFLOAT16 : FLEXVAR_FLOAT16);
+      check_cuda(flexvar_next_tokens(prev.data_ptr<int64_t>(), static_cast<int>(B), static_cast<int>(prev.size(1)),
+                                     static_cast<int>(prev.size(2)), m.proj.data_ptr(), static_cast<int>(V),
+                                     static_cast<int>(C), word_b.data_ptr(), pos.data_ptr(), ry.data_ptr<int32_t>(),
+                                     wy.data_ptr<float>(), rx.data_ptr<int32_t>(), wx.data_ptr<float>(), h, w,
+                                     tok.data_ptr(), kd, c10::cuda::getCurrentCUDAStream().stream()),
+                 "next_tokens");
+      x = tok.to(torch::kFloat32).repeat({2, 1, 1});
+#endif
     }
     Bucket* bucket = nullptr;
     for (auto& b : m.steps)
@@ -247,15 +353,30 @@ Result Host::generate(const Options& o) {
       vc[i].narrow(0, start, l).copy_(out[1 + D + i]);
     }
     start += l;
-    // guidance: ramp (1+t)c - t u, or constant u + cfg (c - u)
-    auto c = out[0].narrow(0, 0, B), u = out[0].narrow(0, B, B);
+    // guidance: ramp (1+t)c - t u, or constant u + cfg (c - u); the release's greedy policy off the grid
     const bool big = std::max(h, w) > o.max_pn;
     double t = o.cfg;
     if (o.guidance == "ramp" && !big && n > 1) t = o.cfg * si / std::min(n - 1, 9);
-    auto logits = o.guidance == "ramp" ? (1 + t) * c - t * u : u + t * (c - u);
-    // sampling: the release's greedy policy off the grid, top-k, top-p, one multinomial draw
     auto on = [](int s) { return std::find(kGrid.begin(), kGrid.end(), s) != kGrid.end(); };
     const int64_t k = (o.greedy_off_grid && (big || !on(h) || !on(w))) ? 1 : o.top_k;
+    if (m.dev.is_cuda()) {
+#ifdef FLEXVAR_HOST_CUDA
+      auto logits = out[0].to(torch::kFloat32).contiguous();
+      auto idx = torch::empty({B, h, w}, torch::TensorOptions().dtype(torch::kLong).device(m.dev));
+      check_cuda(flexvar_guided_sample(logits.data_ptr<float>(), static_cast<int>(B), static_cast<int>(l),
+                                       static_cast<int>(V), t,
+                                       o.guidance == "ramp" ? FLEXVAR_GUIDANCE_RAMP : FLEXVAR_GUIDANCE_CONSTANT,
+                                       static_cast<int>(std::min(k, V)), static_cast<float>(o.top_p),
+                                       seed_dev.data_ptr<int64_t>(), si, idx.data_ptr<int64_t>(),
+                                       c10::cuda::getCurrentCUDAStream().stream()),
+                 "guided_sample");
+      codes.push_back(idx);
+#endif
+      continue;
+    }
+    auto c = out[0].narrow(0, 0, B), u = out[0].narrow(0, B, B);
+    auto logits = o.guidance == "ramp" ? (1 + t) * c - t * u : u + t * (c - u);
+    // sampling: top-k, top-p, one multinomial draw
     const float inf = std::numeric_limits<float>::infinity();
     if (k > 0 && k < V) {
       auto kth = std::get<0>(logits.topk(k, -1)).narrow(-1, k - 1, 1);
@@ -267,12 +388,15 @@ Result Host::generate(const Options& o) {
       drop.narrow(-1, V - 1, 1).fill_(false);
       logits = logits.masked_fill(drop.scatter(-1, std::get<1>(sorted), drop), -inf);
     }
-    auto idx = torch::multinomial(logits.softmax(-1).view({-1, V}), 1, true, gen).view({B, h, w});
-    StepCodes sc{h, w, std::vector<int64_t>(idx.data_ptr<int64_t>(), idx.data_ptr<int64_t>() + idx.numel())};
-    res.steps.push_back(std::move(sc));
-    prev = idx;
+    codes.push_back(torch::multinomial(logits.softmax(-1).view({-1, V}), 1, true, gen).view({B, h, w}));
   }
-  auto img = m.decoder->run({prev.contiguous()})[0].contiguous();  // (B, H, W, 3) uint8
+  auto img = m.decoder->run({codes.back().contiguous()})[0].to(torch::kCPU).contiguous();  // (B, H, W, 3) uint8
+  Result res;
+  for (size_t si = 0; si < codes.size(); ++si) {
+    auto c = codes[si].to(torch::kCPU).contiguous();
+    res.steps.push_back(StepCodes{sched[si].first, sched[si].second,
+                                  std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel())});
+  }
   res.height = static_cast<int>(img.size(1));
   res.width = static_cast<int>(img.size(2));
   for (int64_t b = 0; b < B; ++b) {

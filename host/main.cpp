@@ -1,8 +1,12 @@
 // flexvar_host: the command line over flexvar_host.h.
 //   flexvar_host --artifacts DIR --labels 5,77 --schedule 1,2,3,4,6,8 --cfg 2.5 --guidance constant
-//                --top-k 1 --top-p 0 --seed 0 --out DIR [--save-codes FILE]
+//                --top-k 1 --top-p 0 --seed 0 --out DIR [--save-codes FILE] [--repeat N]
+// --repeat N generates N more times after the first and prints the latency of those calls
+// (median, min, max in ms: the whole generate(), decode and the copy to host memory included).
 // Writes DIR/0000_class5.ppm, ... (binary PPM); --save-codes writes one line per image and step:
 // `image step h w code code ...`. Errors: one line on stderr, exit 2.
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -56,11 +60,11 @@ int main(int argc, char** argv) {
       if (k == "-h" || k == "--help") {
         std::cout << "usage: flexvar_host --artifacts DIR --labels N[,N...] [--schedule S] [--cfg F] "
                      "[--guidance ramp|constant] [--top-k K] [--top-p P] [--seed S] [--max-pn N] "
-                     "[--no-greedy-off-grid] --out DIR [--save-codes FILE]\n";
+                     "[--no-greedy-off-grid] --out DIR [--save-codes FILE] [--repeat N]\n";
         return 0;
       }
       static const char* known[] = {"--artifacts", "--labels", "--schedule", "--cfg", "--guidance", "--top-k",
-                                    "--top-p", "--seed", "--out", "--save-codes", "--max-pn"};
+                                    "--top-p", "--seed", "--out", "--save-codes", "--max-pn", "--repeat"};
       bool ok = false;
       for (const char* n : known) ok |= (k == n);
       if (!ok) throw flexvar::Error("unknown argument " + k);
@@ -87,8 +91,23 @@ int main(int argc, char** argv) {
     o.greedy_off_grid = greedy_off_grid;
     flexvar::parse_schedule(o.schedule);  // fail on a bad schedule before loading anything
 
+    const int64_t repeat = a.count("--repeat") ? static_cast<int64_t>(to_double(a["--repeat"], "--repeat")) : 0;
+    if (repeat < 0) throw flexvar::Error("argument --repeat: must be >= 0");
+
     flexvar::Host host(a["--artifacts"]);
     flexvar::Result r = host.generate(o);
+    if (repeat > 0) {
+      std::vector<double> ms;
+      for (int64_t i = 0; i < repeat; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        r = host.generate(o);  // returns after the images are in host memory
+        ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      }
+      std::sort(ms.begin(), ms.end());
+      const double med = ms.size() % 2 ? ms[ms.size() / 2] : 0.5 * (ms[ms.size() / 2 - 1] + ms[ms.size() / 2]);
+      std::printf("flexvar_host: latency_ms median %.3f min %.3f max %.3f repeats %lld batch %zu\n", med, ms.front(),
+                  ms.back(), static_cast<long long>(repeat), o.labels.size());
+    }
 
     fs::path out = a["--out"];
     fs::create_directories(out);

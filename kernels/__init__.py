@@ -7,8 +7,10 @@ machine (torch.utils.cpp_extension, cached) or by CMake (`FLEXVAR_KERNELS_LIB` n
 Where they are not built (CI, CPU) the `_ref` versions run and compute the same thing.
 
 Ops:
-  next_tokens: codebook lookup through the word_embed-projected codebook + bicubic resize to the
-               next step + word_embed bias + positions, in one pass (include/flexvar/next_tokens.h).
+  next_tokens:   codebook lookup through the word_embed-projected codebook + bicubic resize to the
+                 next step + word_embed bias + positions, in one pass (include/flexvar/next_tokens.h).
+  guided_sample: classifier-free guidance + top-k + top-p + one seeded draw per token, in one pass
+                 over the vocabulary without sorting it (include/flexvar/guided_sample.h).
 """
 from __future__ import annotations
 
@@ -25,6 +27,11 @@ HERE = Path(__file__).resolve().parent
 _lib = torch.library.Library("flexvar", "DEF")
 _lib.define("next_tokens(Tensor prev, Tensor proj, Tensor bias, Tensor pos, Tensor ry, Tensor wy, "
             "Tensor rx, Tensor wx) -> Tensor")
+_lib.define("guided_sample(Tensor logits, Tensor seed, float t, int rule, int top_k, float top_p, int step) -> Tensor")
+
+GUIDANCE_RULES = {"ramp": 0, "constant": 1}  # flexvar_guidance_t
+MAX_SAMPLE_VOCAB = 64 * 256  # the kernel holds a row in registers: 64 values per thread, 256 threads
+_M32 = 0xFFFFFFFF
 
 
 @torch.library.impl(_lib, "next_tokens", "CPU")
@@ -51,6 +58,82 @@ def next_tokens_ref(prev_Bhw: torch.Tensor, proj_VC: torch.Tensor, bias_C: torch
     return up.flatten(2).transpose(1, 2) + bias_C + pos_LC
 
 
+# ---- guidance + top-k + top-p + draw --------------------------------------------------------------
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash on int64 tensors (multipliers < 2^31, so products never overflow)."""
+    x = x & _M32
+    x = ((x ^ (x >> 16)) * 0x7FEB352D) & _M32
+    x = ((x ^ (x >> 15)) * 0x5BD1E995) & _M32
+    return x ^ (x >> 16)
+
+
+def hashed_uniform(seed_1: torch.Tensor, step: int, n: int) -> torch.Tensor:
+    """n uniforms in [0, 1) (float32, 24 bits) from (seed, step, index): u = hash(hash(seed) ^ f(step, i))."""
+    i = torch.arange(n, device=seed_1.device, dtype=torch.int64)
+    x = _mix32(_mix32(seed_1) ^ ((i + step * 0x9E3779B) & _M32))
+    return (x >> 8).to(torch.float32) * (1.0 / (1 << 24))
+
+
+def kept_mass_ref(g_BlV: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """exp(g - max g) where top-k and then top-p keep a token, 0 where they drop it: (B, l, V) float32.
+
+    top-k keeps g >= the k-th largest (ties kept); top-p keeps a survivor while the mass of the
+    survivors strictly more likely than it is < top_p * (their total): the release's sorted rule
+    (ascending cumulative probability <= 1 - top_p is dropped), ties kept together.
+    """
+    V = g_BlV.shape[-1]
+    e = torch.exp(g_BlV - g_BlV.amax(-1, keepdim=True))
+    if 0 < top_k < V:
+        kth = g_BlV.topk(top_k, dim=-1, largest=True, sorted=True)[0][..., -1:]
+        e = torch.where(g_BlV >= kth, e, 0.0)
+    if 0 < top_p < 1:
+        z = e.sum(-1, keepdim=True)
+        asc = e.sort(dim=-1)[0]
+        upto = asc.cumsum(-1).gather(-1, torch.searchsorted(asc, e, right=True) - 1)  # mass of e_j <= e_v
+        e = torch.where(z - upto < top_p * z, e, 0.0)
+    return e
+
+
+def guided_sample_ref(logits_2BlV: torch.Tensor, seed_1: torch.Tensor, t: float, rule: int, top_k: int,
+                      top_p: float, step: int) -> torch.Tensor:
+    """Plain PyTorch: guidance, top-k, top-p, one inverse-CDF draw in vocabulary order: (2B, l, V) -> (B, l).
+
+    g = (1 + t) cond - t uncond (ramp, rule 0) or uncond + t (cond - uncond) (constant, rule 1);
+    top_k = 1 returns argmax g (first index on ties); else the code is the first v whose running sum
+    of `kept_mass_ref` exceeds u * (its total), u = hashed_uniform(seed, step, row).
+    """
+    cond, uncond = logits_2BlV.float().chunk(2, dim=0)
+    g = (1 + t) * cond - t * uncond if rule == 0 else uncond + t * (cond - uncond)
+    B, l, V = g.shape
+    if top_k == 1 or V == 1:
+        return g.argmax(-1)
+    cdf = kept_mass_ref(g, top_k, top_p).cumsum(-1)
+    total = cdf[..., -1:]
+    u = hashed_uniform(seed_1.reshape(1), step, B * l).view(B, l, 1)
+    r = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, r, right=True).squeeze(-1)
+
+
+@torch.library.impl(_lib, "guided_sample", "CPU")
+def _guided_sample_cpu(logits, seed, t, rule, top_k, top_p, step):
+    return guided_sample_ref(logits, seed, t, rule, top_k, top_p, step)
+
+
+@torch.library.register_fake("flexvar::guided_sample")
+def _guided_sample_fake(logits, seed, t, rule, top_k, top_p, step):
+    return logits.new_empty(logits.shape[0] // 2, logits.shape[1], dtype=torch.int64)
+
+
+def guided_sample(logits_2BlV: torch.Tensor, seed_1: torch.Tensor, t: float, rule: str, top_k: int, top_p: float,
+                  step: int, use_kernel: bool = True) -> torch.Tensor:
+    """The fused kernel on CUDA when built (float32 logits, V <= MAX_SAMPLE_VOCAB), else `guided_sample_ref`."""
+    r = GUIDANCE_RULES[rule]
+    if use_kernel and logits_2BlV.is_cuda and logits_2BlV.shape[-1] <= MAX_SAMPLE_VOCAB and load():
+        return torch.ops.flexvar.guided_sample(logits_2BlV.float(), seed_1, float(t), r, int(top_k), float(top_p),
+                                               int(step))
+    return guided_sample_ref(logits_2BlV, seed_1, t, r, top_k, top_p, step)
+
+
 # ---- loading the compiled kernels ---------------------------------------------------------------
 _state = {"loaded": None}
 
@@ -60,7 +143,8 @@ def _build_jit() -> str:
     cache = Path(os.environ.get("FLEXVAR_KERNELS_CACHE", Path.home() / ".cache" / "flexvar" / "kernels"))
     cache.mkdir(parents=True, exist_ok=True)
     log.warning("kernels: building the CUDA extension once (about a minute) into %s", cache)
-    load(name="flexvar_kernels_ext", sources=[str(HERE / "torch" / "flexvar_ops.cpp"), str(HERE / "src" / "next_tokens.cu")],
+    sources = [str(HERE / "torch" / "flexvar_ops.cpp")] + sorted(str(p) for p in (HERE / "src").glob("*.cu"))
+    load(name="flexvar_kernels_ext", sources=sources,
          extra_include_paths=[str(HERE / "include")], build_directory=str(cache), is_python_module=False,
          extra_cuda_cflags=["-O3", "-gencode=arch=compute_80,code=sm_80", "-gencode=arch=compute_90,code=sm_90"],
          verbose=False)

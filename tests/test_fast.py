@@ -4,8 +4,9 @@ import torch
 import torch.nn.functional as F
 
 import flexvar.kernels as K
-from flexvar.fast import FastRuntime, bicubic_taps, hashed_uniform, sample_from_uniform
-from flexvar.sampling import SamplingParams, filter_top_k_top_p_
+from flexvar.fast import FastRuntime, bicubic_taps
+from flexvar.kernels import guided_sample_ref, hashed_uniform, kept_mass_ref
+from flexvar.sampling import SamplingParams, filter_top_k_top_p_, guide
 from flexvar.schedule import Schedule
 
 from conftest import rel_err
@@ -53,20 +54,45 @@ def test_hashed_uniform():
     assert (a[1:] != a[:-1]).float().mean() > 0.99
 
 
+@pytest.mark.parametrize("V, top_k, top_p", [(300, 0, 0.5), (300, 17, 0.0), (300, 40, 0.9), (4096, 900, 0.95),
+                                            (64, 64, 0.3), (64, 200, 0.99)])
+def test_kept_mass_follows_the_release_filter(V, top_k, top_p):
+    g = torch.Generator().manual_seed(V + top_k)
+    logits = torch.randn(3, 5, V, generator=g) * 3
+    kept = kept_mass_ref(logits, top_k, top_p)
+    release = filter_top_k_top_p_(logits.clone(), top_k, top_p)
+    assert torch.equal(kept > 0, torch.isfinite(release))
+    assert rel_err(kept / kept.sum(-1, keepdim=True), release.softmax(-1)) < 1e-6
+
+
+@pytest.mark.parametrize("rule", ["ramp", "constant"])
 @pytest.mark.parametrize("top_k, top_p", [(0, 0.0), (1, 0.0), (4, 0.0), (0, 0.6), (6, 0.8), (900, 0.95)])
-def test_sample_from_uniform_distribution(top_k, top_p):
+def test_guided_sample_distribution(top_k, top_p, rule):
+    """Draws over many tokens of one guided distribution follow the release's filtered probabilities."""
     g = torch.Generator().manual_seed(top_k + int(100 * top_p))
-    logits = torch.randn(1, 1, 12, generator=g) * 1.5
-    kept = filter_top_k_top_p_(logits.clone(), top_k, top_p)
-    probs = kept.softmax(-1)[0, 0]
+    both = torch.randn(2, 1, 12, generator=g) * 1.5
+    t = 0.7
+    guided = guide(both, t, rule)
+    probs = filter_top_k_top_p_(guided.clone(), top_k, top_p).softmax(-1)[0, 0]
     n = 40000
-    u = hashed_uniform(torch.tensor([top_k]), 0, n).view(1, n)
-    draws = sample_from_uniform(logits.expand(1, n, 12).contiguous(), top_k, top_p, u)[0]
+    draws = guided_sample_ref(both.expand(2, n, 12).contiguous(), torch.tensor([top_k]), t, ["ramp", "constant"].index(rule),
+                              top_k, top_p, step=2)[0]
     freq = torch.bincount(draws, minlength=12).float() / n
     assert (freq[probs == 0] == 0).all()  # never outside the kept set
     assert (freq - probs).abs().max() < 0.015
     if top_k == 1:
-        assert (draws == logits.argmax(-1)).all()
+        assert (draws == guided.argmax(-1)).all()
+
+
+def test_guided_sample_op_is_its_reference_and_seeded():
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(4, 9, 500, generator=g)
+    seed = torch.tensor([11])
+    op = torch.ops.flexvar.guided_sample(logits, seed, 1.5, 0, 50, 0.9, 3)
+    assert torch.equal(op, guided_sample_ref(logits, seed, 1.5, 0, 50, 0.9, 3)) and op.shape == (2, 9)
+    assert not torch.equal(op, guided_sample_ref(logits, torch.tensor([12]), 1.5, 0, 50, 0.9, 3))
+    kept = kept_mass_ref(guide(logits, 1.5, "ramp"), 50, 0.9)
+    assert (kept.gather(-1, op[..., None]) > 0).all()
 
 
 @pytest.mark.parametrize("guidance", ["ramp", "constant"])

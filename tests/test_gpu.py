@@ -48,6 +48,30 @@ def test_next_tokens_kernel(dtype, src, dst, C):
     assert rel_err(out.cpu(), ref) < (1e-5 if dtype == torch.float32 else 1e-2)
 
 
+@pytest.mark.parametrize("rule", [0, 1])
+@pytest.mark.parametrize("B, l, V, top_k, top_p", [(1, 1, 4096, 900, 0.95), (2, 256, 4096, 900, 0.95),
+                                                   (3, 17, 8912, 0, 0.5), (1, 64, 8912, 600, 0.0),
+                                                   (2, 33, 4096, 0, 0.0), (4, 9, 7, 3, 0.9), (2, 40, 300, 300, 0.99),
+                                                   (1, 5, 16384, 2000, 0.9), (2, 100, 1000, 1, 0.0)], ids=str)
+def test_guided_sample_kernel(B, l, V, top_k, top_p, rule):
+    """Codes equal the reference's except, rarely, where float32 sums of the two land on either side
+    of a draw's boundary; greedy (top_k = 1) codes always equal."""
+    g = torch.Generator("cuda").manual_seed(B * 1000 + V + top_k)
+    logits = torch.randn(2 * B, l, V, device="cuda", generator=g) * 2
+    seed = torch.randint(0, 2**40, (1,), device="cuda", generator=g)
+    t = 1.7
+    out = torch.ops.flexvar.guided_sample(logits, seed, t, rule, top_k, top_p, 4)
+    ref = K.guided_sample_ref(logits.cpu(), seed.cpu(), t, rule, top_k, top_p, 4)
+    assert out.shape == (B, l) and out.dtype == torch.int64
+    assert torch.equal(out, torch.ops.flexvar.guided_sample(logits, seed, t, rule, top_k, top_p, 4))  # deterministic
+    same = (out.cpu() == ref).float().mean().item()
+    assert same == 1.0 if top_k == 1 else same >= 0.99, same
+    both = logits.float().chunk(2)
+    guided = (1 + t) * both[0] - t * both[1] if rule == 0 else both[1] + t * (both[0] - both[1])
+    kept = K.kept_mass_ref(guided.cpu(), top_k, top_p)
+    assert (kept.gather(-1, out.cpu()[..., None]) > 0).all()  # every code is a kept one
+
+
 @pytest.mark.parametrize("guidance", ["ramp", "constant"])
 @pytest.mark.parametrize("spec", ["256-10", "512-12", "1x2,2x4,4x8,8x16"], ids=str)
 def test_fast_fp32_greedy_identical_to_reference(models, spec, guidance):

@@ -5,6 +5,9 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <algorithm>
+
+#include "flexvar/guided_sample.h"
 #include "flexvar/next_tokens.h"
 
 namespace {
@@ -46,6 +49,28 @@ at::Tensor next_tokens_cuda(const at::Tensor& prev, const at::Tensor& proj, cons
   return out;
 }
 
+at::Tensor guided_sample_cuda(const at::Tensor& logits, const at::Tensor& seed, double t, int64_t rule, int64_t top_k,
+                              double top_p, int64_t step) {
+  TORCH_CHECK(logits.dim() == 3 && logits.scalar_type() == at::kFloat && logits.size(0) % 2 == 0,
+              "logits must be float32 (2B, l, V)");
+  TORCH_CHECK(seed.numel() == 1 && seed.scalar_type() == at::kLong, "seed must be one int64");
+  TORCH_CHECK(logits.is_cuda() && seed.device() == logits.device(), "logits and seed must be on one CUDA device");
+  TORCH_CHECK(rule == FLEXVAR_GUIDANCE_RAMP || rule == FLEXVAR_GUIDANCE_CONSTANT, "rule must be 0 (ramp) or 1 (constant)");
+  TORCH_CHECK(top_k >= 0 && top_p >= 0 && top_p <= 1, "top_k >= 0 and 0 <= top_p <= 1");
+  const at::cuda::CUDAGuard guard(logits.device());
+  auto lg = logits.contiguous();
+  const int64_t B = logits.size(0) / 2, l = logits.size(1), V = logits.size(2);
+  auto out = at::empty({B, l}, logits.options().dtype(at::kLong));
+  C10_CUDA_CHECK(flexvar_guided_sample(lg.data_ptr<float>(), B, l, V, t, static_cast<flexvar_guidance_t>(rule),
+                                       static_cast<int>(std::min<int64_t>(top_k, V)), static_cast<float>(top_p),
+                                       seed.data_ptr<int64_t>(), static_cast<int>(step), out.data_ptr<int64_t>(),
+                                       at::cuda::getCurrentCUDAStream()));
+  return out;
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(flexvar, CUDA, m) { m.impl("next_tokens", &next_tokens_cuda); }
+TORCH_LIBRARY_IMPL(flexvar, CUDA, m) {
+  m.impl("next_tokens", &next_tokens_cuda);
+  m.impl("guided_sample", &guided_sample_cuda);
+}
