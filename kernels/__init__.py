@@ -30,7 +30,7 @@ _lib.define("next_tokens(Tensor prev, Tensor proj, Tensor bias, Tensor pos, Tens
 _lib.define("guided_sample(Tensor logits, Tensor seed, float t, int rule, int top_k, float top_p, int step) -> Tensor")
 
 GUIDANCE_RULES = {"ramp": 0, "constant": 1}  # flexvar_guidance_t
-MAX_SAMPLE_VOCAB = 64 * 256  # the kernel holds a row in registers: 64 values per thread, 256 threads
+MAX_SAMPLE_VOCAB = 16 * 1024  # the kernel holds a row in registers: up to 16 values per thread, 1024 threads
 _M32 = 0xFFFFFFFF
 
 

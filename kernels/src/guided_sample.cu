@@ -1,7 +1,8 @@
 // Guidance + top-k + top-p + draw: see include/flexvar/guided_sample.h for the rule.
-// One block of 256 threads per row; thread t holds g[t + 256 j] in registers (PER values), so the
-// bisections (32 steps for the k-th largest, 31 for the top-p cut) read no memory. The kept masses
-// go through shared memory once, for the draw, which scans them in vocabulary order.
+// One block per row (256 to 1024 threads by vocabulary size); thread t holds g[t + THREADS j] in
+// registers (PER values). The k-th largest is found by a 3-pass radix select (integer histograms in
+// shared memory); the top-p cut by a 31-step bisection over the survivors, packed into shared
+// memory in a fixed order; the draw scans the kept masses in vocabulary order.
 #include "flexvar/guided_sample.h"
 
 #include <climits>
@@ -9,9 +10,8 @@
 
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / 32;
-constexpr int kMaxVocab = 64 * kThreads;
+constexpr int kMaxVocab = 16384;
+constexpr int kRadixBins = 2048;  // 11-bit digits: the k-th largest key in 3 passes (11, 11, 10 bits)
 
 // order-preserving map of a float onto uint32 (larger float, larger key)
 __device__ __forceinline__ uint32_t key_of(float f) {
@@ -25,58 +25,113 @@ __device__ __forceinline__ uint32_t mix32(uint32_t x) {
   return x ^ (x >> 16);
 }
 
-// Sums in a fixed order; every thread returns the same value. `red` holds kWarps slots.
-__device__ __forceinline__ float block_sum(float v, float* red) {
+// Sum in a fixed order; every thread returns the same value. `red` holds one slot per warp.
+template <int THREADS, typename T>
+__device__ __forceinline__ T block_sum(T v, T* red) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);  // symmetric: all lanes equal
   __syncthreads();  // the previous call's readers are done with red
   if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
   __syncthreads();
-  float s = 0.f;
+  T s = 0;
 #pragma unroll
-  for (int w = 0; w < kWarps; ++w) s += red[w];
+  for (int w = 0; w < THREADS / 32; ++w) s += red[w];
   return s;
 }
 
-__device__ __forceinline__ int block_count(int v, int* red) {
+// Inclusive and exclusive scan over threads in thread order (in-warp shuffles, then the warps'
+// totals in order): excl of thread t + 1 is bitwise incl of thread t; returns the total.
+template <int THREADS, typename T>
+__device__ __forceinline__ T block_scan(T v, T& incl, T& excl, T* red) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  incl = v;
 #pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  for (int o = 1; o < 32; o <<= 1) {
+    const T up = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += up;
+  }
+  excl = __shfl_up_sync(0xffffffffu, incl, 1);
+  if (lane == 0) excl = 0;
   __syncthreads();
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+  if (lane == 31) red[warp] = incl;
   __syncthreads();
-  int s = 0;
+  T off = 0, total = 0;
 #pragma unroll
-  for (int w = 0; w < kWarps; ++w) s += red[w];
-  return s;
+  for (int w = 0; w < THREADS / 32; ++w) {
+    if (w == warp) off = total;
+    total += red[w];
+  }
+  excl += off, incl += off;
+  return total;
 }
 
-template <int PER>
-__global__ void __launch_bounds__(kThreads) guided_sample_kernel(
+// The key of the k-th largest of the block's values (1 <= k <= number of valid values): radix
+// select, most significant digit first, with an integer histogram in shared memory.
+template <int THREADS, int PER>
+__device__ uint32_t kth_largest_key(const uint32_t (&key)[PER], const bool (&valid)[PER], int k, int* hist,
+                                    int* redi, int* found) {
+  uint32_t prefix = 0, mask = 0;
+  constexpr int kShift[3] = {21, 10, 0}, kBits[3] = {11, 11, 10};
+#pragma unroll
+  for (int pass = 0; pass < 3; ++pass) {
+    const int nb = 1 << kBits[pass], shift = kShift[pass];
+    for (int b = threadIdx.x; b < nb; b += THREADS) hist[b] = 0;
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < PER; ++j)
+      if (valid[j] && (key[j] & mask) == prefix) atomicAdd(&hist[(key[j] >> shift) & (nb - 1)], 1);
+    __syncthreads();
+    // thread t owns bins [t c, t c + c); counts above a bin = bins of higher threads + higher own bins
+    const int c = nb / THREADS > 0 ? nb / THREADS : 1, lo = threadIdx.x * c, hi = min(nb, lo + c);
+    int own = 0;
+    for (int b = lo; b < hi; ++b) own += hist[b];
+    int incl, excl;
+    const int total = block_scan<THREADS>(own, incl, excl, redi);
+    int above = total - incl;  // in bins owned by higher threads
+    for (int b = hi - 1; b >= lo; --b) {
+      if (above < k && above + hist[b] >= k) found[0] = b, found[1] = k - above;
+      above += hist[b];
+    }
+    __syncthreads();
+    prefix |= (uint32_t)found[0] << shift;
+    mask |= (uint32_t)(nb - 1) << shift;
+    k = found[1];
+    __syncthreads();  // found is rewritten by the next pass
+  }
+  return prefix;
+}
+
+template <int THREADS, int PER>
+__global__ void __launch_bounds__(THREADS) guided_sample_kernel(
     const float* __restrict__ logits, int B, int l, int V, float a, float b, int rule, int top_k, float top_p,
     const int64_t* __restrict__ seed, int step, int64_t* __restrict__ out) {
-  extern __shared__ float kept[];  // V kept masses, for the draw
+  constexpr int kWarps = THREADS / 32;
+  extern __shared__ float kept[];  // V floats: the survivors' masses (top-p), then the kept masses (draw)
+  __shared__ int hist[kRadixBins];
   __shared__ float redf[kWarps];
   __shared__ int redi[kWarps];
   __shared__ float best_v[kWarps];
   __shared__ int best_i[kWarps];
+  __shared__ int found[2];
   const int row = blockIdx.x, img = row / l, tok = row % l;
   const float* cond = logits + ((int64_t)img * l + tok) * V;
   const float* unc = logits + ((int64_t)(img + B) * l + tok) * V;
 
   float g[PER];
+  bool valid[PER];
   float m = -INFINITY;
   int am = INT_MAX;
 #pragma unroll
   for (int j = 0; j < PER; ++j) {
-    const int i = threadIdx.x + j * kThreads;
-    if (i < V) {
+    const int i = threadIdx.x + j * THREADS;
+    valid[j] = i < V;
+    g[j] = -INFINITY;
+    if (valid[j]) {
       const float c = cond[i], u = unc[i];
       // explicit roundings: no FMA contraction, the same float32 arithmetic as PyTorch's
       g[j] = rule == FLEXVAR_GUIDANCE_RAMP ? __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, u))
                                            : __fadd_rn(u, __fmul_rn(b, __fsub_rn(c, u)));
       if (g[j] > m) m = g[j], am = i;  // i grows with j: the first index wins ties
-    } else {
-      g[j] = -INFINITY;
     }
   }
   // argmax, first index on ties
@@ -97,72 +152,65 @@ __global__ void __launch_bounds__(kThreads) guided_sample_kernel(
     return;
   }
 
-  // top-k: the largest key K with #(key >= K) >= top_k is the k-th largest value's key
-  uint32_t kth = 0;
+  // top-k survivors: g >= the k-th largest
+  bool live[PER];
   if (top_k > 0 && top_k < V) {
-    for (int bit = 31; bit >= 0; --bit) {
-      const uint32_t cand = kth | (1u << bit);
-      int n = 0;
+    uint32_t key[PER];
 #pragma unroll
-      for (int j = 0; j < PER; ++j) n += key_of(g[j]) >= cand;
-      if (block_count(n, redi) >= top_k) kth = cand;
-    }
+    for (int j = 0; j < PER; ++j) key[j] = key_of(g[j]);
+    const uint32_t kth = kth_largest_key<THREADS, PER>(key, valid, top_k, hist, redi, found);
+#pragma unroll
+    for (int j = 0; j < PER; ++j) live[j] = valid[j] && key[j] >= kth;
+  } else {
+#pragma unroll
+    for (int j = 0; j < PER; ++j) live[j] = valid[j];
   }
   // masses of the survivors (0 elsewhere); from here g holds e
-  float z = 0.f;
+  int n_live = 0;
 #pragma unroll
   for (int j = 0; j < PER; ++j) {
-    const bool live = threadIdx.x + j * kThreads < V && key_of(g[j]) >= kth;
-    g[j] = live ? expf(g[j] - m) : 0.f;
-    z += g[j];
+    g[j] = live[j] ? expf(g[j] - m) : 0.f;
+    n_live += live[j];
   }
-  // top-p: the largest G with (mass of e whose bits > G) >= top_p * Z; keep e with bits > G.
-  // Masses are >= 0, so their bits order them; G = 0 always qualifies (the whole mass).
   if (top_p > 0.f && top_p < 1.f) {
-    const float need = top_p * block_sum(z, redf);
+    // the survivors packed into kept[0, S) in a fixed order, so the bisection's sums are deterministic
+    int at, end;
+    const int S = block_scan<THREADS>(n_live, end, at, redi);
+#pragma unroll
+    for (int j = 0; j < PER; ++j)
+      if (live[j]) kept[at++] = g[j];
+    __syncthreads();
+    float z = 0.f;
+    for (int i = threadIdx.x; i < S; i += THREADS) z += kept[i];
+    const float need = top_p * block_sum<THREADS>(z, redf);
+    // the largest G with (mass of e whose bits > G) >= top_p * Z; keep e with bits > G. Masses are
+    // >= 0, so their bits order them; G = 0 always qualifies (the whole mass).
     uint32_t G = 0;
     for (int bit = 30; bit >= 0; --bit) {
       const uint32_t cand = G | (1u << bit);
       float s = 0.f;
-#pragma unroll
-      for (int j = 0; j < PER; ++j) s += __float_as_uint(g[j]) > cand ? g[j] : 0.f;
-      if (block_sum(s, redf) >= need) G = cand;
+      for (int i = threadIdx.x; i < S; i += THREADS) s += __float_as_uint(kept[i]) > cand ? kept[i] : 0.f;
+      if (block_sum<THREADS>(s, redf) >= need) G = cand;
     }
 #pragma unroll
     for (int j = 0; j < PER; ++j)
       if (__float_as_uint(g[j]) <= G) g[j] = 0.f;
+    __syncthreads();  // kept is rewritten below
   }
 
   // the draw: kept masses in vocabulary order, each thread owning a contiguous chunk
 #pragma unroll
   for (int j = 0; j < PER; ++j) {
-    const int i = threadIdx.x + j * kThreads;
+    const int i = threadIdx.x + j * THREADS;
     if (i < V) kept[i] = g[j];
   }
   __syncthreads();
-  const int per = (V + kThreads - 1) / kThreads;
+  const int per = (V + THREADS - 1) / THREADS;
   const int lo = min(V, threadIdx.x * per), hi = min(V, lo + per);
   float s = 0.f;
   for (int i = lo; i < hi; ++i) s += kept[i];
-  // inclusive scan over threads: in-warp by shuffles, then the warps' totals in order
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  float incl = s;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const float up = __shfl_up_sync(0xffffffffu, incl, o);
-    if (lane >= o) incl += up;
-  }
-  float excl = __shfl_up_sync(0xffffffffu, incl, 1);
-  if (lane == 0) excl = 0.f;
-  if (lane == 31) redf[warp] = incl;  // redf is free: block_sum's readers synced above
-  __syncthreads();
-  float off = 0.f, total = 0.f;
-#pragma unroll
-  for (int w = 0; w < kWarps; ++w) {
-    if (w == warp) off = total;
-    total += redf[w];
-  }
-  excl += off, incl += off;  // excl of thread t + 1 is bitwise the incl of thread t
+  float incl, excl;
+  const float total = block_scan<THREADS>(s, incl, excl, redf);
   const uint32_t h = mix32(mix32((uint32_t)(uint64_t)seed[0]) ^ (uint32_t)((uint64_t)row + (uint64_t)step * 0x9E3779Bu));
   const float u = (float)(h >> 8) * (1.0f / 16777216.0f);
   const float r = fminf(u * total, nextafterf(total, 0.f));  // r < total: exactly one owner below
@@ -180,16 +228,17 @@ __global__ void __launch_bounds__(kThreads) guided_sample_kernel(
   }
 }
 
-template <int PER>
+template <int THREADS, int PER>
 cudaError_t launch(const float* logits, int B, int l, int V, float a, float b, int rule, int top_k, float top_p,
                    const int64_t* seed, int step, int64_t* out, cudaStream_t stream) {
   const size_t smem = (size_t)V * sizeof(float);
-  if (smem > 48 * 1024) {
-    cudaError_t e = cudaFuncSetAttribute(guided_sample_kernel<PER>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (smem > 32 * 1024) {  // with the static arrays, past the 48 KB default
+    cudaError_t e = cudaFuncSetAttribute(guided_sample_kernel<THREADS, PER>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
   }
-  guided_sample_kernel<PER><<<B * l, kThreads, smem, stream>>>(logits, B, l, V, a, b, rule, top_k, top_p, seed,
-                                                               step, out);
+  guided_sample_kernel<THREADS, PER><<<B * l, THREADS, smem, stream>>>(logits, B, l, V, a, b, rule, top_k, top_p,
+                                                                       seed, step, out);
   return cudaGetLastError();
 }
 
@@ -204,8 +253,9 @@ extern "C" cudaError_t flexvar_guided_sample(const float* logits, int B, int l, 
   if ((int64_t)B * l > INT_MAX) return cudaErrorInvalidValue;
   // the scalars as PyTorch rounds them: (1 + t) and t from double to float32
   const float a = rule == FLEXVAR_GUIDANCE_RAMP ? (float)(1.0 + t) : 0.f, b = (float)t;
-  if (V <= kThreads) return launch<1>(logits, B, l, V, a, b, rule, top_k, top_p, seed, step, out, stream);
-  if (V <= 4 * kThreads) return launch<4>(logits, B, l, V, a, b, rule, top_k, top_p, seed, step, out, stream);
-  if (V <= 16 * kThreads) return launch<16>(logits, B, l, V, a, b, rule, top_k, top_p, seed, step, out, stream);
-  return launch<64>(logits, B, l, V, a, b, rule, top_k, top_p, seed, step, out, stream);
+  if (V <= 256) return launch<256, 1>(logits, B, l, V, a, b, rule, top_k, top_p, seed, step, out, stream);
+  if (V <= 1024) return launch<256, 4>(logits, B, l, V, a, b, rule, top_k, top_p, seed, step, out, stream);
+  if (V <= 4096) return launch<512, 8>(logits, B, l, V, a, b, rule, top_k, top_p, seed, step, out, stream);
+  if (V <= 10240) return launch<1024, 10>(logits, B, l, V, a, b, rule, top_k, top_p, seed, step, out, stream);
+  return launch<1024, 16>(logits, B, l, V, a, b, rule, top_k, top_p, seed, step, out, stream);
 }
