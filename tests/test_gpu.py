@@ -56,6 +56,7 @@ def test_next_tokens_kernel(dtype, src, dst, C):
 def test_guided_sample_kernel(B, l, V, top_k, top_p, rule):
     """Codes equal the reference's except, rarely, where float32 sums of the two land on either side
     of a draw's boundary; greedy (top_k = 1) codes always equal."""
+    assert K.load()
     g = torch.Generator("cuda").manual_seed(B * 1000 + V + top_k)
     logits = torch.randn(2 * B, l, V, device="cuda", generator=g) * 2
     seed = torch.randint(0, 2**40, (1,), device="cuda", generator=g)
