@@ -32,17 +32,18 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 @torch.no_grad()
 def fast_teacher_forced(rt, labels, codes, sched):
     """[cond; uncond] logits of every step through the fast runtime's own step, given codes."""
+    from flexvar.kv_cache import KVCache
     cfg, B = rt.model.cfg, len(labels)
     cond, blocks, head = rt.modulation(tuple(labels) + (cfg.null_class,) * B)
-    cache = rt.new_cache(2 * B, sched.total_tokens)
+    cache = KVCache(cfg.depth, sched.total_tokens, 2 * B, cfg.heads, cfg.head_dim, rt.dtype, rt.device)
     out = []
     for si, hw in enumerate(sched):
         if si == 0:
             x = cond[:, None].float() + rt.model.pos_start.float() + rt.positions(hw)[None].float()
         else:
             x = rt.next_tokens(codes[si - 1], hw).float().repeat(2, 1, 1)
-        for i in range(len(rt.block_weights)):
-            x = rt.block(i, x, blocks[i], cache, sched.offsets[si])
+        for i, w in enumerate(rt.block_weights):
+            x = rt.block_step(x, blocks[i], *w, cache.kv[i, 0], cache.kv[i, 1], sched.offsets[si], cfg.norm_eps)
         out.append(rt.logits(x, head))
     return out
 

@@ -59,9 +59,9 @@ def main(argv=None) -> int:
     return 0
 
 
-_CATEGORIES = [("gemm", r"gemm|cutlass|xmma|nvjet|cublas|sm\d+_"), ("attention", r"flash|fmha|attention|sdpa"),
-               ("conv", r"conv|implicit|winograd|dgrad|cudnn"), ("triton", r"^triton_"),
-               ("flexvar", r"next_tokens|guided_sample"), ("copy", r"copy|memcpy|memset|fill")]
+_CATEGORIES = [("triton", r"^triton_"), ("flexvar", r"next_tokens|guided_sample"),
+               ("attention", r"flash|fmha|attention|sdpa"), ("conv", r"conv|fprop|implicit|winograd|dgrad"),
+               ("gemm", r"gemm|cutlass|xmma|nvjet|cublas|sm\d+_"), ("copy", r"copy|memcpy|memset|fill")]
 
 
 def _category(name: str) -> str:

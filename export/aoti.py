@@ -35,8 +35,9 @@ def _compile(ep, path: Path) -> None:
 
 
 def export_aoti(model, vae, engine_dir, manifest: dict, buckets: tuple[Bucket, ...] = BUCKETS,
-                rebuild: bool = False, log=print) -> dict:
-    """Compile (or reuse) the packages; returns {"transformer_step": {bucket: path}, "decoder": path}."""
+                rebuild: bool = False, log=print, encoder: bool = True) -> dict:
+    """Compile (or reuse) the packages; returns {"transformer_step": {bucket: path}, "decoder": path,
+    "encoder": path or None}. encoder=False skips the encoder (generation alone, e.g. the C++ host)."""
     d = Path(engine_dir)
     dev = model.pos_1LC.device.type
     tag = f"{manifest['fingerprint']}-{manifest['precision']}"
@@ -66,14 +67,16 @@ def export_aoti(model, vae, engine_dir, manifest: dict, buckets: tuple[Bucket, .
         entries["decoder"] = path.name
         enc = EncoderGraph(vae)
         path = d / f"encoder-{tag}-torch{tv}-{dev}.pt2"
-        if rebuild or not path.exists():
+        if not encoder and not path.exists():
+            path = None
+        elif rebuild or not path.exists():
             log(f"export: AOTInductor encoder -> {path}")
             ds = {"image": {0: Dim("batch", min=1, max=64), 1: 16 * Dim("th", min=2, max=64),
                             2: 16 * Dim("tw", min=2, max=64)}}
             ep = export(enc.module(), enc.sample_inputs(batch=2, h=3, w=4), dynamic_shapes=ds)
             _compile(ep, path)
-        out["encoder"] = str(path)
-        entries["encoder"] = path.name
+        out["encoder"] = path and str(path)
+        entries["encoder"] = path and path.name
     m = json.loads((d / MANIFEST).read_text())
     m["aoti"] = entries
     from .host import write_host_assets

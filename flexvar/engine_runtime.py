@@ -22,9 +22,10 @@ class EngineSet:
     """The opened engines of one artifact directory, checked against the pipeline's weights."""
 
     def __init__(self, model, vae, backend: str, engine_dir: str | os.PathLike, device: torch.device,
-                 rebuild: bool = False, log=print, buckets=None):
+                 rebuild: bool = False, log=print, buckets=None, encoder: bool = True):
         """buckets: the scale buckets of AOTInductor packages (default: those the directory was exported
-        with, else flexvar.export.BUCKETS)."""
+        with, else flexvar.export.BUCKETS). encoder=False: AOTInductor without the encoder package
+        (generation only; image-to-image then needs a directory opened with it)."""
         from flexvar.engines import open_engine
         from flexvar.export import export_onnx
         if backend == "aoti":
@@ -36,7 +37,8 @@ class EngineSet:
                 from flexvar.export.graphs import Bucket
                 buckets = tuple(Bucket(n, e["min_tokens"], e["max_tokens"]) for n, e in manifest["aoti"]["buckets"].items())
             buckets = buckets or _buckets()
-            paths = export_aoti(model, vae, engine_dir, manifest, buckets=buckets, rebuild=rebuild, log=log)
+            paths = export_aoti(model, vae, engine_dir, manifest, buckets=buckets, rebuild=rebuild, log=log,
+                                encoder=encoder)
             g, dg = TransformerStepGraph(model), DecoderGraph(vae)
             self.manifest = manifest
             self.step = AOTIEngine(device, g.input_names, g.output_names)
@@ -44,7 +46,7 @@ class EngineSet:
                 self.step.load(paths["transformer_step"][b.name], b.min_tokens, b.max_tokens)
             self.decoder = AOTIEngine(device, dg.input_names, dg.output_names).load(paths["decoder"])
             eg = EncoderGraph(vae)
-            self.encoder = AOTIEngine(device, eg.input_names, eg.output_names).load(paths["encoder"])
+            self.encoder = paths["encoder"] and AOTIEngine(device, eg.input_names, eg.output_names).load(paths["encoder"])
             return
         if backend == "tensorrt":
             from flexvar.engines.tensorrt import build_engines
@@ -97,6 +99,9 @@ def generate_codes(model, codebook, engines: EngineSet, labels_B: torch.Tensor, 
 @torch.no_grad()
 def encode_latent(engines: EngineSet, images_BHW3: torch.Tensor) -> torch.Tensor:
     """Latents z (B, Cvae, H/16, W/16) of uint8 images from the encoder engine."""
+    if engines.encoder is None:
+        from flexvar.export import ArtifactError
+        raise ArtifactError("these engines were opened without the encoder (encoder=False): image-to-image needs it")
     return engines.encoder.run({"image": images_BHW3.contiguous()})["latent"]
 
 

@@ -83,32 +83,23 @@ def finish_step(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, o_BHld: torch.Tensor
     return x + f.float() * g2
 
 
-def qkv_heads(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, wqkv: torch.Tensor, bqkv: torch.Tensor,
-              scale_H1: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """`qkv_step` laid out for the fast path: q (B, H, l, d) and the step's [k; v] as one (2, B, l, H, d)."""
-    q, k, v = qkv_step(x_BlC, mod_B6C, wqkv, bqkv, scale_H1, eps)
-    return q.contiguous(), torch.stack((k, v)).transpose(1, 2).contiguous()
-
-
 def block_step(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, wqkv: torch.Tensor, bqkv: torch.Tensor,
                scale_H1: torch.Tensor, wproj: torch.Tensor, bproj: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor,
-               w2: torch.Tensor, b2: torch.Tensor, kv_2BLHd: torch.Tensor, start: int, eps: float,
-               qkv=qkv_heads, finish=None) -> torch.Tensor:
+               w2: torch.Tensor, b2: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, start: int,
+               eps: float) -> torch.Tensor:
     """One block on one step's tokens, the residual stream x in float32 and the GEMMs in the weights'
-    dtype; k/v of tokens [start, start + l) are written into the layer's batch-major cache
-    (2, B, L, H, d) and attention reads the first start + l of them in place.
+    dtype; k/v of tokens [start, start + l) are written into the layer's token-major cache (L, B, H, d).
 
-    The same computation as `model.Block.forward_step`. `qkv` and `finish` are the two halves
-    (Inductor-compiled on CUDA, dynamic in l); the cache write (one copy of this step's k and v) and
-    attention (flash, on strided views of the cache) run between them uncompiled, so no compiled
-    graph ever copies the cache.
+    The same computation as `model.Block.forward_step`, written over plain tensors so one compiled
+    graph (dynamic in l and start) serves every block and step.
     """
-    q, kv = qkv(x_BlC, mod_B6C, wqkv, bqkv, scale_H1, eps)
+    q, k, v = qkv_step(x_BlC, mod_B6C, wqkv, bqkv, scale_H1, eps)
     end = start + x_BlC.shape[1]
-    kv_2BLHd[:, :, start:end].copy_(kv)
-    o = F.scaled_dot_product_attention(q, kv_2BLHd[0, :, :end].transpose(1, 2), kv_2BLHd[1, :, :end].transpose(1, 2),
+    k_cache[start:end] = k
+    v_cache[start:end] = v
+    o = F.scaled_dot_product_attention(q, k_cache[:end].permute(1, 2, 0, 3), v_cache[:end].permute(1, 2, 0, 3),
                                        scale=1.0)
-    return (finish or finish_step)(x_BlC, mod_B6C, o, wproj, bproj, w1, b1, w2, b2, eps)
+    return finish_step(x_BlC, mod_B6C, o, wproj, bproj, w1, b1, w2, b2, eps)
 
 
 def fc1_gelu(h_NC: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor) -> torch.Tensor:
@@ -169,10 +160,9 @@ class FastRuntime:
             self.head_w = model.head.weight.contiguous()
             self.head_b = model.head.bias.float()
             self.block_weights = [self._weights(b) for b in model.blocks]
-        self._qkv, self._finish = qkv_heads, finish_step
+        self.block_step = block_step
         if cuda if compile_blocks is None else compile_blocks:
-            self._qkv = torch.compile(qkv_heads, dynamic=True)
-            self._finish = torch.compile(finish_step, dynamic=True)
+            self.block_step = torch.compile(block_step, dynamic=True)
         self.decoder = vae.decoder
         if self.channels_last:
             self.decoder = self.decoder.to(memory_format=torch.channels_last)
@@ -227,16 +217,6 @@ class FastRuntime:
         return mods
 
     # ---- one step's pieces ---------------------------------------------------------------------
-    def new_cache(self, rows: int, max_tokens: int) -> KVCache:
-        """A batch-major KV cache (depth, 2, rows, max_tokens, H, d) in the model's dtype."""
-        c = self.model.cfg
-        return KVCache(c.depth, max_tokens, rows, c.heads, c.head_dim, self.dtype, self.device, token_major=False)
-
-    def block(self, i: int, x_BlC: torch.Tensor, mod_B6C: torch.Tensor, cache: KVCache, start: int) -> torch.Tensor:
-        """Block i on one step's tokens (x float32), writing the step's k/v into `cache` at `start`."""
-        return block_step(x_BlC, mod_B6C, *self.block_weights[i], cache.kv[i], start, self.model.cfg.norm_eps,
-                          self._qkv, self._finish)
-
     def next_tokens(self, prev_Bhw: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         """(B, h*w, C): bicubic-resized projected codes + word_embed bias + positions."""
         key = (tuple(prev_Bhw.shape[1:]), hw)
@@ -272,8 +252,9 @@ class FastRuntime:
                 else:
                     x = self.next_tokens(plan.codes[si - 1], hw).float().repeat(2, 1, 1)
             with stage("transformer"):
-                for i in range(len(self.block_weights)):
-                    x = self.block(i, x, plan.blocks[i], plan.cache, sched.offsets[si])
+                start, eps = sched.offsets[si], m.cfg.norm_eps
+                for i, w in enumerate(self.block_weights):
+                    x = self.block_step(x, plan.blocks[i], *w, plan.cache.kv[i, 0], plan.cache.kv[i, 1], start, eps)
                 logits = self.logits(x, plan.head)
             with stage("sampling"):
                 idx = guided_sample(logits, plan.seed, guidance_weight(si, len(sched), hw, p), p.guidance,
@@ -319,7 +300,7 @@ class FastRuntime:
             blocks=torch.zeros(cfg.depth, 2 * B, 6, cfg.width, dtype=dt, device=dev),
             head=torch.zeros(2 * B, 2, cfg.width, dtype=dt, device=dev),
             seed=torch.zeros(1, dtype=torch.int64, device=dev),
-            cache=self.new_cache(2 * B, schedule.total_tokens),
+            cache=KVCache(cfg.depth, schedule.total_tokens, 2 * B, cfg.heads, cfg.head_dim, dt, dev),
             codes=[torch.zeros(B, h, w, dtype=torch.long, device=dev) for h, w in schedule],
             image=torch.zeros(B, H, W, 3, dtype=torch.uint8, device=dev) if decode else None,
             forced=[(torch.zeros(B, h, w, dtype=torch.long, device=dev), torch.zeros(B, h, w, dtype=torch.bool, device=dev))

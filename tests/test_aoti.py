@@ -49,3 +49,27 @@ def test_edits_on_aoti_reuse_the_exported_buckets(pipe_test, aoti):
     before = sorted(p.name for p in d.glob("*.pt2"))
     assert_edits_match_reference(pipe_test, "aoti", d, seed=5)
     assert sorted(p.name for p in d.glob("*.pt2")) == before
+
+
+def test_aoti_without_encoder_generates_and_refuses_encoding(pipe_test, aoti_artifacts, tmp_path):
+    """encoder=False (what the C++ host needs) reuses the packages, skips the encoder and says so when
+    image-to-image asks for it."""
+    import shutil
+
+    from flexvar.export import ArtifactError
+    d = tmp_path / "gen-only"
+    shutil.copytree(aoti_artifacts[0], d)
+    for p in d.glob("encoder-*.pt2"):
+        p.unlink()
+    eng = engine_runtime.EngineSet(pipe_test.model, pipe_test.vae, "aoti", d, pipe_test.device, log=lambda *a: None,
+                                   encoder=False)
+    assert eng.encoder is None and not list(d.glob("encoder-*.pt2"))
+    assert json.loads((d / "manifest.json").read_text())["aoti"]["encoder"] is None
+    sched = Schedule.parse("1,2,4")
+    p = engine_runtime.SamplingParams(cfg=2.5, top_k=1, top_p=0.0)
+    codes = engine_runtime.generate_codes(pipe_test.model, pipe_test.vae.quantize, eng, pipe_test.labels_tensor([3]),
+                                          sched, p, torch.Generator().manual_seed(0))
+    ref = pipe_test.generate([3], sched, cfg=2.5, top_k=1, top_p=0.0, seed=0, fast=False)
+    assert all(torch.equal(a, b) for a, b in zip(codes, ref.codes))
+    with pytest.raises(ArtifactError, match="without the encoder"):
+        engine_runtime.encode_latent(eng, torch.zeros(1, 64, 64, 3, dtype=torch.uint8))

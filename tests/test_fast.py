@@ -121,17 +121,19 @@ def test_fast_sampling_is_seeded_and_cached(pipe_test):
 
 
 def test_fast_logits_match_reference(pipe_test):
-    """The fast path's pieces (token prep, blocks with their cache, head) against the reference's logits."""
+    """The fast path's pieces (token prep, block_step with its cache, head) against the reference's logits."""
     sched = Schedule.parse([1, 3, 5])
     g = torch.Generator().manual_seed(0)
     codes = [torch.randint(0, pipe_test.model.cfg.vocab_size, (2, h, w), generator=g) for h, w in sched]
     labels = torch.tensor([2, 3])
     ref = pipe_test.teacher_forced_logits(labels, codes, sched)
     rt = FastRuntime(pipe_test.model, pipe_test.vae, use_graphs=False)
+    from flexvar.kv_cache import KVCache
+    cfg = pipe_test.model.cfg
     cond, blocks, head = rt.modulation(tuple(labels.tolist()))
-    cache = rt.new_cache(2, sched.total_tokens)
+    cache = KVCache(cfg.depth, sched.total_tokens, 2, cfg.heads, cfg.head_dim)
     for si, hw in enumerate(sched):
         x = (cond[:, None] + pipe_test.model.pos_start + rt.positions(hw)[None]) if si == 0 else rt.next_tokens(codes[si - 1], hw)
-        for i in range(len(rt.block_weights)):
-            x = rt.block(i, x, blocks[i], cache, sched.offsets[si])
+        for i, w in enumerate(rt.block_weights):
+            x = rt.block_step(x, blocks[i], *w, cache.kv[i, 0], cache.kv[i, 1], sched.offsets[si], cfg.norm_eps)
         assert rel_err(rt.logits(x, head), ref[si]) < 1e-5
