@@ -115,10 +115,11 @@ def vs_fp32(args, impls, artifacts, sched, work: Path, B: int = 8) -> dict:
     out = {}
     codes, img = impls.runtime("fast").generate(labels, sched, greedy, 0)
     out["python_fast"] = (agreement_codes(codes, codes32), psnr(img.cpu().numpy(), img32))
-    o = work / "vs-fp32"
-    lines, _, _ = run_host(args.host, artifacts, labels, args.schedule, greedy, 0, o)
-    imgs = np.stack([np.asarray(Image.open(f)) for f in sorted((o / "img").glob("*.ppm"))])
-    out["cpp_host"] = (agreement(lines, codes32), psnr(imgs, img32))
+    if args.host != "-":
+        o = work / "vs-fp32"
+        lines, _, _ = run_host(args.host, artifacts, labels, args.schedule, greedy, 0, o)
+        imgs = np.stack([np.asarray(Image.open(f)) for f in sorted((o / "img").glob("*.ppm"))])
+        out["cpp_host"] = (agreement(lines, codes32), psnr(imgs, img32))
     if "aoti" in impls.engines:
         eng = impls.engines["aoti"]
         codes = engine_runtime.generate_codes(impls.model, impls.vae.quantize, eng, torch.tensor(labels, device=dev),
@@ -176,7 +177,7 @@ def _timed(impls, impl, labels, sched, p, dev, repeat) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--host", required=True, help="the flexvar_host binary (a CUDA build)")
+    ap.add_argument("--host", required=True, help="the flexvar_host binary (a CUDA build); '-': Python only")
     ap.add_argument("--depth", default="d16")
     ap.add_argument("--dtype", default="fp16", choices=list(DTYPES))
     ap.add_argument("--batches", default="1,32")
@@ -209,7 +210,7 @@ def main(argv=None) -> int:
     sched = Schedule.parse(args.schedule)
     p = SamplingParams()
     greedy = SamplingParams(top_k=1, top_p=0.0)
-    for B in map(int, args.batches.split(",")):
+    for B in map(int, args.batches.split(",")) if args.host != "-" else ():
         labels = [(7 * i + 1) % 1000 for i in range(B)]
         _, med, fields = run_host(args.host, d, labels, args.schedule, p, 0, work / f"host-B{B}", args.repeat)
         res["results"].append({"impl": "cpp_host", "batch": B, **fields, "images_per_s": round(1e3 * B / med, 1),
@@ -224,6 +225,8 @@ def main(argv=None) -> int:
                                       buckets=make_buckets((4096,)), encoder=False)
     for B in map(int, args.batches.split(",")):
         labels = [(7 * i + 1) % 1000 for i in range(B)]
+        if args.host == "-":  # no host: the fast runtime beside the packages here
+            res["results"].append(_timed(impls, "fast", labels, sched, p, dev, args.repeat))
         res["results"].append(_timed(impls, "aoti", labels, sched, p, dev, args.repeat))
     res["greedy_vs_fp32"] = vs_fp32(args, impls, d, sched, work)
     res["wall_s"] = round(time.time() - t_start, 1)
@@ -232,7 +235,7 @@ def main(argv=None) -> int:
     for r in res["results"]:
         print(f"| {r['impl']} | {r['batch']} | {r['median_ms']:.2f} ({r['min_ms']:.2f}-{r['max_ms']:.2f}) | "
               f"{r['images_per_s']} |")
-    print("greedy agreement host vs fast, per step:", res["greedy_agreement_host_vs_fast"])
+    print("greedy agreement host vs fast, per step:", res.get("greedy_agreement_host_vs_fast"))
     for k, v in res["greedy_vs_fp32"].items():
         print(f"{args.dtype} {k} vs float32: step-1 agreement {v['agreement_per_step'][0]:.4f}, "
               f"all steps {v['agreement_per_step']}, PSNR {v['psnr_db']} dB")
