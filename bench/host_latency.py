@@ -193,7 +193,7 @@ def main(argv=None) -> int:
     dev = torch.device("cuda")
     t_start = time.time()
     res = {"device": torch.cuda.get_device_name(dev), "torch": torch.__version__,
-           "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv), "dtype": args.dtype,
+           "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": "python -m flexvar.bench.host_latency " + " ".join(sys.argv[1:]), "dtype": args.dtype,
            "decode_included": True, "model": args.depth, "schedule": args.schedule, "results": []}
     work = Path(tempfile.mkdtemp(prefix="flexvar-host-"))
     if args.check_fp32:

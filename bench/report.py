@@ -15,11 +15,27 @@ def _command(cmd: str) -> str:
     return (Path(first).name + " " + rest).replace("/root/out/", "$OUT/")
 
 
+def host_table(paths: list[str]) -> str:
+    """The C++ host next to the Python runtimes (bench/host_latency.py files)."""
+    out = ["| model | schedule | batch | implementation | ms (min–max) | img/s |", "|---|---|---|---|---|---|"]
+    meta = []
+    for p in paths:
+        d = json.loads(Path(p).read_text())
+        if "results" not in d or "model" not in d:
+            continue
+        meta.append(f"- `{Path(p).name}`: {d['device']}, {d['date']}, torch {d['torch']}, {d['dtype']}, decode "
+                    f"{'included' if d['decode_included'] else 'excluded'}; command `{_command(d['command'])}`")
+        for r in sorted(d["results"], key=lambda r: (r["batch"], r["impl"])):
+            out.append(f"| {d['model']} | {d['schedule']} | {r['batch']} | {r['impl']} | {r['median_ms']:.1f} "
+                       f"({r['min_ms']:.1f}–{r['max_ms']:.1f}) | {r['images_per_s']:.0f} |")
+    return "\n".join(out + [""] + meta) if meta else ""
+
+
 def table(paths: list[str]) -> str:
     rows, meta = [], []
     for p in paths:
         d = json.loads(Path(p).read_text())
-        if "results" not in d:
+        if "results" not in d or "model" in d:  # host_latency files: host_table
             continue
         meta.append(f"- `{Path(p).name}`: {d['device']}, {d['date']}, torch {d['torch']}, fast runtime {d['dtype']}, "
                     f"eager under {d['autocast_eager']} autocast, decode {'included' if d['decode_included'] else 'excluded'}; "
@@ -52,3 +68,6 @@ def table(paths: list[str]) -> str:
 
 if __name__ == "__main__":
     print(table(sys.argv[1:]))
+    host = host_table(sys.argv[1:])
+    if host:
+        print("\n" + host)
