@@ -210,7 +210,8 @@ def main(argv=None) -> int:
     sched = Schedule.parse(args.schedule)
     p = SamplingParams()
     greedy = SamplingParams(top_k=1, top_p=0.0)
-    for B in map(int, args.batches.split(",")) if args.host != "-" else ():
+    batches = [int(b) for b in args.batches.split(",")]
+    for B in batches if args.host != "-" else []:  # host rows (and the fast runtime beside each)
         labels = [(7 * i + 1) % 1000 for i in range(B)]
         _, med, fields = run_host(args.host, d, labels, args.schedule, p, 0, work / f"host-B{B}", args.repeat)
         res["results"].append({"impl": "cpp_host", "batch": B, **fields, "images_per_s": round(1e3 * B / med, 1),
@@ -223,7 +224,7 @@ def main(argv=None) -> int:
     # Python over the same packages, last: loaded in this process (compiled in the child)
     impls.engines["aoti"] = EngineSet(impls.model, impls.vae, "aoti", d, dev, log=lambda *a: None,
                                       buckets=make_buckets((4096,)), encoder=False)
-    for B in map(int, args.batches.split(",")):
+    for B in batches:
         labels = [(7 * i + 1) % 1000 for i in range(B)]
         if args.host == "-":  # no host: the fast runtime beside the packages here
             res["results"].append(_timed(impls, "fast", labels, sched, p, dev, args.repeat))

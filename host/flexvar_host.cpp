@@ -47,15 +47,10 @@ const std::map<std::string, std::vector<int>> kPresets = {
 const std::vector<int> kGrid = {1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 23, 24, 32};
 
 int parse_int(const std::string& s, const std::string& what) {
-  size_t used = 0;
-  int v = 0;
-  try {
-    v = std::stoi(s, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != s.size()) throw Error("cannot read " + what + " '" + s + "'");
-  return v;
+  const int64_t v = parse_integer(s, what);
+  if (v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max())
+    throw Error(what + ": out of range '" + s + "'");
+  return static_cast<int>(v);
 }
 
 struct Bucket {
@@ -96,6 +91,34 @@ void check_cuda(cudaError_t e, const char* what) {
 #endif
 
 }  // namespace
+
+namespace {
+// Whether conv (std::stod, std::stoll) reads the whole of text into v.
+template <typename T, typename Conv>
+bool read_whole(const std::string& text, Conv conv, T& v) {
+  size_t used = 0;
+  try {
+    v = conv(text, &used);
+  } catch (const std::exception&) {
+    return false;
+  }
+  return used != 0 && used == text.size();
+}
+}  // namespace
+
+double parse_number(const std::string& text, const std::string& what) {
+  double v = 0;
+  if (!read_whole(text, [](const std::string& t, size_t* n) { return std::stod(t, n); }, v))
+    throw Error(what + ": invalid number '" + text + "'");
+  return v;
+}
+
+int64_t parse_integer(const std::string& text, const std::string& what) {
+  long long v = 0;
+  if (read_whole(text, [](const std::string& t, size_t* n) { return std::stoll(t, n); }, v)) return v;
+  parse_number(text, what);  // throws "invalid number" unless it is one
+  throw Error(what + ": not an integer '" + text + "'");
+}
 
 Schedule parse_schedule(const std::string& text) {
   Schedule out;
@@ -138,17 +161,18 @@ struct Host::Impl {
   std::unique_ptr<torch::inductor::AOTIModelPackageLoader> decoder;
   torch::Device dev = torch::kCPU;
   torch::ScalarType dt = torch::kFloat32;  // the packages' precision (KV cache, modulation)
-  torch::Tensor proj;                      // CUDA: codebook projected through word_embed, (V, C) in dt
+  torch::Tensor proj, word_b;              // CUDA: codebook projected through word_embed (V, C), its bias, in dt
   std::map<std::pair<int, int>, torch::Tensor> pos_cache;
   std::map<std::pair<int, int>, std::pair<torch::Tensor, torch::Tensor>> tap_cache;
 
-  // (1, h*w, C) float32 positions of a step: the 32x32 grid area-resized, once per shape
+  // (1, h*w, C) positions of a step: the 32x32 grid area-resized (float32), rounded to the packages'
+  // dtype as the Python runtime holds them; once per shape
   torch::Tensor positions(int h, int w) {
     auto key = std::make_pair(h, w);
     auto it = pos_cache.find(key);
     if (it != pos_cache.end()) return it->second;
     auto pos = F::adaptive_avg_pool2d(t["pos_1LC"], F::AdaptiveAvgPool2dFuncOptions({h, w})).flatten(2).transpose(1, 2);
-    return pos_cache[key] = pos.contiguous();
+    return pos_cache[key] = pos.to(dt).contiguous();
   }
 
   // bicubic taps from n_in to n_out on the device
@@ -258,8 +282,10 @@ Host::Host(const std::string& artifact_dir) : impl_(std::make_unique<Impl>()) {
   }
   if (!m.kv.count("decoder")) throw Error(artifact_dir + ": incomplete: no decoder package");
   m.decoder = m.load_package(m.kv["decoder"]);
-  if (m.dev.is_cuda())  // the projected codebook of the fused next-token kernel
+  if (m.dev.is_cuda()) {  // the projected codebook and bias of the fused next-token kernel
     m.proj = torch::matmul(m.t["codebook"], m.t["word_w"].t()).to(m.dt).contiguous();
+    m.word_b = m.t["word_b"].to(m.dt).contiguous();
+  }
 }
 
 Host::~Host() = default;
@@ -302,11 +328,9 @@ Result Host::generate(const Options& o) {
   }
   auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
 #ifdef FLEXVAR_HOST_CUDA
-  torch::Tensor seed_dev, word_b;
-  if (m.dev.is_cuda()) {  // the hashed sampler reads the seed's low 32 bits from device memory
+  torch::Tensor seed_dev;  // the hashed sampler reads the seed's low 32 bits from device memory
+  if (m.dev.is_cuda())
     seed_dev = torch::full({1}, static_cast<int64_t>(o.seed & 0xFFFFFFFFull), torch::TensorOptions().dtype(torch::kLong).device(m.dev));
-    word_b = m.t["word_b"].to(m.dt).contiguous();
-  }
 #endif
   std::vector<torch::Tensor> codes;  // (B, h, w) int64 per step, on the device
   int64_t start = 0;
@@ -316,7 +340,7 @@ Result Host::generate(const Options& o) {
     torch::Tensor x;
     if (si == 0) {
       x = cond.to(m.dt).unsqueeze(1).to(torch::kFloat32) + m.t["pos_start"].to(m.dt).to(torch::kFloat32) +
-          m.positions(h, w).to(m.dt).to(torch::kFloat32);
+          m.positions(h, w).to(torch::kFloat32);
     } else if (!m.dev.is_cuda()) {
       const auto& prev = codes.back();
       auto vec = m.t["codebook"].index_select(0, prev.flatten()).view({B, prev.size(1), prev.size(2), -1}).permute({0, 3, 1, 2});
@@ -328,12 +352,12 @@ Result Host::generate(const Options& o) {
       const auto& prev = codes.back();
       const auto& [ry, wy] = m.taps(static_cast<int>(prev.size(1)), h);
       const auto& [rx, wx] = m.taps(static_cast<int>(prev.size(2)), w);
-      auto pos = m.positions(h, w).to(m.dt).contiguous();
+      const auto& pos = m.positions(h, w);
       auto tok = torch::empty({B, l, C}, opts);
       const flexvar_dtype_t kd = m.dt == torch::kFloat32 ? FLEXVAR_FLOAT32 : (m.dt == torch::kBFloat16 ? FLEXVAR_BFLOAT16 : FLEXVAR_FLOAT16);
       check_cuda(flexvar_next_tokens(prev.data_ptr<int64_t>(), static_cast<int>(B), static_cast<int>(prev.size(1)),
                                      static_cast<int>(prev.size(2)), m.proj.data_ptr(), static_cast<int>(V),
-                                     static_cast<int>(C), word_b.data_ptr(), pos.data_ptr(), ry.data_ptr<int32_t>(),
+                                     static_cast<int>(C), m.word_b.data_ptr(), pos.data_ptr(), ry.data_ptr<int32_t>(),
                                      wy.data_ptr<float>(), rx.data_ptr<int32_t>(), wx.data_ptr<float>(), h, w,
                                      tok.data_ptr(), kd, c10::cuda::getCurrentCUDAStream().stream()),
                  "next_tokens");

@@ -45,6 +45,11 @@ using Schedule = std::vector<std::pair<int, int>>;
 // A schedule from a table-7 preset name, sides "1,2,4" or pairs "1x2,2x4"; throws Error.
 Schedule parse_schedule(const std::string& text);
 
+// The whole of `text` as a number / an integer; otherwise Error("<what>: invalid number '<text>'")
+// (or "not an integer"). The library's own parsing and the command line share them.
+double parse_number(const std::string& text, const std::string& what);
+int64_t parse_integer(const std::string& text, const std::string& what);
+
 class Host {
  public:
   // Opens and checks an artifact directory; throws Error if it is missing, incomplete or mismatched.

@@ -31,18 +31,6 @@ void write_atomic(const fs::path& path, const std::string& data) {
   fs::rename(tmp, path);
 }
 
-double to_double(const std::string& s, const std::string& flag) {
-  size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(s, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != s.size()) throw flexvar::Error("argument " + flag + ": invalid number '" + s + "'");
-  return v;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -77,21 +65,19 @@ int main(int argc, char** argv) {
     std::stringstream ls(a["--labels"]);
     std::string part;
     while (std::getline(ls, part, ',')) {
-      double v = to_double(part, "--labels");
-      if (v != static_cast<int64_t>(v)) throw flexvar::Error("label '" + part + "' is not an integer");
-      o.labels.push_back(static_cast<int64_t>(v));
+      o.labels.push_back(flexvar::parse_integer(part, "argument --labels"));
     }
     o.schedule = a["--schedule"];
-    o.cfg = to_double(a["--cfg"], "--cfg");
+    o.cfg = flexvar::parse_number(a["--cfg"], "argument --cfg");
     o.guidance = a["--guidance"];
-    o.top_k = static_cast<int64_t>(to_double(a["--top-k"], "--top-k"));
-    o.top_p = to_double(a["--top-p"], "--top-p");
-    o.seed = static_cast<uint64_t>(to_double(a["--seed"], "--seed"));
-    o.max_pn = static_cast<int64_t>(to_double(a["--max-pn"], "--max-pn"));
+    o.top_k = flexvar::parse_integer(a["--top-k"], "argument --top-k");
+    o.top_p = flexvar::parse_number(a["--top-p"], "argument --top-p");
+    o.seed = static_cast<uint64_t>(flexvar::parse_integer(a["--seed"], "argument --seed"));
+    o.max_pn = flexvar::parse_integer(a["--max-pn"], "argument --max-pn");
     o.greedy_off_grid = greedy_off_grid;
     flexvar::parse_schedule(o.schedule);  // fail on a bad schedule before loading anything
 
-    const int64_t repeat = a.count("--repeat") ? static_cast<int64_t>(to_double(a["--repeat"], "--repeat")) : 0;
+    const int64_t repeat = a.count("--repeat") ? flexvar::parse_integer(a["--repeat"], "argument --repeat") : 0;
     if (repeat < 0) throw flexvar::Error("argument --repeat: must be >= 0");
 
     flexvar::Host host(a["--artifacts"]);

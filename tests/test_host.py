@@ -54,6 +54,9 @@ def test_host_bad_input(host_bin, aoti_artifacts, tmp_path):
     partial = tmp_path / "partial"
     shutil.copytree(d, partial)
     next(partial.glob("transformer_step-*.pt2")).unlink()
+    cuda = tmp_path / "cuda"
+    shutil.copytree(d, cuda)
+    (cuda / "host.txt").write_text((cuda / "host.txt").read_text().replace("device cpu", "device cuda"))
     common = ["--labels", "1", "--out", tmp_path / "out"]
     cases = [
         (["--artifacts", tmp_path / "missing", *common], "no such artifact directory"),
@@ -63,11 +66,24 @@ def test_host_bad_input(host_bin, aoti_artifacts, tmp_path):
         (["--artifacts", d, "--schedule", "256-99", *common], "unknown schedule preset"),
         (["--artifacts", d, "--schedule", "1,4,2", *common], "decreases at step 3"),
         (["--artifacts", d, "--labels", "10", "--out", tmp_path / "out"], "label 10 is out of range 0-9"),
-        (["--artifacts", d, "--labels", "x", "--out", tmp_path / "out"], "invalid number"),
+        (["--artifacts", d, "--labels", "x", "--out", tmp_path / "out"], "--labels: invalid number 'x'"),
+        (["--artifacts", d, "--top-k", "1.5", *common], "--top-k: not an integer '1.5'"),
         (["--artifacts", d, "--top-p", "2", *common], "top_p"),
+        (["--artifacts", d, "--repeat", "-1", *common], "--repeat: must be >= 0"),
     ]
+    if torch.version.cuda is None:  # the CPU build (CI) refuses CUDA artifacts
+        cases.append((["--artifacts", cuda, *common], "built without CUDA"))
     for args, msg in cases:
         r = run_host(host_bin, *args)
         err = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(err) == 1 and msg in err[0], (args, r.stderr)
     assert not (tmp_path / "out").exists()
+
+
+def test_host_repeat_reports_latency(host_bin, aoti_artifacts, tmp_path):
+    r = run_host(host_bin, "--artifacts", aoti_artifacts[0], "--labels", "3,4", "--schedule", "1,2,4", "--repeat", "3",
+                 "--out", tmp_path / "o")
+    assert r.returncode == 0, r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if "latency_ms" in ln).split()
+    med, lo, hi = (float(line[line.index(k) + 1]) for k in ("median", "min", "max"))
+    assert 0 < lo <= med <= hi and line[line.index("repeats") + 1] == "3" and line[line.index("batch") + 1] == "2"
