@@ -29,7 +29,7 @@ _lib.define("next_tokens(Tensor prev, Tensor proj, Tensor bias, Tensor pos, Tens
             "Tensor rx, Tensor wx) -> Tensor")
 _lib.define("guided_sample(Tensor logits, Tensor seed, float t, int rule, int top_k, float top_p, int step) -> Tensor")
 
-GUIDANCE_RULES = {"ramp": 0, "constant": 1}  # flexvar_guidance_t
+RULE_CODES = {"ramp": 0, "constant": 1}  # the rule argument of the op (flexvar_guidance_t)
 MAX_SAMPLE_VOCAB = 16 * 1024  # the kernel holds a row in registers: up to 16 values per thread, 1024 threads
 _M32 = 0xFFFFFFFF
 
@@ -127,7 +127,7 @@ def _guided_sample_fake(logits, seed, t, rule, top_k, top_p, step):
 def guided_sample(logits_2BlV: torch.Tensor, seed_1: torch.Tensor, t: float, rule: str, top_k: int, top_p: float,
                   step: int, use_kernel: bool = True) -> torch.Tensor:
     """The fused kernel on CUDA when built (float32 logits, V <= MAX_SAMPLE_VOCAB), else `guided_sample_ref`."""
-    r = GUIDANCE_RULES[rule]
+    r = RULE_CODES[rule]
     if use_kernel and logits_2BlV.is_cuda and logits_2BlV.shape[-1] <= MAX_SAMPLE_VOCAB and load():
         return torch.ops.flexvar.guided_sample(logits_2BlV.float(), seed_1, float(t), r, int(top_k), float(top_p),
                                                int(step))

@@ -75,7 +75,7 @@ def test_guided_sample_distribution(top_k, top_p, rule):
     guided = guide(both, t, rule)
     probs = filter_top_k_top_p_(guided.clone(), top_k, top_p).softmax(-1)[0, 0]
     n = 40000
-    draws = guided_sample_ref(both.expand(2, n, 12).contiguous(), torch.tensor([top_k]), t, ["ramp", "constant"].index(rule),
+    draws = guided_sample_ref(both.expand(2, n, 12).contiguous(), torch.tensor([top_k]), t, K.RULE_CODES[rule],
                               top_k, top_p, step=2)[0]
     freq = torch.bincount(draws, minlength=12).float() / n
     assert (freq[probs == 0] == 0).all()  # never outside the kept set
