@@ -78,11 +78,12 @@ def smooth_image(H: int, W: int, seed: int = 0, batch: int | None = None) -> tor
 
 def cmake_build(build, target: str, *defines: str):
     """Configure the repository with CMake into `build` and build one target (asserting both succeed)."""
+    import os
     import subprocess
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
     for cmd in (["cmake", "-S", str(root), "-B", str(build), *defines],
-                ["cmake", "--build", str(build), "-j", "2", "--target", target]):
+                ["cmake", "--build", str(build), "-j", str(os.cpu_count() or 2), "--target", target]):
         r = subprocess.run(cmd, capture_output=True, text=True)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return build
