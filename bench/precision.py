@@ -1,11 +1,15 @@
-"""Agreement of the bf16/fp16 fast runtime with float32 (random weights, greedy decoding).
+"""Agreement of the bf16/fp16 fast runtime and exported engines with float32 (random weights, greedy).
 
     python -m flexvar.bench.precision [--depth d16] [--schedule 256-10] [--batch 8]
+        [--backends fast,onnxruntime,aoti] [--engine-dir DIR]
 
 one-step code agreement: with the float32 run's codes as the prefix, the fraction of tokens whose
 greedy (guided) code in low precision equals float32's; reported for step 1 of each schedule step
 and over all steps. PSNR: free-running greedy images of the low-precision fast runtime against
-the float32 reference images.
+the float32 reference images. The float32 reference is the torch reference runtime. Engines
+(onnxruntime's CUDA execution provider, AOTInductor) are exported per precision under
+`--engine-dir`/<model>-<precision> (reused when present: `flexvar bench --engine-dir` shares them) and run
+in bf16 and fp16; their token preparation and sampling are the reference's (`engine_runtime`).
 """
 from __future__ import annotations
 
@@ -14,11 +18,13 @@ import copy
 import json
 import math
 import sys
+from pathlib import Path
 
 import torch
 
-from flexvar import Pipeline
+from flexvar import Pipeline, engine_runtime
 from flexvar.config import FlexVARConfig, VQVAEConfig
+from flexvar.export.graphs import make_buckets
 from flexvar.random_weights import random_tokenizer, random_transformer
 from flexvar.sampling import SamplingParams, guidance_weight, guide
 from flexvar.schedule import Schedule
@@ -48,15 +54,61 @@ def fast_teacher_forced(rt, labels, codes, sched):
     return out
 
 
+def _greedy(si, sched, p, logits):
+    hw = sched.steps[si]
+    return guide(logits, guidance_weight(si, len(sched), hw, p), "ramp").argmax(-1).view(-1, *hw)
+
+
+def _row(backend, name, agree, sched, codes, images, ref) -> dict:
+    n = [h * w for h, w in sched]
+    return {"backend": backend, "dtype": name, "one_step_agreement_per_step": [round(a, 4) for a in agree],
+            "one_step_agreement_all": round(sum(a * k for a, k in zip(agree, n)) / sum(n), 4),
+            "free_running_final_code_agreement": round((codes[-1].cpu() == ref.codes[-1]).float().mean().item(), 4),
+            "psnr_db_vs_fp32_reference": round(psnr(images.cpu(), ref.images), 2)}
+
+
+def fast_row(model, vae, dt, name, labels, sched, p, ref, dev) -> dict:
+    pipe = Pipeline(copy.deepcopy(model), copy.deepcopy(vae), device=dev, dtype=dt)
+    codes = [c.to(dev) for c in ref.codes]
+    logits = fast_teacher_forced(pipe.fast_runtime, labels, codes, sched)
+    agree = [(_greedy(si, sched, p, lg) == codes[si]).float().mean().item() for si, lg in enumerate(logits)]
+    fast = pipe.generate(labels, sched, cfg=2.5, top_k=1, top_p=0.0)
+    return _row("fast", name, agree, sched, fast.codes, fast.images, ref)
+
+
+def engine_row(backend, model, vae, dt, name, labels, sched, p, ref, dev, engine_dir, depth) -> dict:
+    """Teacher-forced agreement (every code forced to float32's, the engine's logits seen before
+    sampling) and a free-running greedy generation of an exported engine in `dt`."""
+    m, v = copy.deepcopy(model).to(dt), copy.deepcopy(vae).to(dt)
+    eng = engine_runtime.EngineSet(m, v, backend, Path(engine_dir) / f"{depth}-{str(dt).removeprefix('torch.')}", dev,
+                                   log=lambda *a: None, buckets=make_buckets((4096,)), encoder=False)
+    lab = torch.tensor(labels, device=dev)
+    codes = [c.to(dev) for c in ref.codes]
+    agree = []
+    engine_runtime.generate_codes(
+        m, v.quantize, eng, lab, sched, p, torch.Generator(dev).manual_seed(0),
+        forced=[(c, torch.ones_like(c, dtype=torch.bool)) for c in codes],
+        on_logits=lambda si, lg: agree.append((_greedy(si, sched, p, lg.float()) == codes[si]).float().mean().item()))
+    free = engine_runtime.generate_codes(m, v.quantize, eng, lab, sched, p, torch.Generator(dev).manual_seed(0))
+    images = engine_runtime.decode(eng, free[-1])
+    return _row(backend, name, agree, sched, free, images, ref)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--depth", default="d16")
     ap.add_argument("--tokenizer", default="vq16")
     ap.add_argument("--schedule", default="256-10")
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--backends", default="fast", help="comma list of fast, onnxruntime, aoti")
+    ap.add_argument("--dtypes", default="bf16,fp16,fp32", help="precisions of the fast runtime")
+    ap.add_argument("--engine-dtypes", default="bf16,fp16", help="precisions of the engines")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--engine-dir", default=None, help="exported engines per precision (default: a temporary dir)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    dev = "cuda"
+    args.backends, args.dtypes = args.backends.split(","), args.dtypes.split(",")
+    dev = args.device
     model = random_transformer(FlexVARConfig.from_name(args.depth), seed=0, device=dev)
     vae = random_tokenizer(VQVAEConfig.from_name(args.tokenizer), seed=1, device=dev)
     sched = Schedule.parse(args.schedule)
@@ -64,30 +116,36 @@ def main(argv=None) -> int:
     p = SamplingParams(cfg=2.5, guidance="ramp", top_k=1, top_p=0.0)
     ref_pipe = Pipeline(copy.deepcopy(model), copy.deepcopy(vae), device=dev, dtype=torch.float32)
     ref = ref_pipe.generate(labels, sched, cfg=2.5, top_k=1, top_p=0.0, fast=False)
-    report = {"depth": args.depth, "schedule": str(sched), "batch": args.batch, "rows": []}
-    for name, dt in (("bf16", torch.bfloat16), ("fp16", torch.float16), ("fp32", torch.float32)):
-        pipe = Pipeline(copy.deepcopy(model), copy.deepcopy(vae), device=dev, dtype=dt)
-        codes = [c.to(dev) for c in ref.codes]
-        agree = []
-        for si, (hw, logits) in enumerate(zip(sched, fast_teacher_forced(pipe.fast_runtime, labels, codes, sched))):
-            t = guidance_weight(si, len(sched), hw, p)
-            g = guide(logits, t, "ramp").argmax(-1).view(-1, *hw)
-            agree.append((g == codes[si]).float().mean().item())
-        n = [h * w for h, w in sched]
-        overall = sum(a * k for a, k in zip(agree, n)) / sum(n)
-        fast = pipe.generate(labels, sched, cfg=2.5, top_k=1, top_p=0.0)
-        row = {"dtype": name, "one_step_agreement_per_step": [round(a, 4) for a in agree],
-               "one_step_agreement_all": round(overall, 4),
-               "free_running_final_code_agreement": round((fast.codes[-1] == ref.codes[-1]).float().mean().item(), 4),
-               "psnr_db_vs_fp32_reference": round(psnr(fast.images, ref.images), 2)}
-        report["rows"].append(row)
-        print(f"precision: {name}: one-step agreement step1 {agree[0]:.4f}, all steps {overall:.4f}; "
-              f"free-running final codes {row['free_running_final_code_agreement']:.4f}; "
-              f"PSNR {row['psnr_db_vs_fp32_reference']} dB", flush=True)
-        del pipe
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=1)
+    del ref_pipe
+    report = {"depth": args.depth, "schedule": str(sched), "batch": args.batch,
+              "reference": "torch reference runtime, float32", "rows": []}
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    tmp = None
+    if args.engine_dir is None and set(args.backends) - {"fast"}:
+        import tempfile
+        tmp = tempfile.TemporaryDirectory(prefix="flexvar-precision-")
+        args.engine_dir = tmp.name
+    for backend in args.backends:
+        for name in args.dtypes if backend == "fast" else args.engine_dtypes.split(","):
+            try:
+                if backend == "fast":
+                    row = fast_row(model, vae, dtypes[name], name, labels, sched, p, ref, dev)
+                else:
+                    row = engine_row(backend, model, vae, dtypes[name], name, labels, sched, p, ref, dev,
+                                     args.engine_dir, args.depth)
+            except Exception as e:  # noqa: BLE001 - one failing backend/precision is reported, the rest run
+                row = {"backend": backend, "dtype": name, "error": f"{type(e).__name__}: {str(e)[:300]}"}
+                print(f"precision: {backend} {name}: failed: {row['error']}", flush=True)
+            else:
+                print(f"precision: {backend} {name}: one-step agreement step1 {row['one_step_agreement_per_step'][0]:.4f}, "
+                      f"all steps {row['one_step_agreement_all']:.4f}; free-running final codes "
+                      f"{row['free_running_final_code_agreement']:.4f}; PSNR {row['psnr_db_vs_fp32_reference']} dB",
+                      flush=True)
+            report["rows"].append(row)
+            if args.out:  # after every row: a run cut short keeps what it measured
+                with open(args.out, "w") as f:
+                    json.dump(report, f, indent=1)
+            torch.cuda.empty_cache()
     return 0
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import shlex
 import statistics
@@ -77,8 +78,11 @@ def measure_ceilings(device) -> dict:
 class Impls:
     """The implementations under test, sharing one set of random weights."""
 
-    def __init__(self, depth_name: str, tok_name: str, device, dtype, autocast_dtype):
+    def __init__(self, depth_name: str, tok_name: str, device, dtype, autocast_dtype, engine_dir=None):
+        """engine_dir: where exported engines live, one folder per model and precision, kept (and reused by
+        later runs with the same weights); default: temporary folders."""
         self.device, self.dtype, self.autocast_dtype = device, dtype, autocast_dtype
+        self.engine_dir, self.depth_name = engine_dir, depth_name
         cfg = FlexVARConfig.from_name(depth_name)
         model = random_transformer(cfg, seed=0, device=device)
         vae = random_tokenizer(VQVAEConfig.from_name(tok_name), seed=1, device=device)
@@ -138,14 +142,18 @@ class Impls:
         from flexvar.export.graphs import make_buckets
         if impl not in self.engines:
             self.engines[impl] = None
-            self._engine_dirs.append(tempfile.TemporaryDirectory(prefix=f"flexvar-{impl}-"))
+            if self.engine_dir:
+                d = os.path.join(self.engine_dir, f"{self.depth_name}-{str(self.dtype).removeprefix('torch.')}")
+            else:
+                self._engine_dirs.append(tempfile.TemporaryDirectory(prefix=f"flexvar-{impl}-"))
+                d = self._engine_dirs[-1].name
         lab = torch.tensor(labels, device=self.device)
 
         def go():
             if self.engines[impl] is None:
-                self.engines[impl] = engine_runtime.EngineSet(self.model, self.vae, impl, self._engine_dirs[-1].name,
-                                                              self.device, log=lambda *a: None,
-                                                              buckets=make_buckets((4096,)))
+                self.engines[impl] = engine_runtime.EngineSet(self.model, self.vae, impl, d, self.device,
+                                                              log=lambda *a: None, buckets=make_buckets((4096,)),
+                                                              encoder=False)
             eng = self.engines[impl]
             codes = engine_runtime.generate_codes(self.model, self.vae.quantize, eng, lab, sched, p,
                                                   torch.Generator(self.device).manual_seed(seed))
@@ -190,7 +198,7 @@ def run(args) -> dict:
           f"{'included' if not args.no_decode else 'excluded'}; ceilings {out['ceilings']}", flush=True)
     for depth in args.depths:
         impls = Impls(depth, args.tokenizer, device, dtype if cuda else torch.float32,
-                      {"fp16": torch.float16, "bf16": torch.bfloat16}[args.autocast])
+                      {"fp16": torch.float16, "bf16": torch.bfloat16}[args.autocast], args.engine_dir)
         for spec in args.schedules:
             sched = Schedule.parse(spec)
             for B in args.batches:
@@ -280,6 +288,8 @@ def parse_args(argv=None):
     ap.add_argument("--no-decode", action="store_true")
     ap.add_argument("--no-breakdown", dest="breakdown", action="store_false",
                     help="skip the per-stage breakdown of the fast runtime")
+    ap.add_argument("--engine-dir", default=None,
+                    help="exported engines (onnxruntime, aoti, tensorrt) kept here per model and precision, reused")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/steps_latency-<device>-<date>.json)")
     ap.add_argument("--plot", default=None, help="PNG path (default: beside the JSON)")
     args = ap.parse_args(argv)

@@ -6,7 +6,10 @@ import torch
 
 from .base import Engine
 
-_NP = {torch.float32: np.float32, torch.float16: np.float16, torch.int64: np.int64, torch.uint8: np.uint8}
+# I/O binding takes a numpy type or an ONNX element type number (numpy has no bfloat16: 16 is
+# onnx.TensorProto.BFLOAT16)
+_BIND = {torch.float32: np.float32, torch.float16: np.float16, torch.int64: np.int64, torch.uint8: np.uint8,
+         torch.bfloat16: 16}
 
 
 class OrtEngine(Engine):
@@ -49,14 +52,14 @@ class OrtEngine(Engine):
         dev = self.device.index or 0
         for k, v in feeds.items():
             v = v.contiguous()
-            io.bind_input(k, "cuda", dev, _NP[v.dtype], list(v.shape), v.data_ptr())
+            io.bind_input(k, "cuda", dev, _BIND[v.dtype], list(v.shape), v.data_ptr())
         for n in self.outputs:
             if n not in outputs:
                 raise ValueError(f"onnxruntime on CUDA needs a preallocated output for {n!r}")
             t = outputs[n]
             if not t.is_contiguous():
                 raise ValueError(f"output {n!r} must be contiguous")
-            io.bind_output(n, "cuda", dev, _NP[t.dtype], list(t.shape), t.data_ptr())
+            io.bind_output(n, "cuda", dev, _BIND[t.dtype], list(t.shape), t.data_ptr())
         io.synchronize_inputs()
         self.session.run_with_iobinding(io)
         io.synchronize_outputs()

@@ -69,9 +69,12 @@ def _buckets():
 @torch.no_grad()
 def generate_codes(model, codebook, engines: EngineSet, labels_B: torch.Tensor, schedule: Schedule,
                    params: SamplingParams, generator: torch.Generator | None,
-                   forced: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> list[torch.Tensor]:
+                   forced: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+                   on_logits=None) -> list[torch.Tensor]:
     """Codes (B, h, w) of every step, the transformer step run by the engine; `forced` as in
-    `runtime.generate_codes` (per step (codes, keep): kept codes replace the sampled ones)."""
+    `runtime.generate_codes` (per step (codes, keep): kept codes replace the sampled ones).
+    `on_logits(si, logits_2BlV)`, where given, sees each step's [cond; uncond] logits before sampling
+    (with every code forced, this is teacher forcing: `bench/precision.py`)."""
     cfg = model.cfg
     B = labels_B.shape[0]
     dev, dt = labels_B.device, model.pos_1LC.dtype
@@ -92,6 +95,8 @@ def generate_codes(model, codebook, engines: EngineSet, labels_B: torch.Tensor, 
             outputs[f"k_{i}"] = cache.kv[i, 0, start:start + l]
             outputs[f"v_{i}"] = cache.kv[i, 1, start:start + l]
         logits = engines.step.run(feeds, outputs)["logits"]
+        if on_logits is not None:
+            on_logits(si, logits)
         codes.append(sample_step(logits, si, schedule, params, generator, forced))
     return codes
 
