@@ -11,6 +11,7 @@ place, the manifest last, so an interrupted export leaves no usable-looking half
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -87,7 +88,7 @@ def _export_one(graph, path: Path, opset: int) -> None:
         torch.onnx.export(graph.module(), graph.sample_inputs(), str(tmp), input_names=list(graph.input_names),
                           output_names=list(graph.output_names), dynamic_axes=graph.dynamic_axes,
                           opset_version=opset, dynamo=False, do_constant_folding=True)
-    onnx.checker.check_model(str(tmp))
+    onnx.checker.check_model(str(tmp), full_check=True)  # with type inference: e.g. no bf16 Conv
     os.replace(tmp, path)
 
 
@@ -118,7 +119,11 @@ def export_onnx(model, vae, engine_dir: str | os.PathLike, opset: int = 17, rebu
             (d / MANIFEST).unlink()
     d.mkdir(parents=True, exist_ok=True)
     graphs = {}
-    for g in (TransformerStepGraph(model), DecoderGraph(vae), EncoderGraph(vae)):
+    # ONNX Conv has no bfloat16 before opset 22 (onnxruntime refuses such a model): a bf16 export keeps
+    # the tokenizer graphs in float32. Their interfaces (int64 codes -> uint8 image, uint8 image ->
+    # latent, which callers take as float32) do not change.
+    tok = copy.deepcopy(vae).float() if precision == "bfloat16" else vae
+    for g in (TransformerStepGraph(model), DecoderGraph(tok), EncoderGraph(tok)):
         name = f"{g.name}-{fp}-{precision}-opset{opset}.onnx"
         log(f"export: {g.name} -> {d / name}")
         _export_one(g, d / name, opset)
@@ -126,6 +131,7 @@ def export_onnx(model, vae, engine_dir: str | os.PathLike, opset: int = 17, rebu
                           "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in g.dynamic_axes.items()}}
     step = TransformerStepGraph(model)
     m = {"format": FORMAT, "fingerprint": fp, "precision": precision, "opset": opset, "tools": tool_versions(),
+         "tokenizer_precision": _precision(next(tok.parameters()).dtype),
          "model_config": model.cfg.to_dict(), "tokenizer_config": vae.cfg.to_dict(),
          "limits": {"max_batch_rows": MAX_BATCH, "max_past_tokens": MAX_PAST},
          "buckets": [{"name": b.name, "min_tokens": b.min_tokens, "max_tokens": b.max_tokens,

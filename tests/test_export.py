@@ -142,3 +142,24 @@ def test_fingerprint_ignores_memory_format(pipe_test):
 def test_image_to_image_on_onnxruntime(pipe_test, engine_dir):
     """The edits run on an exported backend too (encoder, step and decoder engines) with the same codes."""
     assert_edits_match_reference(pipe_test, "onnxruntime", engine_dir)
+
+
+def test_bf16_export_keeps_tokenizer_graphs_float32(tmp_path, pipe_test):
+    """ONNX Conv has no bfloat16 before opset 22: a bf16 export writes float32 tokenizer graphs, which
+    pass the type-checking ONNX checker, run in onnxruntime and decode as the float32 tokenizer does."""
+    import copy
+
+    import onnxruntime as ort
+    model = copy.deepcopy(pipe_test.model).to(torch.bfloat16)
+    vae = copy.deepcopy(pipe_test.vae).to(torch.bfloat16)
+    m = export_onnx(model, vae, tmp_path, log=lambda *a: None)
+    assert m["precision"] == "bfloat16" and m["tokenizer_precision"] == "float32"
+    for g in ("transformer_step", "decoder", "encoder"):
+        onnx.checker.check_model(str(tmp_path / m["graphs"][g]["file"]), full_check=True)
+    dec = onnx.load(str(tmp_path / m["graphs"]["decoder"]["file"]))
+    assert {i.data_type for i in dec.graph.initializer if i.data_type in (1, 16)} == {onnx.TensorProto.FLOAT}
+    codes = torch.randint(0, pipe_test.vae.cfg.codebook_size, (1, 3, 4))
+    sess = ort.InferenceSession(str(tmp_path / m["graphs"]["decoder"]["file"]), providers=["CPUExecutionProvider"])
+    img = torch.from_numpy(sess.run(None, {"codes": codes.numpy()})[0])
+    ref = DecoderGraph(copy.deepcopy(vae).float()).module()(codes)
+    assert (img.int() - ref.int()).abs().max() <= 1
