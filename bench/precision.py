@@ -117,7 +117,12 @@ def main(argv=None) -> int:
     ref_pipe = Pipeline(copy.deepcopy(model), copy.deepcopy(vae), device=dev, dtype=torch.float32)
     ref = ref_pipe.generate(labels, sched, cfg=2.5, top_k=1, top_p=0.0, fast=False)
     del ref_pipe
-    report = {"depth": args.depth, "schedule": str(sched), "batch": args.batch,
+    import datetime as dt
+    import shlex
+    report = {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu", "torch": torch.__version__,
+              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "command": " ".join(["python -m flexvar.bench.precision"] + [shlex.quote(a) for a in (argv or sys.argv[1:])]),
+              "depth": args.depth, "schedule": str(sched), "batch": args.batch,
               "reference": "torch reference runtime, float32", "rows": []}
     dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
     tmp = None

@@ -1,9 +1,32 @@
 """AOTInductor packages behind the Engine interface: the step package is chosen by the step's bucket."""
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
+
 import torch
 
 from .base import Engine
+
+
+def libstdcxx_global() -> bool:
+    """Put the process's shared libstdc++ into the global symbol scope; True if it is there.
+
+    CUDA packages compiled by torch 2.11 on the device image carry a static copy of libstdc++ (their
+    wrapper library needs no libstdc++.so and defines ~4,400 std:: symbols). In a Python process the
+    shared libstdc++ is only in torch's local scope, so the package's std::regex/std::locale code binds
+    partly to its own copy and partly to the shared one, and crashes (SIGSEGV in parse_device_str
+    while the model is constructed: bench/NOTES.md). A C++ program has the shared libstdc++ in the
+    global scope, where every reference binds to it, and loads the same packages; this gives a
+    Python process the same scope. Only an already loaded libstdc++ is promoted (RTLD_NOLOAD)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        ctypes.CDLL("libstdc++.so.6", mode=os.RTLD_GLOBAL | os.RTLD_NOLOAD)
+    except OSError:
+        return False
+    return True
 
 
 class AOTIEngine(Engine):
@@ -16,6 +39,8 @@ class AOTIEngine(Engine):
 
     def load(self, path: str, min_tokens: int = 0, max_tokens: int = 1 << 30) -> "AOTIEngine":
         """Add a package serving token counts [min_tokens, max_tokens] (call once per bucket)."""
+        if self.device.type == "cuda":
+            libstdcxx_global()
         self.runners.append((min_tokens, max_tokens, torch._inductor.aoti_load_package(path)))
         return self
 

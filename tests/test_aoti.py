@@ -73,3 +73,21 @@ def test_aoti_without_encoder_generates_and_refuses_encoding(pipe_test, aoti_art
     assert all(torch.equal(a, b) for a, b in zip(codes, ref.codes))
     with pytest.raises(ArtifactError, match="without the encoder"):
         engine_runtime.encode_latent(eng, torch.zeros(1, 64, 64, 3, dtype=torch.uint8))
+
+
+def test_libstdcxx_promoted_to_global_scope():
+    """What CUDA packages need to load from Python (engines/aoti.py): after libstdcxx_global(), the
+    shared libstdc++ that torch loaded answers global symbol lookups, as in a C++ program. Run in a
+    fresh process: the promotion cannot be undone."""
+    import subprocess
+    import sys
+    code = ("import ctypes, torch\n"
+            "from flexvar.engines.aoti import libstdcxx_global\n"
+            "sym = '_ZNSt6localeC1Ev'  # std::locale::locale()\n"
+            "before = hasattr(ctypes.CDLL(None), sym)\n"
+            "ok = libstdcxx_global()\n"
+            "print(before, ok, hasattr(ctypes.CDLL(None), sym))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-500:]
+    before, ok, after = out.stdout.split()
+    assert ok == "True" and after == "True", out.stdout

@@ -8,7 +8,7 @@ VARIANT joins with '+': bare (nothing first), cuda (CUDA context first), onnx (i
 ort (import onnxruntime), ortsess (an onnxruntime session on a step ONNX file of DIR),
 kernels (flexvar's JIT kernels), onnxexport (the ONNX export of the tiny preset into a scratch dir),
 preload (the system libstdc++ loaded RTLD_GLOBAL before torch), setenv (LC_ALL=C in os.environ),
-setlocale (C setlocale(LC_ALL, "C")), cxxlocale (print the C locale), inductor (torch._inductor imported
+setlocale (C setlocale(LC_ALL, "C")), promote (flexvar.engines.aoti.libstdcxx_global()), cxxlocale (print the C locale), inductor (torch._inductor imported
 first, e.g. before ort). PROBE_ONLY=decoder loads only the decoder package.
 """
 import ctypes
@@ -56,6 +56,9 @@ def load(d, variant):
         importlib.import_module("torch._inductor")
     if "cuda" in parts:
         torch.zeros(1, device=DEV)
+    if "promote" in parts:  # flexvar's fix: the shared libstdc++ into the global scope
+        from flexvar.engines.aoti import libstdcxx_global
+        print("libstdcxx_global:", libstdcxx_global(), flush=True)
     if "setenv" in parts:
         os.environ["LC_ALL"] = "C"
     libc = ctypes.CDLL(None)
