@@ -48,3 +48,26 @@ def test_aoti_cuda(pipe, tmp_path_factory, spec):
     eng = engine_runtime.EngineSet(pipe.model, pipe.vae, "aoti", d, pipe.device, log=lambda *a: None,
                                    buckets=make_buckets((4096,)))
     _check(pipe, eng, spec)
+
+
+def test_aoti_cuda_package_loads_in_a_plain_process(tmp_path):
+    """A CUDA package loaded through AOTIEngine in a fresh process that never imported onnxruntime
+    (importing it first hides the crash that engines/aoti.libstdcxx_global fixes): it loads and computes."""
+    import subprocess
+    import sys
+    code = '''
+import sys, torch
+from flexvar.engines.aoti import AOTIEngine
+m = torch.nn.Linear(8, 8).cuda()
+ep = torch.export.export(m, (torch.randn(2, 8, device="cuda"),))
+p = torch._inductor.aoti_compile_and_package(ep, package_path=sys.argv[1])
+eng = AOTIEngine("cuda", ["x"], ["y"]).load(p)
+x = torch.randn(2, 8, device="cuda")
+y = eng.run({"x": x})["y"]
+assert "onnxruntime" not in sys.modules
+assert torch.allclose(y, m(x), atol=1e-5), (y - m(x)).abs().max()
+print("loaded and ran")
+'''
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "linear.pt2")], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and "loaded and ran" in out.stdout, (out.returncode, out.stderr[-1500:])
