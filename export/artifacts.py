@@ -25,7 +25,7 @@ from flexvar.errors import FlexVARError
 from .graphs import BUCKETS, MAX_BATCH, MAX_PAST, DecoderGraph, EncoderGraph, TransformerStepGraph
 
 MANIFEST = "manifest.json"
-FORMAT = 1
+FORMAT = 2  # 2: bf16 exports keep the tokenizer graphs in float32 ("tokenizer_precision")
 
 
 class ArtifactError(FlexVARError):
@@ -62,7 +62,8 @@ def load_manifest(engine_dir: str | os.PathLike) -> dict:
     except (OSError, json.JSONDecodeError) as e:
         raise ArtifactError(f"{p}: unreadable manifest ({type(e).__name__})") from None
     if m.get("format") != FORMAT:
-        raise ArtifactError(f"{p}: manifest format {m.get('format')} is not {FORMAT}")
+        raise ArtifactError(f"{p}: manifest format {m.get('format')} is not {FORMAT} (written by another version of "
+                            "flexvar-deploy); rebuild it (--rebuild)")
     for g in m.get("graphs", {}).values():
         if not (Path(engine_dir) / g["file"]).is_file():
             raise ArtifactError(f"{engine_dir}: incomplete: {g['file']} is missing")

@@ -66,6 +66,13 @@ def test_foreign_stale_or_incomplete_directories(engine_dir, tmp_path):
     (d / "manifest.json").write_text(json.dumps(stale))
     with pytest.raises(ArtifactError, match="built with"):
         export_onnx(other.model, other.vae, d)
+    # a directory written by an older manifest format (e.g. bf16 tokenizer graphs) is refused
+    stale["tools"] = m["tools"]
+    stale["format"] = 1
+    (d / "manifest.json").write_text(json.dumps(stale))
+    with pytest.raises(ArtifactError, match="manifest format 1 is not 2.*rebuild"):
+        export_onnx(other.model, other.vae, d)
+    (d / "manifest.json").write_text(json.dumps(m))
     (d / m["graphs"]["decoder"]["file"]).unlink()
     with pytest.raises(ArtifactError, match="incomplete"):
         load_manifest(d)
