@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import datetime
 import json
 import math
+import shlex
 import sys
 from pathlib import Path
 
@@ -56,7 +58,7 @@ def fast_teacher_forced(rt, labels, codes, sched):
 
 def _greedy(si, sched, p, logits):
     hw = sched.steps[si]
-    return guide(logits, guidance_weight(si, len(sched), hw, p), "ramp").argmax(-1).view(-1, *hw)
+    return guide(logits, guidance_weight(si, len(sched), hw, p), p.guidance).argmax(-1).view(-1, *hw)
 
 
 def _row(backend, name, agree, sched, codes, images, ref) -> dict:
@@ -117,15 +119,13 @@ def main(argv=None) -> int:
     ref_pipe = Pipeline(copy.deepcopy(model), copy.deepcopy(vae), device=dev, dtype=torch.float32)
     ref = ref_pipe.generate(labels, sched, cfg=2.5, top_k=1, top_p=0.0, fast=False)
     del ref_pipe
-    import datetime as dt
-    import shlex
     report = {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu", "torch": torch.__version__,
-              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "command": " ".join(["python -m flexvar.bench.precision"] + [shlex.quote(a) for a in (argv or sys.argv[1:])]),
               "depth": args.depth, "schedule": str(sched), "batch": args.batch,
               "reference": "torch reference runtime, float32", "rows": []}
     dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-    tmp = None
+    tmp = None  # a temporary engine dir, kept alive until main returns
     if args.engine_dir is None and set(args.backends) - {"fast"}:
         import tempfile
         tmp = tempfile.TemporaryDirectory(prefix="flexvar-precision-")

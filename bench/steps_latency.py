@@ -28,6 +28,7 @@ import torch
 
 from flexvar.config import FlexVARConfig, VQVAEConfig
 from flexvar.fast import FastRuntime
+from flexvar.images import pixels_uint8
 from flexvar.random_weights import random_tokenizer, random_transformer
 from flexvar.release_eager import ReleaseSampler
 from flexvar.sampling import SamplingParams
@@ -117,7 +118,7 @@ class Impls:
                                            top_p=p.top_p, seed=seed)
             if decode:
                 img = sampler.decode(codes[-1])
-                return ((img.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+                return pixels_uint8(img)
         return codes
 
     def call(self, impl: str, labels, sched, p, seed, decode):

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from flexvar.fast import FastRuntime, finish_step, qkv_step
+from flexvar.images import from_uint8, pixels_uint8
 from flexvar.model import FlexVAR
 from flexvar.vqvae import VQVAE
 
@@ -145,8 +146,7 @@ class _DecoderModule(nn.Module):
         self.vae = vae
 
     def forward(self, codes):
-        img = self.vae.decode_codes(codes)
-        return ((img.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        return pixels_uint8(self.vae.decode_codes(codes))
 
 
 class DecoderGraph:
@@ -179,7 +179,7 @@ class _EncoderModule(nn.Module):
         self.vae = vae
 
     def forward(self, image):
-        x = image.permute(0, 3, 1, 2).to(self.vae.quant_conv.weight.dtype) / 127.5 - 1
+        x = from_uint8(image).to(self.vae.quant_conv.weight.dtype)  # as the torch path (editing.py)
         return self.vae.encode_latent(x).float()
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .images import pixels_uint8
 from .kernels import guided_sample, next_tokens
 from .kv_cache import KVCache
 from .model import FlexVAR, layer_norm
@@ -194,7 +195,7 @@ class FastRuntime:
         if self.channels_last:
             z = z.contiguous(memory_format=torch.channels_last)
         img = self.decoder(z)
-        return ((img.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        return pixels_uint8(img)
 
     # ---- cached per shape / per label set -------------------------------------------------
     def positions(self, hw: tuple[int, int]) -> torch.Tensor:

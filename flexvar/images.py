@@ -10,10 +10,15 @@ import torch
 from .errors import InputError
 
 
+def pixels_uint8(img_B3HW: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> uint8 (B, H, W, 3) view on the input's device: round((x + 1) * 127.5), clamped.
+    Plain tensor ops: also what the exported decoder graphs and the fast runtime's decode compute."""
+    return ((img_B3HW.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
 def to_uint8(img_B3HW: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] -> uint8 (B, H, W, 3) on the CPU: round((x + 1) * 127.5), clamped."""
-    x = ((img_B3HW.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().contiguous()
+    """[-1, 1] -> contiguous uint8 (B, H, W, 3) on the CPU."""
+    return pixels_uint8(img_B3HW).cpu().contiguous()
 
 
 def from_uint8(img_BHW3: torch.Tensor) -> torch.Tensor:
