@@ -50,8 +50,7 @@ def fast_teacher_forced(rt, labels, codes, sched):
             x = cond[:, None].float() + rt.model.pos_start.float() + rt.positions(hw)[None].float()
         else:
             x = rt.next_tokens(codes[si - 1], hw).float().repeat(2, 1, 1)
-        for i, w in enumerate(rt.block_weights):
-            x = rt.block_step(x, blocks[i], *w, cache.kv[i, 0], cache.kv[i, 1], sched.offsets[si], cfg.norm_eps)
+        x = rt.transformer(x, blocks, cache.kv, sched.offsets[si])
         out.append(rt.logits(x, head))
     return out
 

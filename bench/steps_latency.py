@@ -107,7 +107,8 @@ class Impls:
                                              use_kernels="nokernels" not in variant,
                                              compile_blocks=cuda and "nocompile" not in variant,
                                              channels_last=cuda and "nchw" not in variant,
-                                             compile_decoder=cuda and "nocdec" not in variant)
+                                             compile_decoder=cuda and "nocdec" not in variant,
+                                             fused_attention="blockstep" not in variant)
         return self.fast[variant]
 
     def _eager(self, sampler, labels, sched, p, seed, decode):
@@ -281,7 +282,9 @@ def parse_args(argv=None):
     ap.add_argument("--batches", default="1,8,32,64" if cuda else "1")
     ap.add_argument("--schedules", default=";".join(GPU_SCHEDULES) if cuda else "256-6;256-10",
                     help="schedules separated by ';'")
-    ap.add_argument("--impls", default="eager,compile,fast" if cuda else "eager,fast")
+    ap.add_argument("--impls", default="eager,compile,fast" if cuda else "eager,fast",
+                    help="eager, compile, fast, fast-VARIANT (VARIANT joins nographs, nokernels, nocompile, nchw, "
+                         "nocdec, blockstep with '-'), onnxruntime, aoti, tensorrt")
     ap.add_argument("--dtype", default="bf16" if cuda else "fp32", help="fast runtime dtype: bf16, fp16, fp32")
     ap.add_argument("--autocast", default="fp16", help="autocast dtype of the eager baselines on GPU")
     ap.add_argument("--repeat", type=int, default=5)

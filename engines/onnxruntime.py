@@ -31,6 +31,9 @@ class OrtEngine(Engine):
         else:
             providers = ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(path, opts, providers=providers)
+        if self.device.type == "cuda" and "CUDAExecutionProvider" not in self.session.get_providers():
+            raise RuntimeError(f"onnxruntime did not enable its CUDA execution provider for {path} "
+                               f"(it runs with {self.session.get_providers()})")
         self.outputs = [o.name for o in self.session.get_outputs()]
         return self
 

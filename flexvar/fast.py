@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .images import pixels_uint8
-from .kernels import guided_sample, next_tokens
+from .kernels import guided_sample, next_tokens, qk_norm_cache
 from .kv_cache import KVCache
 from .model import FlexVAR, layer_norm
 from .sampling import SamplingParams, guidance_weight, step_top_k
@@ -31,6 +32,7 @@ from .schedule import Schedule
 from .vqvae import VQVAE
 
 _M32 = 0xFFFFFFFF
+_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 def _no_stage(name):
@@ -57,15 +59,22 @@ def bicubic_taps(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
     return idx, w
 
 
+def qkv_proj(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, wqkv: torch.Tensor, bqkv: torch.Tensor,
+             eps: float) -> torch.Tensor:
+    """A block's qkv projection of LN(x)(1 + scale1) + shift1: (B, l, 3C) in the weights' dtype."""
+    C = wqkv.shape[1]
+    _, _, s1, _, sh1, _ = mod_B6C.float().unsqueeze(2).unbind(1)  # each (B, 1, C)
+    h = F.layer_norm(x_BlC, (C,), eps=eps) * (1 + s1) + sh1
+    return F.linear(h.to(wqkv.dtype), wqkv, bqkv)
+
+
 def qkv_step(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, wqkv: torch.Tensor, bqkv: torch.Tensor,
              scale_H1: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """First half of a block: q (B, H, l, d) normalised and scaled, k (normalised) and v as (l, B, H, d)."""
     B, l = x_BlC.shape[:2]
     C, H = wqkv.shape[1], scale_H1.shape[0]  # from the weights: constants when exported
     dt = wqkv.dtype
-    _, _, s1, _, sh1, _ = mod_B6C.float().unsqueeze(2).unbind(1)  # each (B, 1, C)
-    h = F.layer_norm(x_BlC, (C,), eps=eps) * (1 + s1) + sh1
-    q, k, v = F.linear(h.to(dt), wqkv, bqkv).view(B, l, 3, H, C // H).unbind(2)
+    q, k, v = qkv_proj(x_BlC, mod_B6C, wqkv, bqkv, eps).view(B, l, 3, H, C // H).unbind(2)
     q = (F.normalize(q.float(), dim=-1) * scale_H1).to(dt).transpose(1, 2)
     k = F.normalize(k.float(), dim=-1).to(dt)
     return q, k.transpose(0, 1), v.transpose(0, 1)
@@ -101,6 +110,25 @@ def block_step(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, wqkv: torch.Tensor, b
     o = F.scaled_dot_product_attention(q, k_cache[:end].permute(1, 2, 0, 3), v_cache[:end].permute(1, 2, 0, 3),
                                        scale=1.0)
     return finish_step(x_BlC, mod_B6C, o, wproj, bproj, w1, b1, w2, b2, eps)
+
+
+def finish_qkv(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, o_BHld: torch.Tensor, wproj: torch.Tensor,
+               bproj: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
+               mod_next: torch.Tensor, wqkv_next: torch.Tensor, bqkv_next: torch.Tensor,
+               eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """A block's second half and the next block's qkv projection, in one graph so the compiler
+    fuses the residual update with the next LayerNorm: (x, qkv of the next block)."""
+    x = finish_step(x_BlC, mod_B6C, o_BHld, wproj, bproj, w1, b1, w2, b2, eps)
+    return x, qkv_proj(x, mod_next, wqkv_next, bqkv_next, eps)
+
+
+def attend(q_BlHd: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, end: int) -> torch.Tensor:
+    """Attention of a step's queries (B, l, H, d) over the first `end` cached tokens (caches (L, B, H, d)),
+    scale 1 (q is prescaled): (B, H, l, d). Every operand is a strided view: flash attention (or the
+    memory-efficient kernel, for float32) reads them in place; cuDNN's kernel is left out as it copies."""
+    with sdpa_kernel(_SDPA_BACKENDS):
+        return F.scaled_dot_product_attention(q_BlHd.transpose(1, 2), k_cache[:end].permute(1, 2, 0, 3),
+                                              v_cache[:end].permute(1, 2, 0, 3), scale=1.0)
 
 
 def fc1_gelu(h_NC: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor) -> torch.Tensor:
@@ -143,11 +171,16 @@ class FastRuntime:
 
     def __init__(self, model: FlexVAR, vae: VQVAE, use_graphs: bool | None = None, use_kernels: bool = True,
                  compile_blocks: bool | None = None, channels_last: bool | None = None,
-                 compile_decoder: bool | None = None,
+                 compile_decoder: bool | None = None, fused_attention: bool = True,
                  max_plans: int = 8, max_label_sets: int = 64):
-        """Defaults on CUDA: CUDA graphs, the fused kernels, the block step compiled by Inductor with
+        """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
         dynamic shapes (once per process), the channels-last decoder compiled per output shape.
-        On CPU: none of them."""
+        On CPU: none of them.
+
+        fused_attention (default): per block, the compiled qkv projection, `qk_norm_cache` (kernel),
+        flash attention on the cache's views, then the compiled second half fused with the next
+        block's projection. False: one compiled `block_step` per block (Inductor's own attention
+        prologue and cache layout copies), kept to measure against."""
         self.model, self.vae = model, vae
         p = model.pos_1LC
         self.device, self.dtype = p.device, p.dtype
@@ -161,9 +194,15 @@ class FastRuntime:
             self.head_w = model.head.weight.contiguous()
             self.head_b = model.head.bias.float()
             self.block_weights = [self._weights(b) for b in model.blocks]
-        self.block_step = block_step
+        self.fused_attention = fused_attention
+        self.block_step, self.qkv_proj, self.finish_qkv, self.finish_step = block_step, qkv_proj, finish_qkv, finish_step
         if cuda if compile_blocks is None else compile_blocks:
-            self.block_step = torch.compile(block_step, dynamic=True)
+            if fused_attention:
+                self.qkv_proj = torch.compile(qkv_proj, dynamic=True)
+                self.finish_qkv = torch.compile(finish_qkv, dynamic=True)
+                self.finish_step = torch.compile(finish_step, dynamic=True)
+            else:
+                self.block_step = torch.compile(block_step, dynamic=True)
         self.decoder = vae.decoder
         if self.channels_last:
             self.decoder = self.decoder.to(memory_format=torch.channels_last)
@@ -182,7 +221,7 @@ class FastRuntime:
 
     @staticmethod
     def _weights(blk) -> tuple:
-        """A block's weights as `block_step` takes them: bias (q, 0, v) and the q scale precomputed."""
+        """A block's weights as `block_step` takes them (wqkv, bqkv, scale, then the second half's): bias (q, 0, v) and the q scale precomputed."""
         a = blk.attn
         bqkv = torch.cat((a.q_bias, a.zero_k_bias, a.v_bias))
         scale = a.scale_mul_1H11.float().clamp_max(a.max_log_scale).exp().view(a.H, 1)
@@ -227,6 +266,27 @@ class FastRuntime:
         return next_tokens(prev_Bhw, self.proj_VC, self.model.word_embed.bias, self.positions(hw), hw,
                            self._taps[key], use_kernel=self.use_kernels)
 
+    def transformer(self, x_BlC: torch.Tensor, blocks: torch.Tensor, kv: torch.Tensor, start: int) -> torch.Tensor:
+        """Every block on one step's tokens x (2B, l, C) float32, given the label set's block
+        modulation (depth, 2B, 6, C); writes the step's keys/values into kv (depth, 2, L, 2B, H, d)
+        at [start, start + l). Returns x after the last block."""
+        eps, W = self.model.cfg.norm_eps, self.block_weights
+        if not self.fused_attention:
+            for i, w in enumerate(W):
+                x_BlC = self.block_step(x_BlC, blocks[i], *w, kv[i, 0], kv[i, 1], start, eps)
+            return x_BlC
+        end = start + x_BlC.shape[1]
+        qkv = self.qkv_proj(x_BlC, blocks[0], W[0][0], W[0][1], eps)
+        for i, (_, _, scale, *second) in enumerate(W):
+            q = qk_norm_cache(qkv, scale, kv[i, 0], kv[i, 1], start, use_kernel=self.use_kernels)
+            o = attend(q, kv[i, 0], kv[i, 1], end)
+            if i + 1 < len(W):
+                x_BlC, qkv = self.finish_qkv(x_BlC, blocks[i], o, *second, blocks[i + 1], W[i + 1][0], W[i + 1][1],
+                                             eps)
+            else:
+                x_BlC = self.finish_step(x_BlC, blocks[i], o, *second, eps)
+        return x_BlC
+
     def logits(self, x_BlC: torch.Tensor, head_B2C: torch.Tensor) -> torch.Tensor:
         """Head in the model's dtype with float32 logits (bf16/fp16 GEMM with fp32 output on CUDA)."""
         x = layer_norm(x_BlC.float(), self.model.cfg.norm_eps)
@@ -253,9 +313,7 @@ class FastRuntime:
                 else:
                     x = self.next_tokens(plan.codes[si - 1], hw).float().repeat(2, 1, 1)
             with stage("transformer"):
-                start, eps = sched.offsets[si], m.cfg.norm_eps
-                for i, w in enumerate(self.block_weights):
-                    x = self.block_step(x, plan.blocks[i], *w, plan.cache.kv[i, 0], plan.cache.kv[i, 1], start, eps)
+                x = self.transformer(x, plan.blocks, plan.cache.kv, sched.offsets[si])
                 logits = self.logits(x, plan.head)
             with stage("sampling"):
                 idx = guided_sample(logits, plan.seed, guidance_weight(si, len(sched), hw, p), p.guidance,

@@ -11,6 +11,8 @@ Ops:
                  next step + word_embed bias + positions, in one pass (include/flexvar/next_tokens.h).
   guided_sample: classifier-free guidance + top-k + top-p + one seeded draw per token, in one pass
                  over the vocabulary without sorting it (include/flexvar/guided_sample.h).
+  qk_norm_cache: a block's attention prologue: split qkv, L2-normalise q and k per head, scale q,
+                 write k and v into the token-major KV cache (include/flexvar/qk_norm_cache.h).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ _lib = torch.library.Library("flexvar", "DEF")
 _lib.define("next_tokens(Tensor prev, Tensor proj, Tensor bias, Tensor pos, Tensor ry, Tensor wy, "
             "Tensor rx, Tensor wx) -> Tensor")
 _lib.define("guided_sample(Tensor logits, Tensor seed, float t, int rule, int top_k, float top_p, int step) -> Tensor")
+_lib.define("qk_norm_cache(Tensor qkv, Tensor scale, Tensor(a!) k_cache, Tensor(b!) v_cache, int start) -> Tensor")
 
 RULE_CODES = {"ramp": 0, "constant": 1}  # the rule argument of the op (flexvar_guidance_t)
 MAX_SAMPLE_VOCAB = 16 * 1024  # the kernel holds a row in registers: up to 16 values per thread, 1024 threads
@@ -132,6 +135,40 @@ def guided_sample(logits_2BlV: torch.Tensor, seed_1: torch.Tensor, t: float, rul
         return torch.ops.flexvar.guided_sample(logits_2BlV.float(), seed_1, float(t), r, int(top_k), float(top_p),
                                                int(step))
     return guided_sample_ref(logits_2BlV, seed_1, t, r, top_k, top_p, step)
+
+
+# ---- attention prologue: q/k normalisation + KV-cache write -------------------------------------
+def qk_norm_cache_ref(qkv_BlC3: torch.Tensor, scale_H: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                      start: int) -> torch.Tensor:
+    """Plain PyTorch: q (B, l, H, d) = normalize(q) * scale[h]; k_cache[start + j, b] = normalize(k),
+    v_cache[start + j, b] = v (caches (L, B, H, d)); norms in float32, rounded once to the dtype."""
+    B, l = qkv_BlC3.shape[:2]
+    H, d = k_cache.shape[2:]
+    q, k, v = qkv_BlC3.reshape(B, l, 3, H, d).unbind(2)
+    k_cache[start:start + l] = F.normalize(k.float(), dim=-1).to(k_cache.dtype).transpose(0, 1)
+    v_cache[start:start + l] = v.transpose(0, 1)
+    return (F.normalize(q.float(), dim=-1) * scale_H.float().reshape(H, 1)).to(qkv_BlC3.dtype)
+
+
+@torch.library.impl(_lib, "qk_norm_cache", "CPU")
+def _qk_norm_cache_cpu(qkv, scale, k_cache, v_cache, start):
+    return qk_norm_cache_ref(qkv, scale, k_cache, v_cache, start)
+
+
+@torch.library.register_fake("flexvar::qk_norm_cache")
+def _qk_norm_cache_fake(qkv, scale, k_cache, v_cache, start):
+    return qkv.new_empty(qkv.shape[0], qkv.shape[1], k_cache.shape[2], k_cache.shape[3])
+
+
+def qk_norm_cache(qkv_BlC3: torch.Tensor, scale_H: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                  start: int, use_kernel: bool = True) -> torch.Tensor:
+    """The fused kernel on CUDA when built (head dim a multiple of 32 up to 256, contiguous caches),
+    else `qk_norm_cache_ref`. Returns q (B, l, H, d); writes the caches in place."""
+    d = k_cache.shape[-1]
+    if (use_kernel and qkv_BlC3.is_cuda and d % 32 == 0 and d <= 256 and k_cache.is_contiguous()
+            and v_cache.is_contiguous() and load()):
+        return torch.ops.flexvar.qk_norm_cache(qkv_BlC3, scale_H, k_cache, v_cache, int(start))
+    return qk_norm_cache_ref(qkv_BlC3, scale_H, k_cache, v_cache, start)
 
 
 # ---- loading the compiled kernels ---------------------------------------------------------------

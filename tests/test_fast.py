@@ -44,6 +44,28 @@ def test_next_tokens_op_definition_matches_ref_and_model(pipe_test, src, dst, dt
     assert rel_err(op, ref) < tol and rel_err(op, model_ref) < tol
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_qk_norm_cache_op_is_the_blocks_attention_prologue(pipe_test, dtype):
+    """The op (its CPU definition) = the model block's q/k normalisation, q scale and cache write."""
+    model = pipe_test.model
+    blk, cfg = model.blocks[1], model.cfg
+    x = torch.randn(2, 7, cfg.width, generator=torch.Generator().manual_seed(1))
+    wqkv, bqkv, scale = FastRuntime._weights(blk)[:3]
+    qkv = F.linear(x, wqkv, bqkv).to(dtype)
+    caches = [torch.randn(12, 2, cfg.heads, cfg.head_dim).to(dtype) for _ in range(2)]
+    before = [c.clone() for c in caches]
+    q = torch.ops.flexvar.qk_norm_cache(qkv, scale, *caches, 3)
+    assert q.shape == (2, 7, cfg.heads, cfg.head_dim) and q.dtype == dtype
+    qh, kh, vh = qkv.float().view(2, 7, 3, cfg.heads, cfg.head_dim).unbind(2)
+    norm = torch.linalg.vector_norm
+    assert rel_err(q.float(), qh / norm(qh, dim=-1, keepdim=True) * scale.view(-1, 1)) < (1e-6 if dtype == torch.float32 else 1e-2)
+    k_want = (kh / norm(kh, dim=-1, keepdim=True)).transpose(0, 1)
+    assert rel_err(caches[0][3:10].float(), k_want) < (1e-6 if dtype == torch.float32 else 1e-2)
+    assert torch.equal(caches[1][3:10], vh.to(dtype).transpose(0, 1))
+    for c, b in zip(caches, before):  # nothing outside [3, 10) is touched
+        assert torch.equal(c[:3], b[:3]) and torch.equal(c[10:], b[10:])
+
+
 def test_hashed_uniform():
     s = torch.tensor([7])
     a, b = hashed_uniform(s, 3, 100000), hashed_uniform(s, 3, 100000)
@@ -120,20 +142,20 @@ def test_fast_sampling_is_seeded_and_cached(pipe_test):
     assert len(rt._mods) == 2 and len(rt._plans) == 1
 
 
-def test_fast_logits_match_reference(pipe_test):
-    """The fast path's pieces (token prep, block_step with its cache, head) against the reference's logits."""
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-attention", "block-step"])
+def test_fast_logits_match_reference(pipe_test, fused):
+    """The fast path's pieces (token prep, the blocks with their cache, head) against the reference's logits."""
     sched = Schedule.parse([1, 3, 5])
     g = torch.Generator().manual_seed(0)
     codes = [torch.randint(0, pipe_test.model.cfg.vocab_size, (2, h, w), generator=g) for h, w in sched]
     labels = torch.tensor([2, 3])
     ref = pipe_test.teacher_forced_logits(labels, codes, sched)
-    rt = FastRuntime(pipe_test.model, pipe_test.vae, use_graphs=False)
+    rt = FastRuntime(pipe_test.model, pipe_test.vae, use_graphs=False, fused_attention=fused)
     from flexvar.kv_cache import KVCache
     cfg = pipe_test.model.cfg
     cond, blocks, head = rt.modulation(tuple(labels.tolist()))
     cache = KVCache(cfg.depth, sched.total_tokens, 2, cfg.heads, cfg.head_dim)
     for si, hw in enumerate(sched):
         x = (cond[:, None] + pipe_test.model.pos_start + rt.positions(hw)[None]) if si == 0 else rt.next_tokens(codes[si - 1], hw)
-        for i, w in enumerate(rt.block_weights):
-            x = rt.block_step(x, blocks[i], *w, cache.kv[i, 0], cache.kv[i, 1], sched.offsets[si], cfg.norm_eps)
+        x = rt.transformer(x, blocks, cache.kv, sched.offsets[si])
         assert rel_err(rt.logits(x, head), ref[si]) < 1e-5

@@ -73,6 +73,27 @@ def test_guided_sample_kernel(B, l, V, top_k, top_p, rule):
     assert (kept.gather(-1, out.cpu()[..., None]) > 0).all()  # every code is a kept one
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("B, l, H, d, L, start", [(2, 1, 16, 64, 680, 0), (64, 256, 16, 64, 680, 424),
+                                                  (2, 169, 24, 64, 680, 255), (4, 9, 2, 32, 20, 11),
+                                                  (3, 5, 4, 128, 10, 5), (1, 3, 3, 256, 3, 0)], ids=str)
+def test_qk_norm_cache_kernel(dtype, B, l, H, d, L, start):
+    """q, the written keys and values and the untouched rest of the caches against the reference
+    computed in float32 from the same inputs."""
+    assert K.load()
+    g = torch.Generator("cuda").manual_seed(B * 100 + l + d)
+    qkv = (torch.randn(B, l, 3 * H * d, device="cuda", generator=g) * 3).to(dtype)
+    scale = torch.rand(H, device="cuda", generator=g) * 10 + 1
+    kc, vc = (torch.randn(L, B, H, d, device="cuda", generator=g).to(dtype) for _ in range(2))
+    kr, vr = kc.cpu().float(), vc.cpu().float()
+    q = torch.ops.flexvar.qk_norm_cache(qkv, scale, kc, vc, start)
+    qr = K.qk_norm_cache_ref(qkv.cpu().float(), scale.cpu(), kr, vr, start)
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    assert q.dtype == dtype and q.shape == (B, l, H, d)
+    assert rel_err(q.cpu().float(), qr) < tol and rel_err(kc.cpu().float(), kr) < tol
+    assert torch.equal(vc.cpu().float(), vr)
+
+
 @pytest.mark.parametrize("guidance", ["ramp", "constant"])
 @pytest.mark.parametrize("spec", ["256-10", "512-12", "1x2,2x4,4x8,8x16"], ids=str)
 def test_fast_fp32_greedy_identical_to_reference(models, spec, guidance):
@@ -85,6 +106,20 @@ def test_fast_fp32_greedy_identical_to_reference(models, spec, guidance):
     for si, (a, b) in enumerate(zip(out.codes, ref.codes)):
         assert torch.equal(a, b), f"step {si + 1}: {(a != b).float().mean():.4f} differ"
     assert (out.images.int() - ref.images.int()).abs().max() <= 1
+
+
+def test_fused_attention_agrees_with_block_step_bf16(models):
+    """The fused attention path (kernel + flash on cache views) and the single compiled block step
+    give the same step-1..n logits up to bf16 rounding, teacher-forced on the same codes."""
+    from flexvar.bench.precision import fast_teacher_forced
+    model, vae = copy.deepcopy(models[0]).bfloat16(), copy.deepcopy(models[1]).bfloat16()
+    sched = Schedule.parse("256-10")
+    g = torch.Generator("cuda").manual_seed(0)
+    codes = [torch.randint(0, model.cfg.vocab_size, (2, h, w), device="cuda", generator=g) for h, w in sched]
+    a = fast_teacher_forced(FastRuntime(model, vae, fused_attention=True), [1, 2], codes, sched)
+    b = fast_teacher_forced(FastRuntime(model, vae, fused_attention=False), [1, 2], codes, sched)
+    for si, (x, y) in enumerate(zip(a, b)):
+        assert rel_err(x.float(), y.float()) < 2e-2, f"step {si + 1}"
 
 
 def test_graph_replay_equals_eager_bf16(models):

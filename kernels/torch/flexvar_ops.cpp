@@ -9,6 +9,7 @@
 
 #include "flexvar/guided_sample.h"
 #include "flexvar/next_tokens.h"
+#include "flexvar/qk_norm_cache.h"
 
 namespace {
 
@@ -17,7 +18,7 @@ flexvar_dtype_t to_flexvar(at::ScalarType t) {
     case at::kFloat: return FLEXVAR_FLOAT32;
     case at::kBFloat16: return FLEXVAR_BFLOAT16;
     case at::kHalf: return FLEXVAR_FLOAT16;
-    default: TORCH_CHECK(false, "flexvar::next_tokens: unsupported dtype ", t);
+    default: TORCH_CHECK(false, "flexvar kernels: unsupported dtype ", t);
   }
 }
 
@@ -68,9 +69,34 @@ at::Tensor guided_sample_cuda(const at::Tensor& logits, const at::Tensor& seed, 
   return out;
 }
 
+at::Tensor qk_norm_cache_cuda(const at::Tensor& qkv, const at::Tensor& scale, at::Tensor& k_cache,
+                              at::Tensor& v_cache, int64_t start) {
+  TORCH_CHECK(qkv.dim() == 3 && k_cache.dim() == 4 && v_cache.sizes() == k_cache.sizes(),
+              "qkv must be (B, l, 3C) and the caches (L, B, H, d)");
+  const int64_t B = qkv.size(0), l = qkv.size(1), L = k_cache.size(0), H = k_cache.size(2), d = k_cache.size(3);
+  TORCH_CHECK(k_cache.size(1) == B && qkv.size(2) == 3 * H * d, "qkv (B, l, 3 H d) does not fit the cache (L, B, H, d)");
+  TORCH_CHECK(d % 32 == 0 && d <= 256, "head dim must be a multiple of 32, at most 256");
+  TORCH_CHECK(scale.numel() == H && scale.scalar_type() == at::kFloat, "scale must be float32 (H)");
+  TORCH_CHECK(start >= 0 && start + l <= L, "tokens [start, start + l) must lie in the cache");
+  TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous(), "the caches must be contiguous");
+  TORCH_CHECK(k_cache.scalar_type() == qkv.scalar_type() && v_cache.scalar_type() == qkv.scalar_type(),
+              "qkv and the caches must share a dtype");
+  for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&qkv, &scale, &k_cache, &v_cache}) {
+    TORCH_CHECK(t->is_cuda() && t->device() == qkv.device(), "all inputs must be on one CUDA device");
+  }
+  const at::cuda::CUDAGuard guard(qkv.device());
+  auto qkv_c = qkv.contiguous(), scale_c = scale.contiguous();
+  auto q = at::empty({B, l, H, d}, qkv.options());
+  C10_CUDA_CHECK(flexvar_qk_norm_cache(qkv_c.data_ptr(), B, l, H, d, scale_c.data_ptr<float>(), q.data_ptr(),
+                                       k_cache.data_ptr(), v_cache.data_ptr(), L, start,
+                                       to_flexvar(qkv.scalar_type()), at::cuda::getCurrentCUDAStream()));
+  return q;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(flexvar, CUDA, m) {
   m.impl("next_tokens", &next_tokens_cuda);
   m.impl("guided_sample", &guided_sample_cuda);
+  m.impl("qk_norm_cache", &qk_norm_cache_cuda);
 }

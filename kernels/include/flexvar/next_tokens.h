@@ -12,11 +12,11 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include "flexvar/dtype.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-typedef enum { FLEXVAR_FLOAT32 = 0, FLEXVAR_BFLOAT16 = 1, FLEXVAR_FLOAT16 = 2 } flexvar_dtype_t;
 
 /* prev: int64 (B, h0, w0); proj: (V, C); bias: (C); pos: (h*w, C); out: (B, h*w, C);
  * proj, bias, pos and out share `dtype`; all contiguous, on the same device. */
