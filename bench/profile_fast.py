@@ -30,13 +30,12 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", type=int, default=25)
     ap.add_argument("--graph", action="store_true", help="profile a CUDA-graph replay instead of an eager run")
     ap.add_argument("--dtype", default="fp16", choices=["fp16", "bf16"])
-    ap.add_argument("--block-step", action="store_true", help="the single compiled block step instead of fused attention")
     args = ap.parse_args(argv)
     dt = torch.float16 if args.dtype == "fp16" else torch.bfloat16
     model = random_transformer(FlexVARConfig.from_name(args.depth), device="cuda").to(dt)
     vae = random_tokenizer(VQVAEConfig.from_name("vq16"), device="cuda").to(dt)
     rt = FastRuntime(model, vae, use_graphs=args.graph, compile_blocks=not args.no_compile,
-                     compile_decoder=not args.no_compile, fused_attention=not args.block_step)
+                     compile_decoder=not args.no_compile)
     sched, p = Schedule.parse(args.schedule), SamplingParams()
     labels = list(range(args.batch))
     for _ in range(2):
@@ -48,7 +47,7 @@ def main(argv=None) -> int:
     ev = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     total = sum(e.device_time for e in ev) / 1e3
     print(f"profile: {args.depth} B={args.batch} {sched}: {len(ev)} kernels, {total:.2f} ms of kernel time "
-          f"(compile {'off' if args.no_compile else 'on'}, {'block step' if args.block_step else 'fused attention'})")
+          f"(compile {'off' if args.no_compile else 'on'})")
     groups = defaultdict(lambda: [0, 0.0])
     for e in ev:
         g = groups[_category(e.name)]

@@ -93,25 +93,6 @@ def finish_step(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, o_BHld: torch.Tensor
     return x + f.float() * g2
 
 
-def block_step(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, wqkv: torch.Tensor, bqkv: torch.Tensor,
-               scale_H1: torch.Tensor, wproj: torch.Tensor, bproj: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor,
-               w2: torch.Tensor, b2: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, start: int,
-               eps: float) -> torch.Tensor:
-    """One block on one step's tokens, the residual stream x in float32 and the GEMMs in the weights'
-    dtype; k/v of tokens [start, start + l) are written into the layer's token-major cache (L, B, H, d).
-
-    The same computation as `model.Block.forward_step`, written over plain tensors so one compiled
-    graph (dynamic in l and start) serves every block and step.
-    """
-    q, k, v = qkv_step(x_BlC, mod_B6C, wqkv, bqkv, scale_H1, eps)
-    end = start + x_BlC.shape[1]
-    k_cache[start:end] = k
-    v_cache[start:end] = v
-    o = F.scaled_dot_product_attention(q, k_cache[:end].permute(1, 2, 0, 3), v_cache[:end].permute(1, 2, 0, 3),
-                                       scale=1.0)
-    return finish_step(x_BlC, mod_B6C, o, wproj, bproj, w1, b1, w2, b2, eps)
-
-
 def finish_qkv(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, o_BHld: torch.Tensor, wproj: torch.Tensor,
                bproj: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
                mod_next: torch.Tensor, wqkv_next: torch.Tensor, bqkv_next: torch.Tensor,
@@ -171,16 +152,11 @@ class FastRuntime:
 
     def __init__(self, model: FlexVAR, vae: VQVAE, use_graphs: bool | None = None, use_kernels: bool = True,
                  compile_blocks: bool | None = None, channels_last: bool | None = None,
-                 compile_decoder: bool | None = None, fused_attention: bool = True,
+                 compile_decoder: bool | None = None,
                  max_plans: int = 8, max_label_sets: int = 64):
         """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
         dynamic shapes (once per process), the channels-last decoder compiled per output shape.
-        On CPU: none of them.
-
-        fused_attention (default): per block, the compiled qkv projection, `qk_norm_cache` (kernel),
-        flash attention on the cache's views, then the compiled second half fused with the next
-        block's projection. False: one compiled `block_step` per block (Inductor's own attention
-        prologue and cache layout copies), kept to measure against."""
+        On CPU: none of them."""
         self.model, self.vae = model, vae
         p = model.pos_1LC
         self.device, self.dtype = p.device, p.dtype
@@ -194,15 +170,11 @@ class FastRuntime:
             self.head_w = model.head.weight.contiguous()
             self.head_b = model.head.bias.float()
             self.block_weights = [self._weights(b) for b in model.blocks]
-        self.fused_attention = fused_attention
-        self.block_step, self.qkv_proj, self.finish_qkv, self.finish_step = block_step, qkv_proj, finish_qkv, finish_step
-        if cuda if compile_blocks is None else compile_blocks:
-            if fused_attention:
-                self.qkv_proj = torch.compile(qkv_proj, dynamic=True)
-                self.finish_qkv = torch.compile(finish_qkv, dynamic=True)
-                self.finish_step = torch.compile(finish_step, dynamic=True)
-            else:
-                self.block_step = torch.compile(block_step, dynamic=True)
+        self.qkv_proj, self.finish_qkv, self.finish_step = qkv_proj, finish_qkv, finish_step
+        if cuda if compile_blocks is None else compile_blocks:  # dynamic in the step's tokens and start
+            self.qkv_proj = torch.compile(qkv_proj, dynamic=True)
+            self.finish_qkv = torch.compile(finish_qkv, dynamic=True)
+            self.finish_step = torch.compile(finish_step, dynamic=True)
         self.decoder = vae.decoder
         if self.channels_last:
             self.decoder = self.decoder.to(memory_format=torch.channels_last)
@@ -221,7 +193,7 @@ class FastRuntime:
 
     @staticmethod
     def _weights(blk) -> tuple:
-        """A block's weights as `block_step` takes them (wqkv, bqkv, scale, then the second half's): bias (q, 0, v) and the q scale precomputed."""
+        """A block's weights as plain tensors (wqkv, bqkv, q scale, then the second half's): bias (q, 0, v) and the q scale precomputed."""
         a = blk.attn
         bqkv = torch.cat((a.q_bias, a.zero_k_bias, a.v_bias))
         scale = a.scale_mul_1H11.float().clamp_max(a.max_log_scale).exp().view(a.H, 1)
@@ -269,12 +241,13 @@ class FastRuntime:
     def transformer(self, x_BlC: torch.Tensor, blocks: torch.Tensor, kv: torch.Tensor, start: int) -> torch.Tensor:
         """Every block on one step's tokens x (2B, l, C) float32, given the label set's block
         modulation (depth, 2B, 6, C); writes the step's keys/values into kv (depth, 2, L, 2B, H, d)
-        at [start, start + l). Returns x after the last block."""
+        at [start, start + l). Returns x after the last block.
+
+        Per block: the compiled qkv projection, `qk_norm_cache` (q/k norms and the cache write in one
+        kernel), flash attention on the cache's views, and the compiled second half together with the
+        next block's projection (the residual update fused with the next LayerNorm). The same
+        computation as `model.Block.forward_step` over the weights as plain tensors."""
         eps, W = self.model.cfg.norm_eps, self.block_weights
-        if not self.fused_attention:
-            for i, w in enumerate(W):
-                x_BlC = self.block_step(x_BlC, blocks[i], *w, kv[i, 0], kv[i, 1], start, eps)
-            return x_BlC
         end = start + x_BlC.shape[1]
         qkv = self.qkv_proj(x_BlC, blocks[0], W[0][0], W[0][1], eps)
         for i, (_, _, scale, *second) in enumerate(W):

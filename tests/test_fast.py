@@ -142,15 +142,14 @@ def test_fast_sampling_is_seeded_and_cached(pipe_test):
     assert len(rt._mods) == 2 and len(rt._plans) == 1
 
 
-@pytest.mark.parametrize("fused", [True, False], ids=["fused-attention", "block-step"])
-def test_fast_logits_match_reference(pipe_test, fused):
+def test_fast_logits_match_reference(pipe_test):
     """The fast path's pieces (token prep, the blocks with their cache, head) against the reference's logits."""
     sched = Schedule.parse([1, 3, 5])
     g = torch.Generator().manual_seed(0)
     codes = [torch.randint(0, pipe_test.model.cfg.vocab_size, (2, h, w), generator=g) for h, w in sched]
     labels = torch.tensor([2, 3])
     ref = pipe_test.teacher_forced_logits(labels, codes, sched)
-    rt = FastRuntime(pipe_test.model, pipe_test.vae, use_graphs=False, fused_attention=fused)
+    rt = FastRuntime(pipe_test.model, pipe_test.vae, use_graphs=False)
     from flexvar.kv_cache import KVCache
     cfg = pipe_test.model.cfg
     cond, blocks, head = rt.modulation(tuple(labels.tolist()))

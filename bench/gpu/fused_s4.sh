@@ -4,6 +4,8 @@
 # on one warm machine:
 #   bash bench/gpu/fused_s4.sh a   # build, GPU tests, fp16 d16 A/B against the single compiled block step
 #   bash bench/gpu/fused_s4.sh b   # kernel profiles (batch 1, 32), d24 batch 1, bf16/fp16 agreement
+# Ran at commit 9f7040a. The single compiled block step (variant fast-blockstep) was removed after this
+# A/B, so the fast-blockstep rows only run at that commit.
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
