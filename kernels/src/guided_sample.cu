@@ -1,8 +1,8 @@
 // Guidance + top-k + top-p + draw: see include/flexvar/guided_sample.h for the rule.
 // One block per row (256 to 1024 threads by vocabulary size); thread t holds g[t + THREADS j] in
 // registers (PER values). The k-th largest is found by a 3-pass radix select (integer histograms in
-// shared memory); the top-p cut by an 8-round, 16-way search over the survivors' bits (packed into
-// shared memory in a fixed order); the draw scans the kept masses in vocabulary order.
+// shared memory); the top-p cut by a 31-step bisection over the survivors, packed into shared
+// memory in a fixed order; the draw scans the kept masses in vocabulary order.
 #include "flexvar/guided_sample.h"
 
 #include <climits>
@@ -113,8 +113,6 @@ __global__ void __launch_bounds__(THREADS) guided_sample_kernel(
   __shared__ float best_v[kWarps];
   __shared__ int best_i[kWarps];
   __shared__ int found[2];
-  __shared__ float red15[kWarps * 15];
-  __shared__ int ok15[15];
   const int row = blockIdx.x, img = row / l, tok = row % l;
   const float* cond = logits + ((int64_t)img * l + tok) * V;
   const float* unc = logits + ((int64_t)(img + B) * l + tok) * V;
@@ -186,43 +184,13 @@ __global__ void __launch_bounds__(THREADS) guided_sample_kernel(
     for (int i = threadIdx.x; i < S; i += THREADS) z += kept[i];
     const float need = top_p * block_sum<THREADS>(z, redf);
     // the largest G with (mass of e whose bits > G) >= top_p * Z; keep e with bits > G. Masses are
-    // >= 0, so their bits order them, and the mass above G falls as G grows; G = 0 always qualifies
-    // (the whole mass). Searched 4 bits at a time (bits 30-28, then 27-24, ..., 3-0): each round
-    // sums the mass above all 15 candidates G | d << shift at once, every sum in the same order
-    // as a one-bit bisection would (so the result is the same), and keeps the largest qualifying d.
+    // >= 0, so their bits order them; G = 0 always qualifies (the whole mass).
     uint32_t G = 0;
-    for (int shift = 28; shift >= 0; shift -= 4) {
-      const int nd = shift == 28 ? 7 : 15;  // bit 31 is the sign: always 0
-      float s[15];
-#pragma unroll
-      for (int d = 0; d < 15; ++d) s[d] = 0.f;
-      for (int i = threadIdx.x; i < S; i += THREADS) {
-        const uint32_t bits = __float_as_uint(kept[i]);
-#pragma unroll
-        for (int d = 0; d < 15; ++d) s[d] += bits > (G | ((uint32_t)(d + 1) << shift)) ? kept[i] : 0.f;
-      }
-#pragma unroll
-      for (int d = 0; d < 15; ++d) {
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) s[d] += __shfl_xor_sync(0xffffffffu, s[d], o);
-      }
-      if ((threadIdx.x & 31) == 0) {
-#pragma unroll
-        for (int d = 0; d < 15; ++d) red15[(threadIdx.x >> 5) * 15 + d] = s[d];
-      }
-      __syncthreads();
-      if (threadIdx.x < nd) {
-        float tot = 0.f;
-#pragma unroll
-        for (int w = 0; w < kWarps; ++w) tot += red15[w * 15 + threadIdx.x];
-        ok15[threadIdx.x] = tot >= need;
-      }
-      __syncthreads();
-      int best = 0;
-      for (int d = 0; d < nd; ++d)
-        if (ok15[d]) best = d + 1;
-      G |= (uint32_t)best << shift;
-      __syncthreads();  // red15 and ok15 are rewritten by the next round
+    for (int bit = 30; bit >= 0; --bit) {
+      const uint32_t cand = G | (1u << bit);
+      float s = 0.f;
+      for (int i = threadIdx.x; i < S; i += THREADS) s += __float_as_uint(kept[i]) > cand ? kept[i] : 0.f;
+      if (block_sum<THREADS>(s, redf) >= need) G = cand;
     }
 #pragma unroll
     for (int j = 0; j < PER; ++j)
