@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Session 4, final measurements, two device calls on one warm machine:
 #   bash bench/gpu/final_s4.sh a   # GPU tests; A/B of the attention backend order; d16 256 px matrix
-#   bash bench/gpu/final_s4.sh b   # d16 384/512/1:2 and d20/d24 (eager and fast, one run each)
+#   bash bench/gpu/final_s4.sh b   # d16 384/512/1:2, d20/d24, and 256-13 at batch 32/64 (a's run timed out
+#                                  # before them), eager and fast, one run each
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
@@ -19,5 +20,7 @@ else
     --no-breakdown --out "$OUT/d16_res.json" 2>&1 | grep -E "^bench: ran|^\|"
   timeout 200 flexvar bench --dtype fp16 --depths 20,24 --batches 1,32 --schedules 256-10 --impls eager,fast \
     --repeat 5 --no-breakdown --out "$OUT/d20_d24.json" 2>&1 | grep -E "^bench: ran|^\|"
+  timeout 100 flexvar bench --dtype fp16 --depths 16 --batches 32,64 --schedules 256-13 --impls eager,fast \
+    --repeat 5 --no-breakdown --out "$OUT/d16_256_13.json" 2>&1 | grep -E "^bench: ran|^\|"
 fi
 tar czf "$OUT/logs_${1:-a}.tgz" -C "$OUT" logs && rm -rf "$L"
