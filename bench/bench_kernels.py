@@ -79,3 +79,34 @@ def test_guided_sample_kernel(benchmark, logits_case):
         torch.ops.flexvar.guided_sample(logits, seed, 2.5, 0, 900, 0.95, 9)
         _sync()
     benchmark(run)
+
+
+@pytest.fixture(scope="module", params=[1, 32], ids=lambda b: f"B{b}")
+def qkv_case(request):
+    """The last 256 px step of a d16 block (H 16, d 64): qkv (2B, 256, 3072), caches for 680 tokens."""
+    B, l, H, d, L = request.param * 2, 256, 16, 64, 680
+    g = torch.Generator(DEV).manual_seed(2)
+    qkv = torch.randn(B, l, 3 * H * d, device=DEV, generator=g).to(DT)
+    scale = torch.rand(H, device=DEV, generator=g) + 1
+    kc, vc = (torch.zeros(L, B, H, d, device=DEV, dtype=DT) for _ in range(2))
+    return qkv, scale, kc, vc, L - l
+
+
+def test_qk_norm_cache_ref(benchmark, qkv_case):
+    qkv, scale, kc, vc, start = qkv_case
+
+    def run():
+        K.qk_norm_cache_ref(qkv, scale, kc, vc, start)
+        _sync()
+    benchmark(run)
+
+
+@pytest.mark.skipif(DEV != "cuda", reason="the kernel is CUDA-only")
+def test_qk_norm_cache_kernel(benchmark, qkv_case):
+    qkv, scale, kc, vc, start = qkv_case
+    assert K.load()
+
+    def run():
+        torch.ops.flexvar.qk_norm_cache(qkv, scale, kc, vc, start)
+        _sync()
+    benchmark(run)

@@ -32,38 +32,45 @@ def host_table(paths: list[str]) -> str:
 
 
 def table(paths: list[str]) -> str:
-    rows, meta = [], []
+    """One section per benchmark file (in the order given): its device, date, command and table."""
+    out = []
     for p in paths:
         d = json.loads(Path(p).read_text())
         if "results" not in d or "model" in d:  # host_latency files: host_table
             continue
-        meta.append(f"- `{Path(p).name}`: {d['device']}, {d['date']}, torch {d['torch']}, fast runtime {d['dtype']}, "
-                    f"eager under {d['autocast_eager']} autocast, decode {'included' if d['decode_included'] else 'excluded'}; "
-                    f"ceilings {d['ceilings']}; command `{_command(d['command'])}`")
-        by = {}
-        for r in d["results"]:
-            by.setdefault((r["depth"], r["schedule"], r["image"], r["batch"]), {})[r["impl"]] = r
+        out += [f"### `{Path(p).name}`", "",
+                f"{d['device']}, {d['date']}, torch {d['torch']}, fast runtime {d['dtype']}, eager under "
+                f"{d['autocast_eager']} autocast, decode {'included' if d['decode_included'] else 'excluded'}; "
+                f"ceilings {d['ceilings']}; command `{_command(d['command'])}`", ""]
+        out += _file_table(d["results"]) + [""]
+    return "\n".join(out)
+
+
+def _file_table(results: list[dict]) -> list[str]:
+    by = {}
+    for r in results:
+        by.setdefault((r["depth"], r["schedule"], r["image"], r["batch"]), {})[r["impl"]] = r
+    cell = lambda r: f"{r['median_ms']:.1f} ({r['min_ms']:.1f}–{r['max_ms']:.1f})" if r else "–"  # noqa: E731
+    out = []
+    if any("fast" in impls for impls in by.values()):
+        out += ["| model | schedule | image | batch | eager ms (min–max) | fast ms (min–max) | speed-up | fast img/s | "
+                "fast TFLOP/s | fast weights GB/s |", "|---|---|---|---|---|---|---|---|---|---|"]
         for (depth, sched, image, B), impls in by.items():
-            rows.append((depth, sched, image, B, impls))
-    out = ["| model | schedule | image | batch | eager ms (min–max) | fast ms (min–max) | speed-up | fast img/s | fast TFLOP/s | fast weights GB/s |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
-    for depth, sched, image, B, impls in rows:
-        e, f = impls.get("eager"), impls.get("fast")
-        if not f:
-            continue
-        cell = lambda r: f"{r['median_ms']:.1f} ({r['min_ms']:.1f}–{r['max_ms']:.1f})" if r else "–"  # noqa: E731
-        sp = f"{e['median_ms'] / f['median_ms']:.1f}×" if e else "–"
-        name = sched if len(sched) < 12 else f"{len(sched.split(','))} steps, 1:2"
-        out.append(f"| {depth} | {name} | {image} | {B} | {cell(e)} | {cell(f)} | {sp} | {f['images_per_s']:.0f} | "
-                   f"{f.get('TFLOPs', '–')} | {f.get('weights_GBps', '–')} |")
-    others = [(depth, sched, B, name, r) for depth, sched, image, B, impls in rows
-              for name, r in impls.items() if name not in ("eager", "fast")]
+            e, f = impls.get("eager"), impls.get("fast")
+            if not f:
+                continue
+            sp = f"{e['median_ms'] / f['median_ms']:.1f}×" if e else "–"
+            name = sched if len(sched) < 12 else f"{len(sched.split(','))} steps, 1:2"
+            out.append(f"| {depth} | {name} | {image} | {B} | {cell(e)} | {cell(f)} | {sp} | {f['images_per_s']:.0f} | "
+                       f"{f.get('TFLOPs', '–')} | {f.get('weights_GBps', '–')} |")
+    others = [(k, name, r) for k, impls in by.items() for name, r in impls.items()
+              if name not in ("eager", "fast") or "fast" not in impls]
     if others:
-        out += ["", "| model | schedule | batch | implementation | ms (min–max) | img/s | warm-up s |", "|---|---|---|---|---|---|---|"]
-        for depth, sched, B, name, r in others:
-            out.append(f"| {depth} | {sched} | {B} | {name} | {r['median_ms']:.1f} ({r['min_ms']:.1f}–{r['max_ms']:.1f}) | "
-                       f"{r['images_per_s']:.0f} | {r['warmup_s']} |")
-    return "\n".join(out + [""] + meta)
+        out += ["", "| model | schedule | batch | implementation | ms (min–max) | img/s | warm-up s |",
+                "|---|---|---|---|---|---|---|"]
+        for (depth, sched, _, B), name, r in others:
+            out.append(f"| {depth} | {sched} | {B} | {name} | {cell(r)} | {r['images_per_s']:.0f} | {r['warmup_s']} |")
+    return out
 
 
 if __name__ == "__main__":

@@ -1,0 +1,27 @@
+"""bench/report.py: one section per benchmark file, with its device, command and table."""
+import json
+
+from flexvar.bench.report import table
+
+
+def _row(impl, ms, B=1):
+    return {"depth": "d16", "schedule": "256-10", "image": "256x256", "batch": B, "impl": impl, "median_ms": ms,
+            "min_ms": ms - 1, "max_ms": ms + 1, "images_per_s": 1000 * B / ms, "warmup_s": 0.5}
+
+
+def test_report_sections_per_file(tmp_path):
+    meta = {"device": "GPU X", "date": "2026-11-22", "torch": "2.11", "dtype": "fp16", "autocast_eager": "fp16",
+            "decode_included": True, "ceilings": {}}
+    a = dict(meta, command="/venv/bin/flexvar bench --out /root/out/a.json",
+             results=[_row("eager", 200.0), _row("fast", 10.0), _row("fast-nographs", 40.0)])
+    b = dict(meta, command="/venv/bin/flexvar bench --out /root/out/b.json", results=[_row("fast", 20.0, B=4)])
+    pa, pb = tmp_path / "a.json", tmp_path / "b.json"
+    pa.write_text(json.dumps(a))
+    pb.write_text(json.dumps(b))
+    (tmp_path / "p.json").write_text(json.dumps({"rows": []}))  # not a benchmark file: skipped
+    out = table([str(pb), str(pa), str(tmp_path / "p.json")])
+    assert out.index("### `b.json`") < out.index("### `a.json`") and "p.json" not in out
+    assert "command `flexvar bench --out $OUT/a.json`" in out
+    assert "| d16 | 256-10 | 256x256 | 1 | 200.0 (199.0–201.0) | 10.0 (9.0–11.0) | 20.0× | 100 |" in out
+    assert "| d16 | 256-10 | 1 | fast-nographs | 40.0 (39.0–41.0) | 25 | 0.5 |" in out
+    assert "| d16 | 256-10 | 256x256 | 4 | – | 20.0 (19.0–21.0) | – | 200 |" in out
