@@ -21,3 +21,17 @@ def test_cmake_builds_kernels_library(tmp_path):
     assert (build / "libflexvar_kernels.a").exists()
     flags = (build / "CMakeFiles" / "flexvar_kernels.dir" / "flags.make").read_text()
     assert "sm_80" in flags and "sm_90" in flags
+
+
+def test_kernel_sources_are_package_data():
+    """An installed (non-editable) package builds the kernels on first use from its own copy of the
+    sources, so every file under kernels/{include,src,torch} must match a package-data pattern."""
+    import fnmatch
+    import tomllib
+    root = Path(__file__).resolve().parent.parent
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["flexvar.kernels"]
+    files = [p.relative_to(root / "kernels").as_posix() for d in ("include", "src", "torch")
+             for p in (root / "kernels" / d).rglob("*") if p.is_file()]
+    assert files
+    missing = [f for f in files if not any(fnmatch.fnmatch(f, pat) for pat in patterns)]
+    assert not missing, f"not installed with the package: {missing}"
