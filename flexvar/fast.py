@@ -196,7 +196,8 @@ class FastRuntime:
 
     @staticmethod
     def _weights(blk) -> tuple:
-        """A block's weights as plain tensors (wqkv, bqkv, q scale, then the second half's): bias (q, 0, v) and the q scale precomputed."""
+        """A block's weights as plain tensors: wqkv, bqkv (q, 0, v), the q scale (exp of the clamped
+        log scale, (H, 1)), then the second half's."""
         a = blk.attn
         bqkv = torch.cat((a.q_bias, a.zero_k_bias, a.v_bias))
         scale = a.scale_mul_1H11.float().clamp_max(a.max_log_scale).exp().view(a.H, 1)
@@ -247,7 +248,7 @@ class FastRuntime:
         at [start, start + l). Returns x after the last block.
 
         Per block: the compiled qkv projection, `qk_norm_cache` (q/k norms and the cache write in one
-        kernel), flash attention on the cache's views, and the compiled second half together with the
+        kernel), attention on the cache's views (`attend`), and the compiled second half together with the
         next block's projection (the residual update fused with the next LayerNorm). The same
         computation as `model.Block.forward_step` over the weights as plain tensors."""
         eps, W = self.model.cfg.norm_eps, self.block_weights
