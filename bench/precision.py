@@ -20,11 +20,11 @@ import json
 import math
 import shlex
 import sys
-from pathlib import Path
 
 import torch
 
 from flexvar import Pipeline, engine_runtime
+from flexvar.bench.steps_latency import engine_subdir
 from flexvar.config import FlexVARConfig, VQVAEConfig
 from flexvar.export.graphs import make_buckets
 from flexvar.random_weights import random_tokenizer, random_transformer
@@ -81,7 +81,7 @@ def engine_row(backend, model, vae, dt, name, labels, sched, p, ref, dev, engine
     """Teacher-forced agreement (every code forced to float32's, the engine's logits seen before
     sampling) and a free-running greedy generation of an exported engine in `dt`."""
     m, v = copy.deepcopy(model).to(dt), copy.deepcopy(vae).to(dt)
-    eng = engine_runtime.EngineSet(m, v, backend, Path(engine_dir) / f"{depth}-{str(dt).removeprefix('torch.')}", dev,
+    eng = engine_runtime.EngineSet(m, v, backend, engine_subdir(engine_dir, depth, dt), dev,
                                    log=lambda *a: None, buckets=make_buckets((4096,)), encoder=False)
     lab = torch.tensor(labels, device=dev)
     codes = [c.to(dev) for c in ref.codes]

@@ -39,6 +39,12 @@ GPU_SCHEDULES = ["256-6", "256-7", "256-8", "256-9", "256-10", "256-11", "256-12
                  WIDE]
 
 
+def engine_subdir(root: str, depth: str, dtype: torch.dtype) -> str:
+    """The folder of one model's engines in one precision under an --engine-dir (shared by
+    `flexvar bench` and `bench/precision.py`, so one export serves both)."""
+    return os.path.join(root, f"{depth}-{str(dtype).removeprefix('torch.')}")
+
+
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -144,7 +150,7 @@ class Impls:
         if impl not in self.engines:
             self.engines[impl] = None
             if self.engine_dir:
-                d = os.path.join(self.engine_dir, f"{self.depth_name}-{str(self.dtype).removeprefix('torch.')}")
+                d = engine_subdir(self.engine_dir, self.depth_name, self.dtype)
             else:
                 self._engine_dirs.append(tempfile.TemporaryDirectory(prefix=f"flexvar-{impl}-"))
                 d = self._engine_dirs[-1].name

@@ -10,7 +10,7 @@ from flexvar import Pipeline
 from flexvar.config import FlexVARConfig, VQVAEConfig
 from flexvar.fast import FastRuntime, bicubic_taps
 from flexvar.random_weights import random_tokenizer, random_transformer
-from flexvar.sampling import SamplingParams
+from flexvar.sampling import SamplingParams, guide
 from flexvar.schedule import Schedule
 
 from conftest import rel_err, smooth_image
@@ -67,9 +67,8 @@ def test_guided_sample_kernel(B, l, V, top_k, top_p, rule):
     assert torch.equal(out, torch.ops.flexvar.guided_sample(logits, seed, t, rule, top_k, top_p, 4))  # deterministic
     same = (out.cpu() == ref).float().mean().item()
     assert same == 1.0 if top_k == 1 else same >= 0.99, same
-    both = logits.float().chunk(2)
-    guided = (1 + t) * both[0] - t * both[1] if rule == 0 else both[1] + t * (both[0] - both[1])
-    kept = K.kept_mass_ref(guided.cpu(), top_k, top_p)
+    rule_name = next(n for n, c in K.RULE_CODES.items() if c == rule)
+    kept = K.kept_mass_ref(guide(logits.cpu(), t, rule_name), top_k, top_p)
     assert (kept.gather(-1, out.cpu()[..., None]) > 0).all()  # every code is a kept one
 
 
@@ -106,6 +105,24 @@ def test_fast_fp32_greedy_identical_to_reference(models, spec, guidance):
     for si, (a, b) in enumerate(zip(out.codes, ref.codes)):
         assert torch.equal(a, b), f"step {si + 1}: {(a != b).float().mean():.4f} differ"
     assert (out.images.int() - ref.images.int()).abs().max() <= 1
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float16, 1e-2), (torch.bfloat16, 3e-2)], ids=["fp16", "bf16"])
+def test_fast_low_precision_logits_near_reference(models, dtype, tol):
+    """The fast path in fp16/bf16 (compiled block halves, the qk_norm_cache kernel, cuDNN/flash attention
+    on the cache's views) against the float32 reference runtime, teacher-forced on the same codes."""
+    from flexvar.bench.precision import fast_teacher_forced
+    model, vae = models
+    sched = Schedule.parse("256-10")
+    g = torch.Generator("cuda").manual_seed(0)
+    codes = [torch.randint(0, model.cfg.vocab_size, (2, h, w), device="cuda", generator=g) for h, w in sched]
+    ref_pipe = Pipeline(copy.deepcopy(model), copy.deepcopy(vae), device="cuda", dtype=torch.float32, fast=False)
+    null = model.cfg.null_class
+    ref = ref_pipe.teacher_forced_logits([1, 2, null, null], [c.repeat(2, 1, 1) for c in codes], sched)
+    out = fast_teacher_forced(FastRuntime(copy.deepcopy(model).to(dtype), copy.deepcopy(vae).to(dtype)), [1, 2],
+                              codes, sched)
+    errs = [rel_err(a.float(), b.float()) for a, b in zip(out, ref)]
+    assert max(errs) < tol, errs
 
 
 def test_graph_replay_equals_eager_bf16(models):
