@@ -107,7 +107,7 @@ def test_fast_fp32_greedy_identical_to_reference(models, spec, guidance):
     assert (out.images.int() - ref.images.int()).abs().max() <= 1
 
 
-@pytest.mark.parametrize("dtype, tol", [(torch.float16, 1e-2), (torch.bfloat16, 3e-2)], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("dtype, tol", [(torch.float16, 5e-3), (torch.bfloat16, 2e-2)], ids=["fp16", "bf16"])
 def test_fast_low_precision_logits_near_reference(models, dtype, tol):
     """The fast path in fp16/bf16 (compiled block halves, the qk_norm_cache kernel, cuDNN/flash attention
     on the cache's views) against the float32 reference runtime, teacher-forced on the same codes."""
