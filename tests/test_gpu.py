@@ -4,11 +4,12 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import flexvar.kernels as K
 from flexvar import Pipeline
 from flexvar.config import FlexVARConfig, VQVAEConfig
-from flexvar.fast import FastRuntime, bicubic_taps
+from flexvar.fast import FastRuntime, bicubic_taps, fc1_gelu
 from flexvar.random_weights import random_tokenizer, random_transformer
 from flexvar.sampling import SamplingParams, guide
 from flexvar.schedule import Schedule
@@ -123,12 +124,14 @@ def test_linear_kernel(dtype, M, N, Kd, act, bias, splits):
                                                    (torch.float16, 4, 100, 256), (torch.bfloat16, 64, 256, 32)],
                          ids=str)
 def test_linear_op_cublas_fallback(dtype, M, N, max_rows):
-    """What the kernel does not take (float32, more rows than max_rows, N not a multiple of 64) runs cuBLAS."""
+    """What the kernel does not take (float32, more rows than max_rows, N not a multiple of 64) runs cuBLAS:
+    F.linear's result, and with GELU the fast runtime's former fc1 (cuBLASLt's GELU epilogue)."""
     g = torch.Generator("cuda").manual_seed(M + N)
     x = torch.randn(M, 256, device="cuda", generator=g).to(dtype)
     w, b = torch.randn(N, 256, device="cuda", generator=g).to(dtype), torch.randn(N, device="cuda", generator=g).to(dtype)
-    y = K.linear(x, w, b, "gelu_tanh", max_rows=max_rows)
-    assert torch.equal(y, torch._addmm_activation(b, x, w.t(), use_gelu=True))
+    assert torch.equal(K.linear(x, w, b, "gelu_tanh", max_rows=max_rows), fc1_gelu(x, w, b))
+    assert torch.equal(K.linear(x, w, b, max_rows=max_rows), F.linear(x, w, b))
+    assert torch.equal(K.linear(x, w, None, max_rows=max_rows), F.linear(x, w))
 
 
 @pytest.mark.parametrize("guidance", ["ramp", "constant"])

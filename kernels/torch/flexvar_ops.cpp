@@ -98,7 +98,7 @@ at::Tensor qk_norm_cache_cuda(const at::Tensor& qkv, const at::Tensor& scale, at
 
 // cuBLAS, for what the streaming kernel does not take (many rows, float32, other shapes)
 at::Tensor linear_cublas(const at::Tensor& x2, const at::Tensor& w, const std::optional<at::Tensor>& b, bool gelu) {
-  if (b.has_value()) return at::_addmm_activation(*b, x2, w.t(), 1, 1, gelu);
+  if (b.has_value()) return gelu ? at::_addmm_activation(*b, x2, w.t(), 1, 1, true) : at::addmm(*b, x2, w.t());
   auto y = at::mm(x2, w.t());
   return gelu ? at::gelu(y, "tanh") : y;
 }
