@@ -150,7 +150,7 @@ at::Tensor linear_cuda(const at::Tensor& x, const at::Tensor& w, const std::opti
   return y.view(shape);
 }
 
-void prefetch_l2_cuda(at::TensorList tensors) {
+void prefetch_l2_cuda(at::TensorList tensors, int64_t method, int64_t piece, int64_t blocks) {
   TORCH_CHECK(tensors.size() <= FLEXVAR_PREFETCH_MAX_RANGES, "at most ", FLEXVAR_PREFETCH_MAX_RANGES, " tensors");
   if (tensors.empty()) return;
   const void* ptrs[FLEXVAR_PREFETCH_MAX_RANGES];
@@ -163,7 +163,12 @@ void prefetch_l2_cuda(at::TensorList tensors) {
     bytes[i] = t.numel() * t.element_size();
   }
   const at::cuda::CUDAGuard guard(tensors[0].device());
-  C10_CUDA_CHECK(flexvar_prefetch_l2(ptrs, bytes, static_cast<int>(tensors.size()), at::cuda::getCurrentCUDAStream()));
+  TORCH_CHECK(method == FLEXVAR_PREFETCH_BULK || method == FLEXVAR_PREFETCH_LINES, "method must be 0 (bulk) or 1 (lines)");
+  TORCH_CHECK(piece >= 16 && piece % 16 == 0 && piece <= (int64_t{1} << 31), "piece must be a multiple of 16, at most 2^31");
+  TORCH_CHECK(blocks >= 0 && blocks <= INT32_MAX, "blocks must be >= 0 (0: chosen by the launcher)");
+  C10_CUDA_CHECK(flexvar_prefetch_l2(ptrs, bytes, static_cast<int>(tensors.size()),
+                                     static_cast<flexvar_prefetch_t>(method), static_cast<size_t>(piece),
+                                     static_cast<int>(blocks), at::cuda::getCurrentCUDAStream()));
 }
 
 }  // namespace
