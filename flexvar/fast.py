@@ -24,8 +24,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .images import pixels_uint8
-from .kernels import (ACT_CODES, LINEAR_MAX_ROWS, guided_sample, linear_counters, load, next_tokens, prefetch_l2,
-                      qk_norm_cache)
+from .kernels import ACT_CODES, LINEAR_MAX_ROWS, guided_sample, linear_counters, load, next_tokens, qk_norm_cache
 from .kv_cache import KVCache
 from .model import FlexVAR, layer_norm
 from .sampling import SamplingParams, guidance_weight, step_top_k
@@ -33,10 +32,6 @@ from .schedule import Schedule
 from .vqvae import VQVAE
 
 _M32 = 0xFFFFFFFF
-# where `transformer` asks the L2 cache for the weights of the compiled call after a block's attention
-# (its projection and FFN, and the next block's qkv or the head): "block": one block ahead, issued
-# before block i's attention for block i + 1; "attn": issued before block i's own attention; "off"
-PREFETCH_MODES = ("block", "attn", "off")
 # in this order of preference (bench/attn_backends.py on the H100, fp16, d16 shapes, the cache views:
 # cuDNN 64 / 418 us per layer over steps 2-10 at batch 1 / 32, flash 80 / 548; cuDNN has no kernel
 # for the first step's single token, flash takes it; float32 runs the memory-efficient kernel)
@@ -171,9 +166,8 @@ class FastRuntime:
     def __init__(self, model: FlexVAR, vae: VQVAE, use_graphs: bool | None = None, use_kernels: bool = True,
                  compile_blocks: bool | None = None, channels_last: bool | None = None,
                  compile_decoder: bool | None = None, use_small_gemm: bool | None = None,
-                 prefetch: str | None = None, max_plans: int = 8, max_label_sets: int = 64):
-        """Defaults on CUDA: CUDA graphs, the fused kernels with the weights prefetched into L2 one
-        block ahead (`prefetch`, see PREFETCH_MODES), the block halves compiled by Inductor with dynamic
+                 max_plans: int = 8, max_label_sets: int = 64):
+        """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with dynamic
         shapes (once per process), the channels-last decoder compiled per output shape.
         On CPU: none of them. use_small_gemm=True runs the block GEMMs through the few-rows `linear`
         op (off by default: slower than cuBLAS on the H100, bench/NOTES.md; on CPU its reference)."""
@@ -194,13 +188,6 @@ class FastRuntime:
         # the block GEMMs through `flexvar::linear` (streaming kernel for few rows) when the kernels run here
         small_gemm = False if use_small_gemm is None else use_small_gemm
         self._counters = linear_counters(self.device) if small_gemm and (load() or not cuda) else None
-        # L2 prefetch of the weights ahead of the compiled call that reads them (see `transformer`)
-        self.prefetch = prefetch or ("block" if cuda and use_kernels and load() else "off")
-        if self.prefetch not in PREFETCH_MODES:
-            raise ValueError(f"prefetch must be one of {', '.join(PREFETCH_MODES)}, not {self.prefetch!r}")
-        W = self.block_weights
-        self._after_attn = [[W[i][3], W[i][5], W[i][7], W[i + 1][0] if i + 1 < len(W) else self.head_w]
-                            for i in range(len(W))]
         if cuda if compile_blocks is None else compile_blocks:  # dynamic in the step's tokens and start
             self.qkv_proj = torch.compile(qkv_proj, dynamic=True)
             self.finish_qkv = torch.compile(finish_qkv, dynamic=True)
@@ -280,16 +267,10 @@ class FastRuntime:
         computation as `model.Block.forward_step` over the weights as plain tensors."""
         eps, W = self.model.cfg.norm_eps, self.block_weights
         end = start + x_BlC.shape[1]
-        ctr, pf, ahead = self._counters, self.prefetch, self._after_attn
-        if pf != "off":
-            prefetch_l2([W[0][0]] + ahead[0])
+        ctr = self._counters
         qkv = self.qkv_proj(x_BlC, blocks[0], W[0][0], W[0][1], eps, ctr)
         for i, (_, _, scale, *second) in enumerate(W):
             q = qk_norm_cache(qkv, scale, kv[i, 0], kv[i, 1], start, use_kernel=self.use_kernels)
-            if pf == "attn" and i > 0:
-                prefetch_l2(ahead[i])
-            elif pf == "block" and i + 1 < len(W):
-                prefetch_l2(ahead[i + 1])
             o = attend(q, kv[i, 0], kv[i, 1], end)
             if i + 1 < len(W):
                 x_BlC, qkv = self.finish_qkv(x_BlC, blocks[i], o, *second, blocks[i + 1], W[i + 1][0], W[i + 1][1],

@@ -16,8 +16,6 @@ Ops:
   linear:        act(x w^T + b) for few rows (fp16/bf16): a weight-streaming tensor-core GEMM that
                  splits K over blocks when the rows alone leave the GPU idle; cuBLAS above
                  `LINEAR_MAX_ROWS` rows and for other dtypes/shapes (include/flexvar/linear.h).
-  prefetch_l2:   start fetching tensors into the L2 cache (the next layers' weights); a hint with no
-                 result, so its definition does nothing (include/flexvar/prefetch.h).
 """
 from __future__ import annotations
 
@@ -38,7 +36,6 @@ _lib.define("guided_sample(Tensor logits, Tensor seed, float t, int rule, int to
 _lib.define("qk_norm_cache(Tensor qkv, Tensor scale, Tensor(a!) k_cache, Tensor(b!) v_cache, int start) -> Tensor")
 # counters: int32 scratch that the kernel leaves as it found it (zeros), so the op has no visible side effect
 _lib.define("linear(Tensor x, Tensor w, Tensor? b, Tensor counters, int act, int max_m, int splits) -> Tensor")
-_lib.define("prefetch_l2(Tensor[] tensors, int method, int piece, int blocks) -> ()")
 
 RULE_CODES = {"ramp": 0, "constant": 1}  # the rule argument of the op (flexvar_guidance_t)
 MAX_SAMPLE_VOCAB = 16 * 1024  # the kernel holds a row in registers: up to 16 values per thread, 1024 threads
@@ -223,30 +220,6 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, act: str = 
             counters = _default_counters.setdefault(x.device, linear_counters(x.device))
         return torch.ops.flexvar.linear(x, w, b, counters, a, int(max_rows), int(splits))
     return linear_ref(x, w, b, a)
-
-
-# ---- L2 prefetch -----------------------------------------------------------------------------------
-PREFETCH_MAX_TENSORS = 8  # per launch (FLEXVAR_PREFETCH_MAX_RANGES)
-PREFETCH_METHODS = {"bulk": 0, "lines": 1}  # the method argument of the op (flexvar_prefetch_t)
-
-
-@torch.library.impl(_lib, "prefetch_l2", "CPU")
-def _prefetch_l2_cpu(tensors, method, piece, blocks):
-    """A cache hint: no effect on any value, so nothing to do where there is no such cache."""
-
-
-@torch.library.register_fake("flexvar::prefetch_l2")
-def _prefetch_l2_fake(tensors, method, piece, blocks):
-    return None
-
-
-def prefetch_l2(tensors: list[torch.Tensor], method: str = "lines", piece: int = 64 << 10, blocks: int = 0,
-                use_kernel: bool = True) -> None:
-    """Ask the L2 cache to start fetching contiguous CUDA tensors (a launch per 8 tensors); nothing elsewhere."""
-    if use_kernel and tensors and tensors[0].is_cuda and load():
-        for i in range(0, len(tensors), PREFETCH_MAX_TENSORS):
-            torch.ops.flexvar.prefetch_l2(tensors[i:i + PREFETCH_MAX_TENSORS], PREFETCH_METHODS[method], int(piece),
-                                          int(blocks))
 
 
 # ---- loading the compiled kernels ---------------------------------------------------------------

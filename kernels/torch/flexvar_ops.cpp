@@ -11,7 +11,6 @@
 
 #include "flexvar/guided_sample.h"
 #include "flexvar/linear.h"
-#include "flexvar/prefetch.h"
 #include "flexvar/next_tokens.h"
 #include "flexvar/qk_norm_cache.h"
 
@@ -150,27 +149,6 @@ at::Tensor linear_cuda(const at::Tensor& x, const at::Tensor& w, const std::opti
   return y.view(shape);
 }
 
-void prefetch_l2_cuda(at::TensorList tensors, int64_t method, int64_t piece, int64_t blocks) {
-  TORCH_CHECK(tensors.size() <= FLEXVAR_PREFETCH_MAX_RANGES, "at most ", FLEXVAR_PREFETCH_MAX_RANGES, " tensors");
-  if (tensors.empty()) return;
-  const void* ptrs[FLEXVAR_PREFETCH_MAX_RANGES];
-  size_t bytes[FLEXVAR_PREFETCH_MAX_RANGES];
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    const at::Tensor& t = tensors[i];
-    TORCH_CHECK(t.is_cuda() && t.device() == tensors[0].device() && t.is_contiguous(),
-                "prefetch_l2 takes contiguous tensors on one CUDA device");
-    ptrs[i] = t.data_ptr();
-    bytes[i] = t.numel() * t.element_size();
-  }
-  const at::cuda::CUDAGuard guard(tensors[0].device());
-  TORCH_CHECK(method == FLEXVAR_PREFETCH_BULK || method == FLEXVAR_PREFETCH_LINES, "method must be 0 (bulk) or 1 (lines)");
-  TORCH_CHECK(piece >= 16 && piece % 16 == 0 && piece <= (int64_t{1} << 31), "piece must be a multiple of 16, at most 2^31");
-  TORCH_CHECK(blocks >= 0 && blocks <= INT32_MAX, "blocks must be >= 0 (0: chosen by the launcher)");
-  C10_CUDA_CHECK(flexvar_prefetch_l2(ptrs, bytes, static_cast<int>(tensors.size()),
-                                     static_cast<flexvar_prefetch_t>(method), static_cast<size_t>(piece),
-                                     static_cast<int>(blocks), at::cuda::getCurrentCUDAStream()));
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(flexvar, CUDA, m) {
@@ -178,5 +156,4 @@ TORCH_LIBRARY_IMPL(flexvar, CUDA, m) {
   m.impl("guided_sample", &guided_sample_cuda);
   m.impl("qk_norm_cache", &qk_norm_cache_cuda);
   m.impl("linear", &linear_cuda);
-  m.impl("prefetch_l2", &prefetch_l2_cuda);
 }
