@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .images import pixels_uint8
-from .kernels import ACT_CODES, LINEAR_MAX_ROWS, guided_sample, linear_counters, load, next_tokens, qk_norm_cache
+from .kernels import ACT_CODES, LINEAR_MAX_ROWS, guided_sample, load, next_tokens, qk_norm_cache
 from .kv_cache import KVCache
 from .model import FlexVAR, layer_norm
 from .sampling import SamplingParams, guidance_weight, step_top_k
@@ -63,23 +63,22 @@ def bicubic_taps(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
     return idx, w
 
 
-def project(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, counters: torch.Tensor | None = None,
+def project(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, small_gemm: bool = False,
             gelu: bool = False) -> torch.Tensor:
-    """x w^T + b (then GELU-tanh if `gelu`). Given `counters` (CUDA, kernels built), the `flexvar::linear`
-    op: the weight-streaming kernel for a step's few rows, cuBLAS for many. Without: ATen (CPU, export)."""
-    if counters is not None:
-        return torch.ops.flexvar.linear(x, w, b, counters, ACT_CODES["gelu_tanh" if gelu else "none"],
-                                        LINEAR_MAX_ROWS, 0)
+    """x w^T + b (then GELU-tanh if `gelu`). small_gemm: the `flexvar::linear` op (the weight-streaming
+    kernel for a step's few rows, cuBLAS for many); else ATen (CPU, export)."""
+    if small_gemm:
+        return torch.ops.flexvar.linear(x, w, b, ACT_CODES["gelu_tanh" if gelu else "none"], LINEAR_MAX_ROWS, 0)
     return fc1_gelu(x, w, b) if gelu else F.linear(x, w, b)
 
 
 def qkv_proj(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, wqkv: torch.Tensor, bqkv: torch.Tensor,
-             eps: float, counters: torch.Tensor | None = None) -> torch.Tensor:
+             eps: float, small_gemm: bool = False) -> torch.Tensor:
     """A block's qkv projection of LN(x)(1 + scale1) + shift1: (B, l, 3C) in the weights' dtype."""
     C = wqkv.shape[1]
     _, _, s1, _, sh1, _ = mod_B6C.float().unsqueeze(2).unbind(1)  # each (B, 1, C)
     h = F.layer_norm(x_BlC, (C,), eps=eps) * (1 + s1) + sh1
-    return project(h.to(wqkv.dtype), wqkv, bqkv, counters)
+    return project(h.to(wqkv.dtype), wqkv, bqkv, small_gemm)
 
 
 def qkv_step(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, wqkv: torch.Tensor, bqkv: torch.Tensor,
@@ -96,25 +95,25 @@ def qkv_step(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, wqkv: torch.Tensor, bqk
 
 def finish_step(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, o_BHld: torch.Tensor, wproj: torch.Tensor,
                 bproj: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
-                eps: float, counters: torch.Tensor | None = None) -> torch.Tensor:
+                eps: float, small_gemm: bool = False) -> torch.Tensor:
     """Second half: x += proj(o) * gamma1; x += ffn(LN(x)(1+scale2)+shift2) * gamma2 (x in float32)."""
     B, l = x_BlC.shape[:2]
     C = wproj.shape[0]
     g1, g2, _, s2, _, sh2 = mod_B6C.float().unsqueeze(2).unbind(1)
-    x = x_BlC + project(o_BHld.transpose(1, 2).reshape(B, l, C), wproj, bproj, counters).float() * g1
+    x = x_BlC + project(o_BHld.transpose(1, 2).reshape(B, l, C), wproj, bproj, small_gemm).float() * g1
     h = F.layer_norm(x, (C,), eps=eps) * (1 + s2) + sh2
-    f = project(project(h.to(w1.dtype).reshape(B * l, C), w1, b1, counters, gelu=True), w2, b2, counters)
+    f = project(project(h.to(w1.dtype).reshape(B * l, C), w1, b1, small_gemm, gelu=True), w2, b2, small_gemm)
     return x + f.view(B, l, C).float() * g2
 
 
 def finish_qkv(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, o_BHld: torch.Tensor, wproj: torch.Tensor,
                bproj: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
                mod_next: torch.Tensor, wqkv_next: torch.Tensor, bqkv_next: torch.Tensor,
-               eps: float, counters: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               eps: float, small_gemm: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """A block's second half and the next block's qkv projection, in one graph so the compiler
     fuses the residual update with the next LayerNorm: (x, qkv of the next block)."""
-    x = finish_step(x_BlC, mod_B6C, o_BHld, wproj, bproj, w1, b1, w2, b2, eps, counters)
-    return x, qkv_proj(x, mod_next, wqkv_next, bqkv_next, eps, counters)
+    x = finish_step(x_BlC, mod_B6C, o_BHld, wproj, bproj, w1, b1, w2, b2, eps, small_gemm)
+    return x, qkv_proj(x, mod_next, wqkv_next, bqkv_next, eps, small_gemm)
 
 
 def attend(q_BlHd: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, end: int) -> torch.Tensor:
@@ -187,7 +186,7 @@ class FastRuntime:
         self.qkv_proj, self.finish_qkv, self.finish_step = qkv_proj, finish_qkv, finish_step
         # the block GEMMs through `flexvar::linear` (streaming kernel for few rows) when the kernels run here
         small_gemm = False if use_small_gemm is None else use_small_gemm
-        self._counters = linear_counters(self.device) if small_gemm and (load() or not cuda) else None
+        self.small_gemm = bool(small_gemm and (load() or not cuda))
         if cuda if compile_blocks is None else compile_blocks:  # dynamic in the step's tokens and start
             self.qkv_proj = torch.compile(qkv_proj, dynamic=True)
             self.finish_qkv = torch.compile(finish_qkv, dynamic=True)
@@ -267,7 +266,7 @@ class FastRuntime:
         computation as `model.Block.forward_step` over the weights as plain tensors."""
         eps, W = self.model.cfg.norm_eps, self.block_weights
         end = start + x_BlC.shape[1]
-        ctr = self._counters
+        ctr = self.small_gemm
         qkv = self.qkv_proj(x_BlC, blocks[0], W[0][0], W[0][1], eps, ctr)
         for i, (_, _, scale, *second) in enumerate(W):
             q = qk_norm_cache(qkv, scale, kv[i, 0], kv[i, 1], start, use_kernel=self.use_kernels)

@@ -99,24 +99,22 @@ def test_qk_norm_cache_kernel(dtype, B, l, H, d, L, start):
     (1, 64, 64, "none", True, 0), (2, 3072, 1024, "none", True, 0), (8, 4096, 1024, "gelu_tanh", True, 0),
     (18, 1024, 4096, "none", True, 0), (33, 1024, 1024, "none", False, 0), (50, 4608, 1536, "none", True, 0),
     (72, 6144, 1536, "gelu_tanh", True, 0), (128, 1536, 6144, "none", True, 0), (200, 3072, 1024, "none", True, 0),
-    (17, 192, 640, "gelu_tanh", True, 5), (65, 128, 2048, "none", True, 16), (300, 256, 128, "none", True, 2),
+    (17, 192, 640, "gelu_tanh", True, 5), (65, 128, 2048, "none", True, 8), (300, 256, 128, "none", True, 2),
     (7, 1024, 4096, "none", True, 1)], ids=str)
 def test_linear_kernel(dtype, M, N, Kd, act, bias, splits):
     """The streaming kernel (rows up to any count, forced and launcher-chosen splits) against the reference
-    computed in float32 from the same inputs; bitwise the same on a second launch; counters left at zero."""
+    computed in float32 from the same inputs; bitwise the same on a second launch."""
     assert K.load()
     g = torch.Generator("cuda").manual_seed(M * 7 + N + Kd)
     x = torch.randn(2, M, Kd, device="cuda", generator=g).to(dtype)[1]  # a view at an offset
     w = (torch.randn(N, Kd, device="cuda", generator=g) / Kd ** 0.5).to(dtype)
     b = torch.randn(N, device="cuda", generator=g).to(dtype) if bias else None
-    ctr = K.linear_counters("cuda")
-    y = K.linear(x, w, b, act, ctr, max_rows=1 << 20, splits=splits)
+    y = K.linear(x, w, b, act, max_rows=1 << 20, splits=splits)
     ref = K.linear_ref(x.cpu().float(), w.cpu().float(), None if b is None else b.cpu().float(), K.ACT_CODES[act])
     assert y.dtype == dtype and y.shape == (M, N)
     assert rel_err(y.cpu().float(), ref) < 1e-2
-    assert torch.equal(y, K.linear(x, w, b, act, ctr, max_rows=1 << 20, splits=splits))
-    assert torch.count_nonzero(ctr) == 0
-    y3 = K.linear(x.view(1, M, Kd), w, b, act, ctr, max_rows=1 << 20, splits=splits)
+    assert torch.equal(y, K.linear(x, w, b, act, max_rows=1 << 20, splits=splits))
+    y3 = K.linear(x.view(1, M, Kd), w, b, act, max_rows=1 << 20, splits=splits)
     assert y3.shape == (1, M, N) and torch.equal(y3[0], y)
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Session 5: the streaming `linear` kernel for the block GEMMs.
+# Session 5: the streaming `linear` kernel for the block GEMMs (v1 at 4e0ee3b: split-K through a
+# global workspace and counters; v2: split-K across a thread-block cluster, reduced in shared memory).
 #   bash bench/gpu/linear_s5.sh a   # build; kernel tests; micro-benchmark vs cuBLAS; A/B d16 B1/B32 in one run
 #   bash bench/gpu/linear_s5.sh b   # A/B d24 B1/B32 in one run
 set -uo pipefail
@@ -12,10 +13,10 @@ if [ "${1:-a}" = a ]; then
   rc=$?; echo "gpu tests rc=$rc"; grep -E "passed|failed|Error|assert" "$L/gpu_tests.log" | tail -12
   [ $rc -eq 0 ] || { tar czf "$OUT/logs_a.tgz" -C "$OUT" logs; exit 1; }
   timeout 120 python3 -m flexvar.bench.linear_small --out "$OUT/linear_small.json" 2>&1 | grep "^linear_small"
-  timeout 250 flexvar bench --dtype fp16 --depths 16 --batches 1,32 --schedules 256-10 --impls fast-nogemm,fast \
+  timeout 250 flexvar bench --dtype fp16 --depths 16 --batches 1,32 --schedules 256-10 --impls fast,fast-gemm \
     --repeat 7 --no-breakdown --out "$OUT/ab_linear_d16.json" 2>&1 | grep -E "^bench: ran|^\|"
 else
-  timeout 300 flexvar bench --dtype fp16 --depths 24 --batches 1,32 --schedules 256-10 --impls fast-nogemm,fast \
+  timeout 300 flexvar bench --dtype fp16 --depths 24 --batches 1,32 --schedules 256-10 --impls fast,fast-gemm \
     --repeat 7 --no-breakdown --out "$OUT/ab_linear_d24.json" 2>&1 | grep -E "^bench: ran|^\|"
 fi
 tar czf "$OUT/logs_${1:-a}.tgz" -C "$OUT" logs && rm -rf "$L"

@@ -103,11 +103,12 @@ at::Tensor linear_cublas(const at::Tensor& x2, const at::Tensor& w, const std::o
   return gelu ? at::gelu(y, "tanh") : y;
 }
 
-at::Tensor linear_cuda(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& b,
-                       const at::Tensor& counters, int64_t act, int64_t max_m, int64_t splits) {
+at::Tensor linear_cuda(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& b, int64_t act,
+                       int64_t max_m, int64_t splits) {
   TORCH_CHECK(x.dim() >= 1 && w.dim() == 2 && x.size(-1) == w.size(1), "x (..., K) and w (N, K) do not fit");
   TORCH_CHECK(act == FLEXVAR_ACT_NONE || act == FLEXVAR_ACT_GELU_TANH, "act must be 0 (none) or 1 (gelu tanh)");
-  TORCH_CHECK(splits >= 0, "splits must be >= 0 (0: chosen by the launcher)");
+  TORCH_CHECK(splits >= 0 && splits <= FLEXVAR_LINEAR_MAX_SPLITS, "splits must be 0 (chosen by the launcher) to ",
+              FLEXVAR_LINEAR_MAX_SPLITS);
   const int64_t N = w.size(0), K = w.size(1), M = K > 0 ? x.numel() / K : 0;
   TORCH_CHECK(x.scalar_type() == w.scalar_type(), "x and w must share a dtype");
   TORCH_CHECK(x.is_cuda() && w.device() == x.device(), "x and w must be on one CUDA device");
@@ -115,8 +116,6 @@ at::Tensor linear_cuda(const at::Tensor& x, const at::Tensor& w, const std::opti
     TORCH_CHECK(b->dim() == 1 && b->size(0) == N && b->scalar_type() == w.scalar_type() && b->device() == w.device(),
                 "b must be (N) in w's dtype, on w's device");
   }
-  TORCH_CHECK(counters.scalar_type() == at::kInt && counters.device() == x.device() && counters.is_contiguous(),
-              "counters must be contiguous int32 on x's device");
   const at::cuda::CUDAGuard guard(x.device());
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape.back() = N;
@@ -129,23 +128,17 @@ at::Tensor linear_cuda(const at::Tensor& x, const at::Tensor& w, const std::opti
   auto xc = x2.contiguous(), wc = w.contiguous();
   std::optional<at::Tensor> bc;
   if (b.has_value()) bc = b->contiguous();
-  const bool aligned = reinterpret_cast<uintptr_t>(xc.data_ptr()) % 16 == 0 &&
-                       reinterpret_cast<uintptr_t>(wc.data_ptr()) % 16 == 0;
+  if (reinterpret_cast<uintptr_t>(xc.data_ptr()) % 16 || reinterpret_cast<uintptr_t>(wc.data_ptr()) % 16) {
+    return linear_cublas(x2, w, b, gelu).view(shape);
+  }
   int sms = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, x.get_device()));
   const int s = splits > 0 ? static_cast<int>(splits) : flexvar_linear_splits(M, N, K, sms);
   TORCH_CHECK(K % (64 * s) == 0, "K must be a multiple of 64 * splits");
-  if (!aligned || flexvar_linear_counters(M, N) > static_cast<size_t>(counters.numel())) {
-    return linear_cublas(x2, w, b, gelu).view(shape);
-  }
-  const size_t ws = flexvar_linear_workspace(M, N, s);
-  at::Tensor workspace = ws ? at::empty({static_cast<int64_t>(ws)}, x.options().dtype(at::kFloat)) : at::Tensor();
   auto y = at::empty({M, N}, x.options());
   C10_CUDA_CHECK(flexvar_linear(xc.data_ptr(), wc.data_ptr(), bc.has_value() ? bc->data_ptr() : nullptr, y.data_ptr(),
-                                M, N, K, s, static_cast<flexvar_act_t>(act),
-                                ws ? workspace.data_ptr<float>() : nullptr,
-                                reinterpret_cast<unsigned*>(counters.data_ptr<int32_t>()),
-                                to_flexvar(x.scalar_type()), at::cuda::getCurrentCUDAStream()));
+                                M, N, K, s, static_cast<flexvar_act_t>(act), to_flexvar(x.scalar_type()),
+                                at::cuda::getCurrentCUDAStream()));
   return y.view(shape);
 }
 
