@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 5: the streaming `linear` kernel for the block GEMMs (v1 at 4e0ee3b: split-K through a
+# Session 5: the streaming `linear` kernel for the block GEMMs (v1 at b17e5fb: split-K through a
 # global workspace and counters; v2: split-K across a thread-block cluster, reduced in shared memory).
 #   bash bench/gpu/linear_s5.sh a   # build; kernel tests; micro-benchmark vs cuBLAS; A/B d16 B1/B32 in one run
 #   bash bench/gpu/linear_s5.sh b   # A/B d24 B1/B32 in one run
