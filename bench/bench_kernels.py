@@ -110,37 +110,3 @@ def test_qk_norm_cache_kernel(benchmark, qkv_case):
         torch.ops.flexvar.qk_norm_cache(qkv, scale, kc, vc, start)
         _sync()
     benchmark(run)
-
-
-@pytest.fixture(scope="module", params=[2, 50], ids=lambda m: f"M{m}")
-def linear_case(request):
-    """A d16 block's fc1 (4096 x 1024, GELU) at a batch-1 step's rows (2 x tokens: steps 1 and 5 of 256-10)."""
-    g = torch.Generator(DEV).manual_seed(3)
-    x = torch.randn(request.param, 1024, device=DEV, generator=g).to(DT)
-    w = (torch.randn(4096, 1024, device=DEV, generator=g) / 32).to(DT)
-    b = torch.randn(4096, device=DEV, generator=g).to(DT)
-    return x, w, b
-
-
-def test_linear_ref(benchmark, linear_case):
-    """The reference; on CUDA, what the fast runtime ran before the kernel: cuBLAS with the GELU epilogue."""
-    x, w, b = linear_case
-
-    def run():
-        if DEV == "cuda":
-            torch._addmm_activation(b, x, w.t(), use_gelu=True)
-        else:
-            K.linear_ref(x, w, b, K.ACT_CODES["gelu_tanh"])
-        _sync()
-    benchmark(run)
-
-
-@pytest.mark.skipif(DEV != "cuda", reason="the kernel is CUDA-only")
-def test_linear_kernel(benchmark, linear_case):
-    x, w, b = linear_case
-    assert K.load()
-
-    def run():
-        K.linear(x, w, b, "gelu_tanh")
-        _sync()
-    benchmark(run)

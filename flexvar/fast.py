@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .images import pixels_uint8
-from .kernels import ACT_CODES, LINEAR_MAX_ROWS, guided_sample, load, next_tokens, qk_norm_cache
+from .kernels import guided_sample, next_tokens, qk_norm_cache
 from .kv_cache import KVCache
 from .model import FlexVAR, layer_norm
 from .sampling import SamplingParams, guidance_weight, step_top_k
@@ -63,22 +63,13 @@ def bicubic_taps(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
     return idx, w
 
 
-def project(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, small_gemm: bool = False,
-            gelu: bool = False) -> torch.Tensor:
-    """x w^T + b (then GELU-tanh if `gelu`). small_gemm: the `flexvar::linear` op (the weight-streaming
-    kernel for a step's few rows, cuBLAS for many); else ATen (CPU, export)."""
-    if small_gemm:
-        return torch.ops.flexvar.linear(x, w, b, ACT_CODES["gelu_tanh" if gelu else "none"], LINEAR_MAX_ROWS, 0)
-    return fc1_gelu(x, w, b) if gelu else F.linear(x, w, b)
-
-
 def qkv_proj(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, wqkv: torch.Tensor, bqkv: torch.Tensor,
-             eps: float, small_gemm: bool = False) -> torch.Tensor:
+             eps: float) -> torch.Tensor:
     """A block's qkv projection of LN(x)(1 + scale1) + shift1: (B, l, 3C) in the weights' dtype."""
     C = wqkv.shape[1]
     _, _, s1, _, sh1, _ = mod_B6C.float().unsqueeze(2).unbind(1)  # each (B, 1, C)
     h = F.layer_norm(x_BlC, (C,), eps=eps) * (1 + s1) + sh1
-    return project(h.to(wqkv.dtype), wqkv, bqkv, small_gemm)
+    return F.linear(h.to(wqkv.dtype), wqkv, bqkv)
 
 
 def qkv_step(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, wqkv: torch.Tensor, bqkv: torch.Tensor,
@@ -95,25 +86,25 @@ def qkv_step(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, wqkv: torch.Tensor, bqk
 
 def finish_step(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, o_BHld: torch.Tensor, wproj: torch.Tensor,
                 bproj: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
-                eps: float, small_gemm: bool = False) -> torch.Tensor:
+                eps: float) -> torch.Tensor:
     """Second half: x += proj(o) * gamma1; x += ffn(LN(x)(1+scale2)+shift2) * gamma2 (x in float32)."""
     B, l = x_BlC.shape[:2]
     C = wproj.shape[0]
     g1, g2, _, s2, _, sh2 = mod_B6C.float().unsqueeze(2).unbind(1)
-    x = x_BlC + project(o_BHld.transpose(1, 2).reshape(B, l, C), wproj, bproj, small_gemm).float() * g1
+    x = x_BlC + F.linear(o_BHld.transpose(1, 2).reshape(B, l, C), wproj, bproj).float() * g1
     h = F.layer_norm(x, (C,), eps=eps) * (1 + s2) + sh2
-    f = project(project(h.to(w1.dtype).reshape(B * l, C), w1, b1, small_gemm, gelu=True), w2, b2, small_gemm)
-    return x + f.view(B, l, C).float() * g2
+    f = F.linear(fc1_gelu(h.to(w1.dtype).reshape(B * l, C), w1, b1), w2, b2).view(B, l, C)
+    return x + f.float() * g2
 
 
 def finish_qkv(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, o_BHld: torch.Tensor, wproj: torch.Tensor,
                bproj: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
                mod_next: torch.Tensor, wqkv_next: torch.Tensor, bqkv_next: torch.Tensor,
-               eps: float, small_gemm: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+               eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """A block's second half and the next block's qkv projection, in one graph so the compiler
     fuses the residual update with the next LayerNorm: (x, qkv of the next block)."""
-    x = finish_step(x_BlC, mod_B6C, o_BHld, wproj, bproj, w1, b1, w2, b2, eps, small_gemm)
-    return x, qkv_proj(x, mod_next, wqkv_next, bqkv_next, eps, small_gemm)
+    x = finish_step(x_BlC, mod_B6C, o_BHld, wproj, bproj, w1, b1, w2, b2, eps)
+    return x, qkv_proj(x, mod_next, wqkv_next, bqkv_next, eps)
 
 
 def attend(q_BlHd: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, end: int) -> torch.Tensor:
@@ -164,12 +155,11 @@ class FastRuntime:
 
     def __init__(self, model: FlexVAR, vae: VQVAE, use_graphs: bool | None = None, use_kernels: bool = True,
                  compile_blocks: bool | None = None, channels_last: bool | None = None,
-                 compile_decoder: bool | None = None, use_small_gemm: bool | None = None,
+                 compile_decoder: bool | None = None,
                  max_plans: int = 8, max_label_sets: int = 64):
-        """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with dynamic
-        shapes (once per process), the channels-last decoder compiled per output shape.
-        On CPU: none of them. use_small_gemm=True runs the block GEMMs through the few-rows `linear`
-        op (off by default: slower than cuBLAS on the H100, bench/NOTES.md; on CPU its reference)."""
+        """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
+        dynamic shapes (once per process), the channels-last decoder compiled per output shape.
+        On CPU: none of them."""
         self.model, self.vae = model, vae
         p = model.pos_1LC
         self.device, self.dtype = p.device, p.dtype
@@ -184,9 +174,6 @@ class FastRuntime:
             self.head_b = model.head.bias.float()
             self.block_weights = [self._weights(b) for b in model.blocks]
         self.qkv_proj, self.finish_qkv, self.finish_step = qkv_proj, finish_qkv, finish_step
-        # the block GEMMs through `flexvar::linear` (streaming kernel for few rows) when the kernels run here
-        small_gemm = False if use_small_gemm is None else use_small_gemm
-        self.small_gemm = bool(small_gemm and (load() or not cuda))
         if cuda if compile_blocks is None else compile_blocks:  # dynamic in the step's tokens and start
             self.qkv_proj = torch.compile(qkv_proj, dynamic=True)
             self.finish_qkv = torch.compile(finish_qkv, dynamic=True)
@@ -266,16 +253,15 @@ class FastRuntime:
         computation as `model.Block.forward_step` over the weights as plain tensors."""
         eps, W = self.model.cfg.norm_eps, self.block_weights
         end = start + x_BlC.shape[1]
-        ctr = self.small_gemm
-        qkv = self.qkv_proj(x_BlC, blocks[0], W[0][0], W[0][1], eps, ctr)
+        qkv = self.qkv_proj(x_BlC, blocks[0], W[0][0], W[0][1], eps)
         for i, (_, _, scale, *second) in enumerate(W):
             q = qk_norm_cache(qkv, scale, kv[i, 0], kv[i, 1], start, use_kernel=self.use_kernels)
             o = attend(q, kv[i, 0], kv[i, 1], end)
             if i + 1 < len(W):
                 x_BlC, qkv = self.finish_qkv(x_BlC, blocks[i], o, *second, blocks[i + 1], W[i + 1][0], W[i + 1][1],
-                                             eps, ctr)
+                                             eps)
             else:
-                x_BlC = self.finish_step(x_BlC, blocks[i], o, *second, eps, ctr)
+                x_BlC = self.finish_step(x_BlC, blocks[i], o, *second, eps)
         return x_BlC
 
     def logits(self, x_BlC: torch.Tensor, head_B2C: torch.Tensor) -> torch.Tensor:

@@ -13,9 +13,6 @@ Ops:
                  over the vocabulary without sorting it (include/flexvar/guided_sample.h).
   qk_norm_cache: a block's attention prologue: split qkv, L2-normalise q and k per head, scale q,
                  write k and v into the token-major KV cache (include/flexvar/qk_norm_cache.h).
-  linear:        act(x w^T + b) for few rows (fp16/bf16): a weight-streaming tensor-core GEMM that
-                 splits K over a thread-block cluster when the rows alone leave the GPU idle; cuBLAS
-                 above `LINEAR_MAX_ROWS` rows and for other dtypes/shapes (include/flexvar/linear.h).
 """
 from __future__ import annotations
 
@@ -34,7 +31,6 @@ _lib.define("next_tokens(Tensor prev, Tensor proj, Tensor bias, Tensor pos, Tens
             "Tensor rx, Tensor wx) -> Tensor")
 _lib.define("guided_sample(Tensor logits, Tensor seed, float t, int rule, int top_k, float top_p, int step) -> Tensor")
 _lib.define("qk_norm_cache(Tensor qkv, Tensor scale, Tensor(a!) k_cache, Tensor(b!) v_cache, int start) -> Tensor")
-_lib.define("linear(Tensor x, Tensor w, Tensor? b, int act, int max_m, int splits) -> Tensor")
 
 RULE_CODES = {"ramp": 0, "constant": 1}  # the rule argument of the op (flexvar_guidance_t)
 MAX_SAMPLE_VOCAB = 16 * 1024  # the kernel holds a row in registers: up to 16 values per thread, 1024 threads
@@ -173,40 +169,6 @@ def qk_norm_cache(qkv_BlC3: torch.Tensor, scale_H: torch.Tensor, k_cache: torch.
             and v_cache.is_contiguous() and load()):
         return torch.ops.flexvar.qk_norm_cache(qkv_BlC3, scale_H, k_cache, v_cache, int(start))
     return qk_norm_cache_ref(qkv_BlC3, scale_H, k_cache, v_cache, start)
-
-
-# ---- linear layer for few rows --------------------------------------------------------------------
-ACT_CODES = {"none": 0, "gelu_tanh": 1}  # the act argument of the op (flexvar_act_t)
-LINEAR_MAX_ROWS = 256  # rows up to which the streaming kernel runs; cuBLAS above (bench/linear_small.py)
-
-
-def linear_ref(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, act: int = 0) -> torch.Tensor:
-    """Plain PyTorch: act(x w^T + b) in float32 (act 1: GELU, tanh approximation), rounded once to x's dtype."""
-    y = F.linear(x.float(), w.float(), None if b is None else b.float())
-    if act == ACT_CODES["gelu_tanh"]:
-        y = F.gelu(y, approximate="tanh")
-    return y.to(x.dtype)
-
-
-@torch.library.impl(_lib, "linear", "CPU")
-def _linear_cpu(x, w, b, act, max_m, splits):
-    return linear_ref(x, w, b, act)
-
-
-@torch.library.register_fake("flexvar::linear")
-def _linear_fake(x, w, b, act, max_m, splits):
-    return x.new_empty(*x.shape[:-1], w.shape[0])
-
-
-def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, act: str = "none",
-           max_rows: int = LINEAR_MAX_ROWS, splits: int = 0, use_kernel: bool = True) -> torch.Tensor:
-    """act(x w^T + b) for x (..., K), w (N, K): the op on CUDA when built (the streaming kernel for fp16/bf16
-    up to `max_rows` rows, K and N multiples of 64; cuBLAS otherwise), else `linear_ref`.
-    splits: 0 lets the launcher choose (1 before sm_90), else 1-8 with K a multiple of 64 * splits."""
-    a = ACT_CODES[act]
-    if use_kernel and x.is_cuda and load():
-        return torch.ops.flexvar.linear(x, w, b, a, int(max_rows), int(splits))
-    return linear_ref(x, w, b, a)
 
 
 # ---- loading the compiled kernels ---------------------------------------------------------------

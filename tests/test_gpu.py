@@ -4,12 +4,11 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import flexvar.kernels as K
 from flexvar import Pipeline
 from flexvar.config import FlexVARConfig, VQVAEConfig
-from flexvar.fast import FastRuntime, bicubic_taps, fc1_gelu
+from flexvar.fast import FastRuntime, bicubic_taps
 from flexvar.random_weights import random_tokenizer, random_transformer
 from flexvar.sampling import SamplingParams, guide
 from flexvar.schedule import Schedule
@@ -92,44 +91,6 @@ def test_qk_norm_cache_kernel(dtype, B, l, H, d, L, start):
     assert q.dtype == dtype and q.shape == (B, l, H, d)
     assert rel_err(q.cpu().float(), qr) < tol and rel_err(kc.cpu().float(), kr) < tol
     assert torch.equal(vc.cpu().float(), vr)
-
-
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("M, N, Kd, act, bias, splits", [
-    (1, 64, 64, "none", True, 0), (2, 3072, 1024, "none", True, 0), (8, 4096, 1024, "gelu_tanh", True, 0),
-    (18, 1024, 4096, "none", True, 0), (33, 1024, 1024, "none", False, 0), (50, 4608, 1536, "none", True, 0),
-    (72, 6144, 1536, "gelu_tanh", True, 0), (128, 1536, 6144, "none", True, 0), (200, 3072, 1024, "none", True, 0),
-    (17, 192, 640, "gelu_tanh", True, 5), (65, 128, 2048, "none", True, 8), (300, 256, 128, "none", True, 2),
-    (7, 1024, 4096, "none", True, 1)], ids=str)
-def test_linear_kernel(dtype, M, N, Kd, act, bias, splits):
-    """The streaming kernel (rows up to any count, forced and launcher-chosen splits) against the reference
-    computed in float32 from the same inputs; bitwise the same on a second launch."""
-    assert K.load()
-    g = torch.Generator("cuda").manual_seed(M * 7 + N + Kd)
-    x = torch.randn(2, M, Kd, device="cuda", generator=g).to(dtype)[1]  # a view at an offset
-    w = (torch.randn(N, Kd, device="cuda", generator=g) / Kd ** 0.5).to(dtype)
-    b = torch.randn(N, device="cuda", generator=g).to(dtype) if bias else None
-    y = K.linear(x, w, b, act, max_rows=1 << 20, splits=splits)
-    ref = K.linear_ref(x.cpu().float(), w.cpu().float(), None if b is None else b.cpu().float(), K.ACT_CODES[act])
-    assert y.dtype == dtype and y.shape == (M, N)
-    assert rel_err(y.cpu().float(), ref) < 1e-2
-    assert torch.equal(y, K.linear(x, w, b, act, max_rows=1 << 20, splits=splits))
-    y3 = K.linear(x.view(1, M, Kd), w, b, act, max_rows=1 << 20, splits=splits)
-    assert y3.shape == (1, M, N) and torch.equal(y3[0], y)
-
-
-@pytest.mark.parametrize("dtype, M, N, max_rows", [(torch.float32, 4, 128, 256), (torch.float16, 300, 128, 256),
-                                                   (torch.float16, 4, 100, 256), (torch.bfloat16, 64, 256, 32)],
-                         ids=str)
-def test_linear_op_cublas_fallback(dtype, M, N, max_rows):
-    """What the kernel does not take (float32, more rows than max_rows, N not a multiple of 64) runs cuBLAS:
-    F.linear's result, and with GELU the fast runtime's former fc1 (cuBLASLt's GELU epilogue)."""
-    g = torch.Generator("cuda").manual_seed(M + N)
-    x = torch.randn(M, 256, device="cuda", generator=g).to(dtype)
-    w, b = torch.randn(N, 256, device="cuda", generator=g).to(dtype), torch.randn(N, device="cuda", generator=g).to(dtype)
-    assert torch.equal(K.linear(x, w, b, "gelu_tanh", max_rows=max_rows), fc1_gelu(x, w, b))
-    assert torch.equal(K.linear(x, w, b, max_rows=max_rows), F.linear(x, w, b))
-    assert torch.equal(K.linear(x, w, None, max_rows=max_rows), F.linear(x, w))
 
 
 @pytest.mark.parametrize("guidance", ["ramp", "constant"])

@@ -6,11 +6,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <optional>
-#include <vector>
 
 #include "flexvar/guided_sample.h"
-#include "flexvar/linear.h"
 #include "flexvar/next_tokens.h"
 #include "flexvar/qk_norm_cache.h"
 
@@ -96,57 +93,10 @@ at::Tensor qk_norm_cache_cuda(const at::Tensor& qkv, const at::Tensor& scale, at
   return q;
 }
 
-// cuBLAS, for what the streaming kernel does not take (many rows, float32, other shapes)
-at::Tensor linear_cublas(const at::Tensor& x2, const at::Tensor& w, const std::optional<at::Tensor>& b, bool gelu) {
-  if (b.has_value()) return gelu ? at::_addmm_activation(*b, x2, w.t(), 1, 1, true) : at::addmm(*b, x2, w.t());
-  auto y = at::mm(x2, w.t());
-  return gelu ? at::gelu(y, "tanh") : y;
-}
-
-at::Tensor linear_cuda(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& b, int64_t act,
-                       int64_t max_m, int64_t splits) {
-  TORCH_CHECK(x.dim() >= 1 && w.dim() == 2 && x.size(-1) == w.size(1), "x (..., K) and w (N, K) do not fit");
-  TORCH_CHECK(act == FLEXVAR_ACT_NONE || act == FLEXVAR_ACT_GELU_TANH, "act must be 0 (none) or 1 (gelu tanh)");
-  TORCH_CHECK(splits >= 0 && splits <= FLEXVAR_LINEAR_MAX_SPLITS, "splits must be 0 (chosen by the launcher) to ",
-              FLEXVAR_LINEAR_MAX_SPLITS);
-  const int64_t N = w.size(0), K = w.size(1), M = K > 0 ? x.numel() / K : 0;
-  TORCH_CHECK(x.scalar_type() == w.scalar_type(), "x and w must share a dtype");
-  TORCH_CHECK(x.is_cuda() && w.device() == x.device(), "x and w must be on one CUDA device");
-  if (b.has_value()) {
-    TORCH_CHECK(b->dim() == 1 && b->size(0) == N && b->scalar_type() == w.scalar_type() && b->device() == w.device(),
-                "b must be (N) in w's dtype, on w's device");
-  }
-  const at::cuda::CUDAGuard guard(x.device());
-  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape.back() = N;
-  auto x2 = x.reshape({M, K});
-  const bool gelu = act == FLEXVAR_ACT_GELU_TANH;
-  const bool half = x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16;
-  if (!half || M < 1 || M > max_m || N % 64 || K % 64 || M > INT32_MAX || N > INT32_MAX || K > INT32_MAX) {
-    return linear_cublas(x2, w, b, gelu).view(shape);
-  }
-  auto xc = x2.contiguous(), wc = w.contiguous();
-  std::optional<at::Tensor> bc;
-  if (b.has_value()) bc = b->contiguous();
-  if (reinterpret_cast<uintptr_t>(xc.data_ptr()) % 16 || reinterpret_cast<uintptr_t>(wc.data_ptr()) % 16) {
-    return linear_cublas(x2, w, b, gelu).view(shape);
-  }
-  int sms = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, x.get_device()));
-  const int s = splits > 0 ? static_cast<int>(splits) : flexvar_linear_splits(M, N, K, sms);
-  TORCH_CHECK(K % (64 * s) == 0, "K must be a multiple of 64 * splits");
-  auto y = at::empty({M, N}, x.options());
-  C10_CUDA_CHECK(flexvar_linear(xc.data_ptr(), wc.data_ptr(), bc.has_value() ? bc->data_ptr() : nullptr, y.data_ptr(),
-                                M, N, K, s, static_cast<flexvar_act_t>(act), to_flexvar(x.scalar_type()),
-                                at::cuda::getCurrentCUDAStream()));
-  return y.view(shape);
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(flexvar, CUDA, m) {
   m.impl("next_tokens", &next_tokens_cuda);
   m.impl("guided_sample", &guided_sample_cuda);
   m.impl("qk_norm_cache", &qk_norm_cache_cuda);
-  m.impl("linear", &linear_cuda);
 }
