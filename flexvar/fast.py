@@ -15,7 +15,6 @@ for non-greedy sampling (same distribution); greedy codes are identical.
 """
 from __future__ import annotations
 
-import copy
 from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from .kv_cache import KVCache
 from .model import FlexVAR, layer_norm
 from .sampling import SamplingParams, guidance_weight, step_top_k
 from .schedule import Schedule
-from .vqvae import VQVAE, Upsample
+from .vqvae import VQVAE
 
 _M32 = 0xFFFFFFFF
 # in this order of preference (bench/attn_backends.py on the H100, fp16, d16 shapes, the cache views:
@@ -62,44 +61,6 @@ def bicubic_taps(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
     w = torch.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], dim=-1)
     idx = (base.long()[:, None] + torch.arange(-1, 3)).clamp(0, n_in - 1)
     return idx, w
-
-
-class PhaseUpsample(torch.nn.Module):
-    """`vqvae.Upsample` (nearest 2x, then a 3x3 convolution) computed on the low-resolution input.
-
-    Output pixel (2i + a, 2j + b) sees the input only at rows i - 1 + a, i + a and columns j - 1 + b, j + b
-    (the 3x3 taps that land on one input pixel summed, in float32). So one 2x2 convolution with 4 C
-    output channels (c, a, b) over the input padded by 1 gives every phase, phase (a, b) at offset
-    (a, b) of its (H + 1, W + 1) map, and a strided copy interleaves them: 16 instead of 36
-    multiply-adds per input pixel and channel pair, and no upsampled input in memory."""
-
-    def __init__(self, up: Upsample):
-        super().__init__()
-        w = up.conv.weight.detach().float()  # (C, Ci, 3, 3)
-        taps = [torch.tensor([[1.0, 0, 0], [0, 1, 1]]), torch.tensor([[1.0, 1, 0], [0, 0, 1]])]  # phase 0, 1
-        k = torch.stack([torch.stack([torch.einsum("uy,oiyx,vx->oiuv", taps[a].to(w), w, taps[b].to(w))
-                                      for b in range(2)], 1) for a in range(2)], 1)  # (C, 2, 2, Ci, 2, 2)
-        self.weight = torch.nn.Parameter(k.reshape(-1, *k.shape[3:]).to(up.conv.weight.dtype), requires_grad=False)
-        self.bias = torch.nn.Parameter(up.conv.bias.detach().repeat_interleave(4), requires_grad=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = F.conv2d(x, self.weight, self.bias, padding=1)  # (B, 4C, H + 1, W + 1)
-        B, C4, H1, W1 = z.shape
-        H, W, C = H1 - 1, W1 - 1, C4 // 4
-        z = z.view(B, C, 2, 2, H1, W1)
-        rows = [torch.stack([z[:, :, a, b, a:a + H, b:b + W] for b in range(2)], -1) for a in range(2)]
-        return torch.stack(rows, 3).reshape(B, C, 2 * H, 2 * W)  # (B, C, H, 2, W, 2) -> (B, C, 2H, 2W)
-
-
-def phase_upsampling(decoder: torch.nn.Module) -> torch.nn.Module:
-    """A copy of the decoder (sharing its parameters) with every `Upsample` as a `PhaseUpsample`."""
-    memo = {id(t): t for t in list(decoder.parameters()) + list(decoder.buffers())}
-    out = copy.deepcopy(decoder, memo)
-    for name, mod in list(out.named_modules()):
-        for child_name, child in list(mod.named_children()):
-            if isinstance(child, Upsample):
-                setattr(mod, child_name, PhaseUpsample(child))
-    return out
 
 
 def qkv_proj(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, wqkv: torch.Tensor, bqkv: torch.Tensor,
@@ -194,12 +155,11 @@ class FastRuntime:
 
     def __init__(self, model: FlexVAR, vae: VQVAE, use_graphs: bool | None = None, use_kernels: bool = True,
                  compile_blocks: bool | None = None, channels_last: bool | None = None,
-                 compile_decoder: bool | None = None, phase_upsample: bool = True,
+                 compile_decoder: bool | None = None,
                  max_plans: int = 8, max_label_sets: int = 64):
         """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
         dynamic shapes (once per process), the channels-last decoder compiled per output shape.
-        On CPU: none of them. Everywhere: the decoder's upsampling convolutions as `PhaseUpsample`
-        (phase_upsample=False keeps the reference's)."""
+        On CPU: none of them."""
         self.model, self.vae = model, vae
         p = model.pos_1LC
         self.device, self.dtype = p.device, p.dtype
@@ -218,7 +178,7 @@ class FastRuntime:
             self.qkv_proj = torch.compile(qkv_proj, dynamic=True)
             self.finish_qkv = torch.compile(finish_qkv, dynamic=True)
             self.finish_step = torch.compile(finish_step, dynamic=True)
-        self.decoder = phase_upsampling(vae.decoder) if phase_upsample else vae.decoder
+        self.decoder = vae.decoder
         if self.channels_last:
             self.decoder = self.decoder.to(memory_format=torch.channels_last)
         if cuda if compile_decoder is None else compile_decoder:

@@ -156,33 +156,3 @@ def test_fast_logits_match_reference(pipe_test):
         x = (cond[:, None] + pipe_test.model.pos_start + rt.positions(hw)[None]) if si == 0 else rt.next_tokens(codes[si - 1], hw)
         x = rt.transformer(x, blocks, cache.kv, sched.offsets[si])
         assert rel_err(rt.logits(x, head), ref[si]) < 1e-5
-
-
-@pytest.mark.parametrize("shape", [(2, 8, 5, 7), (1, 16, 1, 1), (3, 4, 6, 6)], ids=str)
-def test_phase_upsample_equals_upsample_conv(shape):
-    """The 2x2 phase convolution = nearest 2x upsampling + the 3x3 convolution, borders included."""
-    from flexvar.fast import PhaseUpsample
-    from flexvar.vqvae import Upsample
-    torch.manual_seed(shape[1] + shape[2])
-    up = Upsample(shape[1])
-    x = torch.randn(shape)
-    with torch.no_grad():
-        ref, out = up(x), PhaseUpsample(up)(x)
-    assert out.shape == ref.shape == (shape[0], shape[1], 2 * shape[2], 2 * shape[3])
-    assert rel_err(out, ref) < 1e-6
-
-
-def test_phase_upsampling_shares_the_decoder(pipe_test):
-    """The fast decoder is a copy with phase upsampling that shares every other parameter, and decodes the
-    same images; the reference decoder is left as it was."""
-    from flexvar.fast import PhaseUpsample, phase_upsampling
-    dec = pipe_test.vae.decoder
-    fast_dec = phase_upsampling(dec)
-    kinds = [type(m).__name__ for m in dec.modules()]
-    assert "Upsample" in kinds and "PhaseUpsample" not in kinds
-    assert any(isinstance(m, PhaseUpsample) for m in fast_dec.modules())
-    shared = {id(p) for p in dec.parameters()}
-    assert all(id(p) in shared for n, p in fast_dec.named_parameters() if "upsample" not in n)
-    z = torch.randn(2, pipe_test.vae.cfg.z_channels, 4, 6)
-    with torch.no_grad():
-        assert rel_err(fast_dec(z), dec(z)) < 1e-5
