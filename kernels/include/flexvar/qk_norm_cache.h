@@ -8,7 +8,7 @@
  *
  * Norms and products in float32 (PyTorch's F.normalize on the float32 values), results rounded
  * once to `dtype`. q_out (B, l, H, d) transposed to (B, H, l, d) and the cache prefix permuted
- * to (B, H, end, d) are the strided views flash attention reads without copying.
+ * to (B, H, end, d) are the strided views that cuDNN and flash attention read without copying.
  * Framework-free: raw device pointers, a stream, a cudaError_t. d must be a multiple of 32, <= 256.
  */
 #pragma once
