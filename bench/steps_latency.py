@@ -113,7 +113,8 @@ class Impls:
                                              use_kernels="nokernels" not in variant,
                                              compile_blocks=cuda and "nocompile" not in variant,
                                              channels_last=cuda and "nchw" not in variant,
-                                             compile_decoder=cuda and "nocdec" not in variant)
+                                             compile_decoder=cuda and "nocdec" not in variant,
+                                             fused_small_steps=cuda and "nosmall" not in variant and "nokernels" not in variant)
         return self.fast[variant]
 
     def _eager(self, sampler, labels, sched, p, seed, decode):
@@ -289,7 +290,7 @@ def parse_args(argv=None):
                     help="schedules separated by ';'")
     ap.add_argument("--impls", default="eager,compile,fast" if cuda else "eager,fast",
                     help="eager, compile, fast, fast-VARIANT (VARIANT joins nographs, nokernels, nocompile, nchw, "
-                         "nocdec with '-'), onnxruntime, aoti, tensorrt")
+                         "nocdec, nosmall with '-'), onnxruntime, aoti, tensorrt")
     ap.add_argument("--dtype", default="bf16" if cuda else "fp32", help="fast runtime dtype: bf16, fp16, fp32")
     ap.add_argument("--autocast", default="fp16", help="autocast dtype of the eager baselines on GPU")
     ap.add_argument("--repeat", type=int, default=5)

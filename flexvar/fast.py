@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .images import pixels_uint8
-from .kernels import guided_sample, next_tokens, qk_norm_cache
+from .kernels import guided_sample, next_tokens, qk_norm_cache, small_step, small_step_fits
+from .kernels import load as load_kernels
 from .kv_cache import KVCache
 from .model import FlexVAR, layer_norm
 from .sampling import SamplingParams, guidance_weight, step_top_k
@@ -155,17 +156,19 @@ class FastRuntime:
 
     def __init__(self, model: FlexVAR, vae: VQVAE, use_graphs: bool | None = None, use_kernels: bool = True,
                  compile_blocks: bool | None = None, channels_last: bool | None = None,
-                 compile_decoder: bool | None = None,
+                 compile_decoder: bool | None = None, fused_small_steps: bool | None = None,
                  max_plans: int = 8, max_label_sets: int = 64):
         """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
-        dynamic shapes (once per process), the channels-last decoder compiled per output shape.
-        On CPU: none of them."""
+        dynamic shapes (once per process), the channels-last decoder compiled per output shape, and
+        steps of at most 64 token rows (batch 1's first steps) as one `small_step` kernel.
+        On CPU: none of them (fused_small_steps=True runs `small_step`'s reference there, for tests)."""
         self.model, self.vae = model, vae
         p = model.pos_1LC
         self.device, self.dtype = p.device, p.dtype
         cuda = self.device.type == "cuda"
         self.use_graphs = cuda if use_graphs is None else use_graphs
         self.use_kernels = use_kernels
+        self.fused_small_steps = cuda and use_kernels if fused_small_steps is None else fused_small_steps
         self.channels_last = cuda if channels_last is None else channels_last
         with torch.no_grad():
             book = vae.quantize.normalized().float()
@@ -173,6 +176,9 @@ class FastRuntime:
             self.head_w = model.head.weight.contiguous()
             self.head_b = model.head.bias.float()
             self.block_weights = [self._weights(b) for b in model.blocks]
+            # small_step's nine per-block lists: wqkv, bqkv, q scale (H), wproj, bproj, w1, b1, w2, b2
+            self.step_weights = tuple(list(ws) for ws in zip(*(
+                (w[0], w[1], w[2].reshape(-1).contiguous(), *w[3:]) for w in self.block_weights)))
         self.qkv_proj, self.finish_qkv, self.finish_step = qkv_proj, finish_qkv, finish_step
         if cuda if compile_blocks is None else compile_blocks:  # dynamic in the step's tokens and start
             self.qkv_proj = torch.compile(qkv_proj, dynamic=True)
@@ -252,6 +258,10 @@ class FastRuntime:
         next block's projection (the residual update fused with the next LayerNorm). The same
         computation as `model.Block.forward_step` over the weights as plain tensors."""
         eps, W = self.model.cfg.norm_eps, self.block_weights
+        if self._small_step(x_BlC, kv, start):
+            x_BlC = x_BlC.clone(memory_format=torch.contiguous_format)  # updated in place
+            small_step(x_BlC, blocks, kv, self.step_weights, start, eps, use_kernel=self.use_kernels)
+            return x_BlC
         end = start + x_BlC.shape[1]
         qkv = self.qkv_proj(x_BlC, blocks[0], W[0][0], W[0][1], eps)
         for i, (_, _, scale, *second) in enumerate(W):
@@ -263,6 +273,17 @@ class FastRuntime:
             else:
                 x_BlC = self.finish_step(x_BlC, blocks[i], o, *second, eps)
         return x_BlC
+
+    def _small_step(self, x_BlC: torch.Tensor, kv: torch.Tensor, start: int) -> bool:
+        """Whether this step runs as one `small_step` kernel (few rows; on CPU only when asked)."""
+        if not self.fused_small_steps:
+            return False
+        if not x_BlC.is_cuda:
+            return True
+        cfg = self.model.cfg
+        R, l, C = x_BlC.shape
+        return (self.use_kernels and small_step_fits(R, l, C, cfg.heads, cfg.mlp_hidden, cfg.depth, kv.shape[2], start,
+                                                     kv.dtype, kv.device) and load_kernels())
 
     def logits(self, x_BlC: torch.Tensor, head_B2C: torch.Tensor) -> torch.Tensor:
         """Head in the model's dtype with float32 logits (bf16/fp16 GEMM with fp32 output on CUDA)."""

@@ -13,6 +13,9 @@ Ops:
                  over the vocabulary without sorting it (include/flexvar/guided_sample.h).
   qk_norm_cache: a block's attention prologue: split qkv, L2-normalise q and k per head, scale q,
                  write k and v into the token-major KV cache (include/flexvar/qk_norm_cache.h).
+  small_step:    every block of one step of few token rows in one cooperative kernel: LayerNorms,
+                 modulation, GEMMs, q/k norms, cache write, attention, residuals
+                 (include/flexvar/small_step.h).
 """
 from __future__ import annotations
 
@@ -31,6 +34,9 @@ _lib.define("next_tokens(Tensor prev, Tensor proj, Tensor bias, Tensor pos, Tens
             "Tensor rx, Tensor wx) -> Tensor")
 _lib.define("guided_sample(Tensor logits, Tensor seed, float t, int rule, int top_k, float top_p, int step) -> Tensor")
 _lib.define("qk_norm_cache(Tensor qkv, Tensor scale, Tensor(a!) k_cache, Tensor(b!) v_cache, int start) -> Tensor")
+_lib.define("small_step(Tensor(a!) x, Tensor mods, Tensor(b!) kv, Tensor[] wqkv, Tensor[] bqkv, Tensor[] qscale, "
+            "Tensor[] wproj, Tensor[] bproj, Tensor[] w1, Tensor[] b1, Tensor[] w2, Tensor[] b2, int start, "
+            "float eps) -> ()")
 
 RULE_CODES = {"ramp": 0, "constant": 1}  # the rule argument of the op (flexvar_guidance_t)
 MAX_SAMPLE_VOCAB = 16 * 1024  # the kernel holds a row in registers: up to 16 values per thread, 1024 threads
@@ -169,6 +175,71 @@ def qk_norm_cache(qkv_BlC3: torch.Tensor, scale_H: torch.Tensor, k_cache: torch.
             and v_cache.is_contiguous() and load()):
         return torch.ops.flexvar.qk_norm_cache(qkv_BlC3, scale_H, k_cache, v_cache, int(start))
     return qk_norm_cache_ref(qkv_BlC3, scale_H, k_cache, v_cache, start)
+
+
+# ---- every block of a step of few rows ----------------------------------------------------------------
+SMALL_STEP_MAX_ROWS, SMALL_STEP_MAX_KEYS, SMALL_STEP_MAX_DEPTH = 64, 256, 32  # include/flexvar/small_step.h
+_SMALL_STEP_MAX_TILES = 6  # column tiles of 8 per SM in the widest projection (src/small_step.cu)
+
+
+def small_step_ref(x_RlC: torch.Tensor, mods: torch.Tensor, kv: torch.Tensor, wqkv, bqkv, qscale, wproj, bproj,
+                   w1, b1, w2, b2, start: int, eps: float) -> None:
+    """Plain PyTorch: every block on the step's rows x (R, l, C) float32, in place; writes the step's
+    keys and values into kv (depth, 2, L, R, H, d) at [start, start + l). mods (depth, R, 6, C);
+    per block i the weights wqkv[i] (3C, C), bqkv[i], qscale[i] (H) float32, wproj[i], bproj[i],
+    w1[i], b1[i], w2[i], b2[i] in the cache's dtype. Products in that dtype, LayerNorms, modulation
+    and residuals in float32 (what `model.Block.forward_step` computes)."""
+    R, l, C = x_RlC.shape
+    end = start + l
+    y = x_RlC
+    for i in range(len(wqkv)):
+        g1, g2, s1, s2, sh1, sh2 = mods[i].float().unsqueeze(2).unbind(1)  # each (R, 1, C)
+        dt = wqkv[i].dtype
+        h = (F.layer_norm(y, (C,), eps=eps) * (1 + s1) + sh1).to(dt)
+        q = qk_norm_cache_ref(F.linear(h, wqkv[i], bqkv[i]), qscale[i], kv[i, 0], kv[i, 1], start)
+        o = F.scaled_dot_product_attention(q.transpose(1, 2), kv[i, 0, :end].permute(1, 2, 0, 3),
+                                           kv[i, 1, :end].permute(1, 2, 0, 3), scale=1.0)
+        y = y + F.linear(o.transpose(1, 2).reshape(R, l, C), wproj[i], bproj[i]).float() * g1
+        h = (F.layer_norm(y, (C,), eps=eps) * (1 + s2) + sh2).to(dt)
+        y = y + F.linear(F.gelu(F.linear(h, w1[i], b1[i]), approximate="tanh"), w2[i], b2[i]).float() * g2
+    x_RlC.copy_(y)
+
+
+@torch.library.impl(_lib, "small_step", "CPU")
+def _small_step_cpu(x, mods, kv, wqkv, bqkv, qscale, wproj, bproj, w1, b1, w2, b2, start, eps):
+    small_step_ref(x, mods, kv, wqkv, bqkv, qscale, wproj, bproj, w1, b1, w2, b2, start, eps)
+
+
+@torch.library.register_fake("flexvar::small_step")
+def _small_step_fake(x, mods, kv, wqkv, bqkv, qscale, wproj, bproj, w1, b1, w2, b2, start, eps):
+    return None
+
+
+def small_step_fits(R: int, l: int, C: int, H: int, hidden: int, depth: int, L: int, start: int,
+                    dtype: torch.dtype, device) -> bool:
+    """Whether the small_step kernel takes these shapes on `device` (the limits of small_step.h)."""
+    dev = torch.device(device)
+    if dev.type != "cuda" or dtype not in (torch.float16, torch.bfloat16) or C % H or C // H != 64:
+        return False
+    if not (0 < R * l <= SMALL_STEP_MAX_ROWS and 0 <= start and start + l <= min(L, SMALL_STEP_MAX_KEYS)):
+        return False
+    if not (0 < depth <= SMALL_STEP_MAX_DEPTH and C <= 2048 and C % 32 == 0 and hidden % 32 == 0):
+        return False
+    sms = torch.cuda.get_device_properties(dev).multi_processor_count
+    return -(-max(3 * C, hidden) // 8 // sms) <= _SMALL_STEP_MAX_TILES
+
+
+def small_step(x_RlC: torch.Tensor, mods: torch.Tensor, kv: torch.Tensor, weights: tuple, start: int, eps: float,
+               use_kernel: bool = True) -> None:
+    """The cooperative kernel on CUDA when built and the shapes fit (`small_step_fits`), else
+    `small_step_ref`. weights: the nine per-block lists of `small_step_ref`. x is updated in place."""
+    R, l, C = x_RlC.shape
+    depth, L, H = kv.shape[0], kv.shape[2], kv.shape[4]
+    if (use_kernel and x_RlC.is_cuda and small_step_fits(R, l, C, H, weights[5][0].shape[0], depth, L, start,
+                                                          kv.dtype, x_RlC.device) and load()):
+        torch.ops.flexvar.small_step(x_RlC, mods, kv, *weights, int(start), float(eps))
+    else:
+        small_step_ref(x_RlC, mods, kv, *weights, start, eps)
 
 
 # ---- loading the compiled kernels ---------------------------------------------------------------

@@ -1,4 +1,6 @@
 """The fast runtime and its pieces against the reference, float32 on CPU (graphs are CUDA-only)."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -140,14 +142,16 @@ def test_fast_sampling_is_seeded_and_cached(pipe_test):
     assert len(rt._mods) == 2 and len(rt._plans) == 1
 
 
-def test_fast_logits_match_reference(pipe_test):
-    """The fast path's pieces (token prep, the blocks with their cache, head) against the reference's logits."""
+@pytest.mark.parametrize("fused", [False, True], ids=["per-block", "small_step"])
+def test_fast_logits_match_reference(pipe_test, fused):
+    """The fast path's pieces (token prep, the blocks with their cache, head) against the reference's logits;
+    `small_step` (every block of a step as one op: its CPU definition here) on every step or none."""
     sched = Schedule.parse([1, 3, 5])
     g = torch.Generator().manual_seed(0)
     codes = [torch.randint(0, pipe_test.model.cfg.vocab_size, (2, h, w), generator=g) for h, w in sched]
     labels = torch.tensor([2, 3])
     ref = pipe_test.teacher_forced_logits(labels, codes, sched)
-    rt = FastRuntime(pipe_test.model, pipe_test.vae, use_graphs=False)
+    rt = FastRuntime(pipe_test.model, pipe_test.vae, use_graphs=False, fused_small_steps=fused)
     from flexvar.kv_cache import KVCache
     cfg = pipe_test.model.cfg
     cond, blocks, head = rt.modulation(tuple(labels.tolist()))
@@ -156,3 +160,39 @@ def test_fast_logits_match_reference(pipe_test):
         x = (cond[:, None] + pipe_test.model.pos_start + rt.positions(hw)[None]) if si == 0 else rt.next_tokens(codes[si - 1], hw)
         x = rt.transformer(x, blocks, cache.kv, sched.offsets[si])
         assert rel_err(rt.logits(x, head), ref[si]) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_small_step_op_is_the_blocks_forward_step(pipe_test, dtype):
+    """The op (its CPU definition) = `Block.forward_step` of every block on a step's rows, with k and v
+    written at [start, start + l) of each layer's cache and nothing else touched; x updated in place."""
+    m, cfg = pipe_test.model, pipe_test.model.cfg
+    g = torch.Generator().manual_seed(5)
+    R, l, start, L = 4, 6, 5, 14
+    x = torch.randn(R, l, cfg.width, generator=g)
+    labels = torch.tensor([1, 2, cfg.null_class, cfg.null_class])
+    _, blocks, _ = m.modulation(labels)
+    from flexvar.kv_cache import KVCache
+    ref_cache = KVCache(cfg.depth, L, R, cfg.heads, cfg.head_dim)
+    ref_cache.kv.copy_(torch.randn(ref_cache.kv.shape, generator=g))
+    kv = ref_cache.kv.to(dtype)
+    before = kv.clone()
+    y = x
+    for i, blk in enumerate(m.blocks):
+        y = blk.forward_step(y, blocks[i], ref_cache, i, start)
+    rt = FastRuntime(copy.deepcopy(m).to(dtype), pipe_test.vae, use_graphs=False)
+    out = x.clone()
+    torch.ops.flexvar.small_step(out, blocks.to(dtype), kv, *rt.step_weights, start, cfg.norm_eps)
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    assert rel_err(out, y) < tol
+    assert rel_err(kv[:, :, start:start + l].float(), ref_cache.kv[:, :, start:start + l]) < tol
+    assert torch.equal(kv[:, :, :start], before[:, :, :start]) and torch.equal(kv[:, :, start + l:], before[:, :, start + l:])
+
+
+def test_small_step_fits_only_cuda_low_precision():
+    """Where the kernel cannot run (CPU, float32, head dim != 64, too many rows) the runtime keeps the per-block path."""
+    assert not K.small_step_fits(2, 1, 1024, 16, 4096, 16, 680, 0, torch.float16, "cpu")
+    assert not K.small_step_fits(2, 1, 1024, 16, 4096, 16, 680, 0, torch.float32, "cuda")
+    assert not K.small_step_fits(2, 1, 1024, 8, 4096, 16, 680, 0, torch.float16, "cuda")  # head dim 128
+    assert not K.small_step_fits(2, 33, 1024, 16, 4096, 16, 680, 0, torch.float16, "cuda")  # 66 rows
+    assert not K.small_step_fits(2, 16, 1024, 16, 4096, 16, 680, 250, torch.float16, "cuda")  # 266 keys

@@ -93,6 +93,63 @@ def test_qk_norm_cache_kernel(dtype, B, l, H, d, L, start):
     assert torch.equal(vc.cpu().float(), vr)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("C, depth, R, l, start, L", [(1024, 2, 2, 1, 0, 680), (1024, 2, 2, 4, 1, 680),
+                                                      (1024, 2, 2, 16, 14, 680), (1024, 1, 2, 25, 30, 680),
+                                                      (1024, 1, 64, 1, 0, 680), (1536, 2, 2, 9, 5, 680),
+                                                      (1536, 1, 4, 16, 100, 300), (128, 3, 1, 7, 200, 207),
+                                                      (1280, 1, 2, 32, 0, 40)], ids=str)
+def test_small_step_kernel(dtype, C, depth, R, l, start, L):
+    """The cooperative kernel against `small_step_ref` computed in float32 from the same rounded inputs:
+    x after every block, the written keys and values, the untouched rest of the cache; deterministic."""
+    assert K.load()
+    H, hidden = C // 64, 4 * C
+    g = torch.Generator("cuda").manual_seed(C + 10 * depth + R * l + start)
+
+    def rnd(*shape, s=1.0):
+        return (torch.randn(*shape, device="cuda", generator=g) * s).to(dtype)
+
+    weights = tuple([f() for _ in range(depth)] for f in (
+        lambda: rnd(3 * C, C, s=C ** -0.5), lambda: rnd(3 * C, s=0.2),
+        lambda: torch.rand(H, device="cuda", generator=g) * 10 + 1,
+        lambda: rnd(C, C, s=C ** -0.5), lambda: rnd(C, s=0.2), lambda: rnd(hidden, C, s=C ** -0.5),
+        lambda: rnd(hidden, s=0.2), lambda: rnd(C, hidden, s=hidden ** -0.5), lambda: rnd(C, s=0.2)))
+    mods = rnd(depth, R, 6, C, s=0.5)
+    kv = rnd(depth, 2, L, R, H, 64)
+    x = torch.randn(R, l, C, device="cuda", generator=g)
+    assert K.small_step_fits(R, l, C, H, hidden, depth, L, start, dtype, "cuda")
+    xr, kvr = x.cpu(), kv.cpu().float()
+    K.small_step_ref(xr, mods.cpu().float(), kvr, *([w.cpu().float() for w in ws] for ws in weights), start, 1e-6)
+    before = kv.clone()
+    out = x.clone()
+    torch.ops.flexvar.small_step(out, mods, kv, *weights, start, 1e-6)
+    end = start + l
+    assert rel_err(out.cpu(), xr) < 1e-2
+    assert rel_err(kv[:, :, start:end].cpu().float(), kvr[:, :, start:end]) < 1e-2
+    assert torch.equal(kv[:, :, :start], before[:, :, :start]) and torch.equal(kv[:, :, end:], before[:, :, end:])
+    again = x.clone()
+    torch.ops.flexvar.small_step(again, mods, before, *weights, start, 1e-6)
+    assert torch.equal(again, out) and torch.equal(before, kv)
+
+
+def test_small_step_in_a_cuda_graph(models):
+    """The fast runtime's fp16 steps of <= 64 rows run as small_step inside the captured graph; replay =
+    eager, and the per-block path gives the same logits to fp16 accuracy."""
+    model, vae = copy.deepcopy(models[0]).half(), copy.deepcopy(models[1]).half()
+    sched, p = Schedule.parse("256-10"), SamplingParams(top_k=1, top_p=0.0)
+    fused = FastRuntime(model, vae, use_graphs=True)
+    assert fused._small_step(torch.zeros(4, 16, model.cfg.width, device="cuda"), torch.zeros(
+        model.cfg.depth, 2, sched.total_tokens, 4, model.cfg.heads, 64, device="cuda", dtype=torch.half), 14)
+    a = [c.clone() for c in fused.generate([5, 6], sched, p, 11)[0]]
+    b = FastRuntime(model, vae, use_graphs=False).generate([5, 6], sched, p, 11)[0]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    from flexvar.bench.precision import fast_teacher_forced
+    codes = [c.clone() for c in a]
+    on = fast_teacher_forced(FastRuntime(model, vae, use_graphs=False), [5, 6], codes, sched)
+    off = fast_teacher_forced(FastRuntime(model, vae, use_graphs=False, fused_small_steps=False), [5, 6], codes, sched)
+    assert max(rel_err(x.float(), y.float()) for x, y in zip(on, off)) < 5e-3
+
+
 @pytest.mark.parametrize("guidance", ["ramp", "constant"])
 @pytest.mark.parametrize("spec", ["256-10", "512-12", "1x2,2x4,4x8,8x16"], ids=str)
 def test_fast_fp32_greedy_identical_to_reference(models, spec, guidance):

@@ -6,10 +6,13 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <utility>
+#include <vector>
 
 #include "flexvar/guided_sample.h"
 #include "flexvar/next_tokens.h"
 #include "flexvar/qk_norm_cache.h"
+#include "flexvar/small_step.h"
 
 namespace {
 
@@ -93,10 +96,61 @@ at::Tensor qk_norm_cache_cuda(const at::Tensor& qkv, const at::Tensor& scale, at
   return q;
 }
 
+void small_step_cuda(at::Tensor& x, const at::Tensor& mods, at::Tensor& kv, at::TensorList wqkv, at::TensorList bqkv,
+                     at::TensorList qscale, at::TensorList wproj, at::TensorList bproj, at::TensorList w1,
+                     at::TensorList b1, at::TensorList w2, at::TensorList b2, int64_t start, double eps) {
+  TORCH_CHECK(x.dim() == 3 && x.scalar_type() == at::kFloat && x.is_contiguous(), "x must be contiguous float32 (R, l, C)");
+  TORCH_CHECK(kv.dim() == 6 && kv.size(1) == 2 && kv.is_contiguous(), "kv must be a contiguous (depth, 2, L, R, H, d) cache");
+  const int64_t R = x.size(0), l = x.size(1), C = x.size(2), depth = kv.size(0), L = kv.size(2), H = kv.size(4),
+                d = kv.size(5);
+  const at::ScalarType dt = kv.scalar_type();
+  TORCH_CHECK(kv.size(3) == R && H * d == C, "the cache (depth, 2, L, R, H, d) does not fit x (R, l, C)");
+  TORCH_CHECK(mods.sizes() == at::IntArrayRef({depth, R, 6, C}) && mods.scalar_type() == dt && mods.is_contiguous(),
+              "mods must be contiguous (depth, R, 6, C) in the cache's dtype");
+  for (at::TensorList t : {wqkv, bqkv, qscale, wproj, bproj, w1, b1, w2, b2}) {
+    TORCH_CHECK((int64_t)t.size() == depth, "one weight per block expected, got ", t.size(), " for depth ", depth);
+  }
+  TORCH_CHECK(depth <= FLEXVAR_SMALL_STEP_MAX_DEPTH, "at most ", FLEXVAR_SMALL_STEP_MAX_DEPTH, " blocks");
+  const int64_t hidden = w1[0].size(0);
+  flexvar_small_step_args_t a{};
+  for (int64_t i = 0; i < depth; ++i) {
+    const std::pair<const at::Tensor*, std::vector<int64_t>> want[] = {
+        {&wqkv[i], {3 * C, C}}, {&bqkv[i], {3 * C}}, {&wproj[i], {C, C}}, {&bproj[i], {C}},
+        {&w1[i], {hidden, C}}, {&b1[i], {hidden}}, {&w2[i], {C, hidden}}, {&b2[i], {C}}};
+    for (const auto& [t, shape] : want) {
+      TORCH_CHECK(t->sizes() == at::IntArrayRef(shape) && t->scalar_type() == dt && t->is_contiguous() &&
+                      t->device() == x.device(),
+                  "block ", i, ": a weight of shape ", t->sizes(), " where contiguous ", at::IntArrayRef(shape),
+                  " in the cache's dtype on x's device was expected");
+    }
+    TORCH_CHECK(qscale[i].numel() == H && qscale[i].scalar_type() == at::kFloat && qscale[i].is_contiguous(),
+                "block ", i, ": q scale must be contiguous float32 (H)");
+    a.blocks[i] = {wqkv[i].data_ptr(), bqkv[i].data_ptr(), qscale[i].data_ptr<float>(), wproj[i].data_ptr(),
+                   bproj[i].data_ptr(), w1[i].data_ptr(), b1[i].data_ptr(), w2[i].data_ptr(), b2[i].data_ptr()};
+  }
+  for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&x, &mods, &kv}) {
+    TORCH_CHECK(t->is_cuda() && t->device() == x.device(), "all inputs must be on one CUDA device");
+  }
+  const at::cuda::CUDAGuard guard(x.device());
+  const flexvar_dtype_t fdt = to_flexvar(dt);
+  TORCH_CHECK(flexvar_small_step_supported(R, l, C, H, d, hidden, depth, L, start, fdt) == cudaSuccess,
+              "small_step: shapes outside the kernel's limits (include/flexvar/small_step.h)");
+  auto scratch = at::empty({(int64_t)flexvar_small_step_scratch_bytes(R * l, C, hidden, fdt)},
+                           x.options().dtype(at::kByte));
+  a.x = x.data_ptr<float>();
+  a.mods = mods.data_ptr();
+  a.kv = kv.data_ptr();
+  a.scratch = scratch.data_ptr();
+  a.R = R, a.l = l, a.C = C, a.H = H, a.d = d, a.hidden = hidden, a.depth = depth, a.L = L, a.start = start;
+  a.eps = static_cast<float>(eps);
+  C10_CUDA_CHECK(flexvar_small_step(&a, fdt, at::cuda::getCurrentCUDAStream()));
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(flexvar, CUDA, m) {
   m.impl("next_tokens", &next_tokens_cuda);
   m.impl("guided_sample", &guided_sample_cuda);
   m.impl("qk_norm_cache", &qk_norm_cache_cuda);
+  m.impl("small_step", &small_step_cuda);
 }
