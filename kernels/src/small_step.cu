@@ -122,49 +122,59 @@ __device__ void ln_mod(const float* x, int M, int C, int l, const T* mods, int s
   }
 }
 
-// ep(row, col, sum_k A[row, k] W[col, k]) for this thread block's columns; A (M, K), W (N, K) row-major
-template <typename T, int MT, typename Ep>
-__device__ void gemm(const T* A, int M, int K, const T* __restrict__ W, int N, float* red, Ep ep) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-  const int tiles = N / 8, G = gridDim.x;
-  const int nt = (int)blockIdx.x < tiles ? (tiles - 1 - (int)blockIdx.x) / G + 1 : 0;
-  if (nt == 0) return;  // the whole thread block: no barrier below is reached by only some threads
-  float acc[kMaxTiles][MT][4];
+// ep(row, col, sum_k A[row, k] W[col, k]) for this thread block's nt <= NTMAX column tiles; A (M, K),
+// W (N, K) row-major. U chunks per warp are in flight at once: all their weight and A loads are
+// issued before the first mma (U * (NTMAX + 2 MT) 16-byte loads per lane).
+template <typename T, int MT, int NTMAX, int U, typename Ep>
+__device__ void gemm_tiles(const T* A, int M, int K, const T* __restrict__ W, int nt, float* red, Ep ep) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3, G = gridDim.x;
+  float acc[NTMAX][MT][4];
 #pragma unroll
-  for (int i = 0; i < kMaxTiles; ++i)
+  for (int i = 0; i < NTMAX; ++i)
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) acc[i][mt][0] = acc[i][mt][1] = acc[i][mt][2] = acc[i][mt][3] = 0.f;
   const uint4 zero = make_uint4(0, 0, 0, 0);
   const int chunks = K / 32;
-#pragma unroll 2
-  for (int ch = warp; ch < chunks; ch += kWarps) {
-    const int k0 = ch * 32 + 8 * t;
-    uint4 b[kMaxTiles];
+  const T* wrow = W + ((size_t)blockIdx.x * 8 + g) * K + 8 * t;  // tile i adds i * G * 8 rows
+  for (int ch0 = warp; ch0 < chunks; ch0 += U * kWarps) {
+    uint4 b[U][NTMAX], a[U][MT][2];
 #pragma unroll
-    for (int i = 0; i < kMaxTiles; ++i)
-      b[i] = i < nt ? __ldg(reinterpret_cast<const uint4*>(W + ((size_t)(blockIdx.x + i * G) * 8 + g) * K + k0)) : zero;
-    uint4 a[MT][2];
+    for (int u = 0; u < U; ++u) {
+      const int ch = ch0 + u * kWarps;
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
+      for (int i = 0; i < NTMAX; ++i)
+        b[u][i] = i < nt && ch < chunks ? __ldg(reinterpret_cast<const uint4*>(wrow + (size_t)i * G * 8 * K + ch * 32))
+                                        : zero;
+    }
 #pragma unroll
-      for (int hf = 0; hf < 2; ++hf) {
-        const int row = mt * 16 + hf * 8 + g;
-        a[mt][hf] = row < M ? __ldcg(reinterpret_cast<const uint4*>(A + (size_t)row * K + k0)) : zero;
-      }
+    for (int u = 0; u < U; ++u) {
+      const int ch = ch0 + u * kWarps;
 #pragma unroll
-    for (int i = 0; i < kMaxTiles; ++i) {
-      if (i < nt) {
+      for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          mma<T>(acc[i][mt], a[mt][0].x, a[mt][1].x, a[mt][0].y, a[mt][1].y, b[i].x, b[i].y);
-          mma<T>(acc[i][mt], a[mt][0].z, a[mt][1].z, a[mt][0].w, a[mt][1].w, b[i].z, b[i].w);
+        for (int hf = 0; hf < 2; ++hf) {
+          const int row = mt * 16 + hf * 8 + g;
+          a[u][mt][hf] = row < M && ch < chunks
+                             ? __ldcg(reinterpret_cast<const uint4*>(A + (size_t)row * K + ch * 32 + 8 * t))
+                             : zero;
+        }
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+      for (int i = 0; i < NTMAX; ++i) {
+        if (i < nt) {
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            mma<T>(acc[i][mt], a[u][mt][0].x, a[u][mt][1].x, a[u][mt][0].y, a[u][mt][1].y, b[u][i].x, b[u][i].y);
+            mma<T>(acc[i][mt], a[u][mt][0].z, a[u][mt][1].z, a[u][mt][0].w, a[u][mt][1].w, b[u][i].z, b[u][i].w);
+          }
         }
       }
-    }
   }
   // partial sums of the warps -> shared memory, added in warp order
 #pragma unroll
-  for (int i = 0; i < kMaxTiles; ++i)
+  for (int i = 0; i < NTMAX; ++i)
     if (i < nt)
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
@@ -182,6 +192,20 @@ __device__ void gemm(const T* A, int M, int K, const T* __restrict__ W, int N, f
     ep(row, (int)(blockIdx.x + i * G) * 8 + 2 * (ln & 3) + (e & 1), s);
   }
   __syncthreads();  // red is reused
+}
+
+// Tile counts per thread block differ by at most one across the grid: blocks with one or two tiles
+// (the C-wide projections) go deep in K (8 / MT chunks per warp in flight), the others wide in N.
+template <typename T, int MT, typename Ep>
+__device__ void gemm(const T* A, int M, int K, const T* __restrict__ W, int N, float* red, Ep ep) {
+  const int tiles = N / 8, G = gridDim.x;
+  const int nt = (int)blockIdx.x < tiles ? (tiles - 1 - (int)blockIdx.x) / G + 1 : 0;
+  if (nt == 0) return;  // the whole thread block: no barrier below is reached by only some threads
+  if (nt <= 2) {
+    gemm_tiles<T, MT, 2, (MT >= 4 ? 2 : 8 / MT)>(A, M, K, W, nt, red, ep);
+  } else {
+    gemm_tiles<T, MT, kMaxTiles, (MT >= 4 ? 1 : 2)>(A, M, K, W, nt, red, ep);
+  }
 }
 
 // q/k norms, this step's keys and values into the cache, attention; o (M, C)
@@ -274,6 +298,22 @@ __global__ void __launch_bounds__(kThreads, 1) small_step_kernel(const flexvar_s
   T* wide = static_cast<T*>(a.scratch);                                // (M, max(3C, hidden)): qkv, then fc1's output
   T* narrow = wide + (size_t)M * (3 * C > hidden ? 3 * C : hidden);  // (M, C): LN outputs, attention output
   float* x = a.x;
+  // optional trace: CTA 0 stamps the global timer at the start and after every barrier (probes only)
+  const bool tracing = a.trace != nullptr && blockIdx.x == 0 && threadIdx.x == 0;
+  int stamp = 0;
+  auto sync = [&]() {
+    grid.sync();
+    if (tracing) {
+      uint64_t ns;
+      asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns));
+      a.trace[stamp++] = ns;
+    }
+  };
+  if (tracing) {
+    uint64_t ns;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns));
+    a.trace[stamp++] = ns;
+  }
   for (int blk = 0; blk < a.depth; ++blk) {
     const flexvar_block_weights_t& w = a.blocks[blk];
     const T* mods = static_cast<const T*>(a.mods) + (size_t)blk * a.R * 6 * C;
@@ -283,31 +323,31 @@ __global__ void __launch_bounds__(kThreads, 1) small_step_kernel(const flexvar_s
     const T* b2 = static_cast<const T*>(w.b2);
 
     ln_mod<T>(x, M, C, l, mods, 2, 4, a.eps, narrow, red);
-    grid.sync();
+    sync();
     gemm<T, MT>(narrow, M, C, static_cast<const T*>(w.wqkv), 3 * C, red, [&](int r, int n, float s) {
       wide[(size_t)r * 3 * C + n] = from_f<T>(s + to_f(bqkv[n]));
     });
-    grid.sync();
+    sync();
     attention<T>(a, blk, wide, narrow, smem);
-    grid.sync();
+    sync();
     gemm<T, MT>(narrow, M, C, static_cast<const T*>(w.wproj), C, red, [&](int r, int n, float s) {
       const float y = to_f(from_f<T>(s + to_f(bproj[n])));
       float* xp = x + (size_t)r * C + n;
       __stcg(xp, __ldcg(xp) + y * to_f(mods[(size_t)(r / l) * 6 * C + n]));
     });
-    grid.sync();
+    sync();
     ln_mod<T>(x, M, C, l, mods, 3, 5, a.eps, narrow, red);
-    grid.sync();
+    sync();
     gemm<T, MT>(narrow, M, C, static_cast<const T*>(w.w1), hidden, red, [&](int r, int n, float s) {
       wide[(size_t)r * hidden + n] = from_f<T>(gelu_tanh(s + to_f(b1[n])));
     });
-    grid.sync();
+    sync();
     gemm<T, MT>(wide, M, hidden, static_cast<const T*>(w.w2), C, red, [&](int r, int n, float s) {
       const float y = to_f(from_f<T>(s + to_f(b2[n])));
       float* xp = x + (size_t)r * C + n;
       __stcg(xp, __ldcg(xp) + y * to_f(mods[((size_t)(r / l) * 6 + 1) * C + n]));
     });
-    grid.sync();
+    sync();
   }
 }
 

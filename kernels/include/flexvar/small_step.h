@@ -54,6 +54,7 @@ typedef struct {
   void* scratch;     /* flexvar_small_step_scratch_bytes(R * l, C, hidden, dtype) bytes */
   int R, l, C, H, d, hidden, depth, L, start;
   float eps;
+  uint64_t* trace;   /* NULL, or 1 + 7 depth slots: the global timer (ns) at the start and after each barrier */
   flexvar_block_weights_t blocks[FLEXVAR_SMALL_STEP_MAX_DEPTH];
 } flexvar_small_step_args_t;
 
