@@ -97,12 +97,15 @@ __device__ void ln_mod(const float* x, int M, int C, int l, const T* mods, int s
   constexpr int kPer = 8;  // C <= 2048
   for (int r = blockIdx.x; r < M; r += gridDim.x) {
     const float* xr = x + (size_t)r * C;
-    float v[kPer];
+    const T* mb = mods + (size_t)(r / l) * 6 * C;
+    float v[kPer], sc[kPer], sh[kPer];
     float s = 0.f;
 #pragma unroll
-    for (int e = 0; e < kPer; ++e) {
+    for (int e = 0; e < kPer; ++e) {  // x, scale and shift loaded together: one round of latency
       const int c = threadIdx.x + e * kThreads;
       v[e] = c < C ? __ldcg(xr + c) : 0.f;
+      sc[e] = c < C ? to_f(mb[si * C + c]) : 0.f;
+      sh[e] = c < C ? to_f(mb[shi * C + c]) : 0.f;
       s += v[e];
     }
     const float mean = block_sum(s, red) / C;
@@ -113,11 +116,10 @@ __device__ void ln_mod(const float* x, int M, int C, int l, const T* mods, int s
       if (c < C) q += (v[e] - mean) * (v[e] - mean);
     }
     const float rstd = rsqrtf(block_sum(q, red) / C + eps);
-    const T* mb = mods + (size_t)(r / l) * 6 * C;
 #pragma unroll
     for (int e = 0; e < kPer; ++e) {
       const int c = threadIdx.x + e * kThreads;
-      if (c < C) out[(size_t)r * C + c] = from_f<T>((v[e] - mean) * rstd * (1.f + to_f(mb[si * C + c])) + to_f(mb[shi * C + c]));
+      if (c < C) out[(size_t)r * C + c] = from_f<T>((v[e] - mean) * rstd * (1.f + sc[e]) + sh[e]);
     }
   }
 }
@@ -125,8 +127,9 @@ __device__ void ln_mod(const float* x, int M, int C, int l, const T* mods, int s
 // ep(row, col, sum_k A[row, k] W[col, k]) for this thread block's nt <= NTMAX column tiles; A (M, K),
 // W (N, K) row-major. U chunks per warp are in flight at once: all their weight and A loads are
 // issued before the first mma (U * (NTMAX + 2 MT) 16-byte loads per lane).
-template <typename T, int MT, int NTMAX, int U, typename Ep>
-__device__ void gemm_tiles(const T* A, int M, int K, const T* __restrict__ W, int nt, float* red, Ep ep) {
+template <typename T, int MT, int NTMAX, int U, typename Ep, typename Pre, typename Sync>
+__device__ void gemm_tiles(const T* A, int M, int K, const T* __restrict__ W, int nt, float* red, Ep ep, Pre pre,
+                           Sync sync) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3, G = gridDim.x;
   float acc[NTMAX][MT][4];
 #pragma unroll
@@ -136,8 +139,8 @@ __device__ void gemm_tiles(const T* A, int M, int K, const T* __restrict__ W, in
   const uint4 zero = make_uint4(0, 0, 0, 0);
   const int chunks = K / 32;
   const T* wrow = W + ((size_t)blockIdx.x * 8 + g) * K + 8 * t;  // tile i adds i * G * 8 rows
-  for (int ch0 = warp; ch0 < chunks; ch0 += U * kWarps) {
-    uint4 b[U][NTMAX], a[U][MT][2];
+  uint4 b[U][NTMAX], a[U][MT][2];
+  auto load_w = [&](int ch0) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int ch = ch0 + u * kWarps;
@@ -146,6 +149,14 @@ __device__ void gemm_tiles(const T* A, int M, int K, const T* __restrict__ W, in
         b[u][i] = i < nt && ch < chunks ? __ldg(reinterpret_cast<const uint4*>(wrow + (size_t)i * G * 8 * K + ch * 32))
                                         : zero;
     }
+  };
+  // the weights do not depend on the previous phase: the first loads and the epilogue's operands are
+  // in flight while the grid waits at the barrier
+  load_w(warp);
+  if (threadIdx.x < 8 * nt) pre((int)(blockIdx.x + (threadIdx.x >> 3) * G) * 8 + (threadIdx.x & 7));
+  sync();
+  for (int ch0 = warp; ch0 < chunks; ch0 += U * kWarps) {
+    if (ch0 != warp) load_w(ch0);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int ch = ch0 + u * kWarps;
@@ -196,17 +207,25 @@ __device__ void gemm_tiles(const T* A, int M, int K, const T* __restrict__ W, in
 
 // Tile counts per thread block differ by at most one across the grid: blocks with one or two tiles
 // (the C-wide projections) go deep in K (8 / MT chunks per warp in flight), the others wide in N.
-template <typename T, int MT, typename Ep>
-__device__ void gemm(const T* A, int M, int K, const T* __restrict__ W, int N, float* red, Ep ep) {
+// `sync` is the grid barrier before the GEMM (called once by every thread); pre(col) is called once
+// per column of this thread block before it, to prefetch what ep(.., col, ..) reads.
+template <typename T, int MT, typename Ep, typename Pre, typename Sync>
+__device__ void gemm(const T* A, int M, int K, const T* __restrict__ W, int N, float* red, Ep ep, Pre pre,
+                     Sync sync) {
   const int tiles = N / 8, G = gridDim.x;
   const int nt = (int)blockIdx.x < tiles ? (tiles - 1 - (int)blockIdx.x) / G + 1 : 0;
-  if (nt == 0) return;  // the whole thread block: no barrier below is reached by only some threads
+  if (nt == 0) {  // the whole thread block
+    sync();
+    return;
+  }
   if (nt <= 2) {
-    gemm_tiles<T, MT, 2, (MT >= 4 ? 2 : 8 / MT)>(A, M, K, W, nt, red, ep);
+    gemm_tiles<T, MT, 2, (MT >= 4 ? 2 : 8 / MT)>(A, M, K, W, nt, red, ep, pre, sync);
   } else {
-    gemm_tiles<T, MT, kMaxTiles, (MT >= 4 ? 1 : 2)>(A, M, K, W, nt, red, ep);
+    gemm_tiles<T, MT, kMaxTiles, (MT >= 4 ? 1 : 2)>(A, M, K, W, nt, red, ep, pre, sync);
   }
 }
+
+__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 
 // q/k norms, this step's keys and values into the cache, attention; o (M, C)
 template <typename T>
@@ -322,31 +341,41 @@ __global__ void __launch_bounds__(kThreads, 1) small_step_kernel(const flexvar_s
     const T* b1 = static_cast<const T*>(w.b1);
     const T* b2 = static_cast<const T*>(w.b2);
 
+    const int R = a.R;
+    auto rows_pre = [&](const T* bias, int k, int n) {  // a bias column and one modulation column per row
+      prefetch_l2(bias + n);
+      if (k >= 0)
+        for (int b = 0; b < R; ++b) prefetch_l2(mods + ((size_t)b * 6 + k) * C + n);
+    };
     ln_mod<T>(x, M, C, l, mods, 2, 4, a.eps, narrow, red);
-    sync();
-    gemm<T, MT>(narrow, M, C, static_cast<const T*>(w.wqkv), 3 * C, red, [&](int r, int n, float s) {
-      wide[(size_t)r * 3 * C + n] = from_f<T>(s + to_f(bqkv[n]));
-    });
+    gemm<T, MT>(
+        narrow, M, C, static_cast<const T*>(w.wqkv), 3 * C, red,
+        [&](int r, int n, float s) { wide[(size_t)r * 3 * C + n] = from_f<T>(s + to_f(bqkv[n])); },
+        [&](int n) { rows_pre(bqkv, -1, n); }, sync);
     sync();
     attention<T>(a, blk, wide, narrow, smem);
-    sync();
-    gemm<T, MT>(narrow, M, C, static_cast<const T*>(w.wproj), C, red, [&](int r, int n, float s) {
-      const float y = to_f(from_f<T>(s + to_f(bproj[n])));
-      float* xp = x + (size_t)r * C + n;
-      __stcg(xp, __ldcg(xp) + y * to_f(mods[(size_t)(r / l) * 6 * C + n]));
-    });
+    gemm<T, MT>(
+        narrow, M, C, static_cast<const T*>(w.wproj), C, red,
+        [&](int r, int n, float s) {
+          const float y = to_f(from_f<T>(s + to_f(bproj[n])));
+          float* xp = x + (size_t)r * C + n;
+          __stcg(xp, __ldcg(xp) + y * to_f(mods[(size_t)(r / l) * 6 * C + n]));
+        },
+        [&](int n) { rows_pre(bproj, 0, n); }, sync);
     sync();
     ln_mod<T>(x, M, C, l, mods, 3, 5, a.eps, narrow, red);
-    sync();
-    gemm<T, MT>(narrow, M, C, static_cast<const T*>(w.w1), hidden, red, [&](int r, int n, float s) {
-      wide[(size_t)r * hidden + n] = from_f<T>(gelu_tanh(s + to_f(b1[n])));
-    });
-    sync();
-    gemm<T, MT>(wide, M, hidden, static_cast<const T*>(w.w2), C, red, [&](int r, int n, float s) {
-      const float y = to_f(from_f<T>(s + to_f(b2[n])));
-      float* xp = x + (size_t)r * C + n;
-      __stcg(xp, __ldcg(xp) + y * to_f(mods[((size_t)(r / l) * 6 + 1) * C + n]));
-    });
+    gemm<T, MT>(
+        narrow, M, C, static_cast<const T*>(w.w1), hidden, red,
+        [&](int r, int n, float s) { wide[(size_t)r * hidden + n] = from_f<T>(gelu_tanh(s + to_f(b1[n]))); },
+        [&](int n) { rows_pre(b1, -1, n); }, sync);
+    gemm<T, MT>(
+        wide, M, hidden, static_cast<const T*>(w.w2), C, red,
+        [&](int r, int n, float s) {
+          const float y = to_f(from_f<T>(s + to_f(b2[n])));
+          float* xp = x + (size_t)r * C + n;
+          __stcg(xp, __ldcg(xp) + y * to_f(mods[((size_t)(r / l) * 6 + 1) * C + n]));
+        },
+        [&](int n) { rows_pre(b2, 1, n); }, sync);
     sync();
   }
 }
