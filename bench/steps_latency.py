@@ -82,6 +82,14 @@ def measure_ceilings(device) -> dict:
     return {"copy_GBps": round(copy, 1), "bf16_matmul_TFLOPs": round(mm, 1)}
 
 
+def _rows(variant: str) -> dict:
+    """small_step_rows of a fast-...-rowsN variant ({} when the variant names none)."""
+    for part in variant.split("-"):
+        if part.startswith("rows") and part[4:].isdigit():
+            return {"small_step_rows": int(part[4:])}
+    return {}
+
+
 class Impls:
     """The implementations under test, sharing one set of random weights."""
 
@@ -114,7 +122,8 @@ class Impls:
                                              compile_blocks=cuda and "nocompile" not in variant,
                                              channels_last=cuda and "nchw" not in variant,
                                              compile_decoder=cuda and "nocdec" not in variant,
-                                             fused_small_steps=cuda and "nosmall" not in variant and "nokernels" not in variant)
+                                             fused_small_steps=cuda and "nosmall" not in variant and "nokernels" not in variant,
+                                             **_rows(variant))
         return self.fast[variant]
 
     def _eager(self, sampler, labels, sched, p, seed, decode):
@@ -290,7 +299,8 @@ def parse_args(argv=None):
                     help="schedules separated by ';'")
     ap.add_argument("--impls", default="eager,compile,fast" if cuda else "eager,fast",
                     help="eager, compile, fast, fast-VARIANT (VARIANT joins nographs, nokernels, nocompile, nchw, "
-                         "nocdec, nosmall with '-'), onnxruntime, aoti, tensorrt")
+                         "nocdec, nosmall, rowsN (small_step for steps of <= N rows) with '-'), onnxruntime, aoti, "
+                         "tensorrt")
     ap.add_argument("--dtype", default="bf16" if cuda else "fp32", help="fast runtime dtype: bf16, fp16, fp32")
     ap.add_argument("--autocast", default="fp16", help="autocast dtype of the eager baselines on GPU")
     ap.add_argument("--repeat", type=int, default=5)

@@ -157,7 +157,7 @@ class FastRuntime:
     def __init__(self, model: FlexVAR, vae: VQVAE, use_graphs: bool | None = None, use_kernels: bool = True,
                  compile_blocks: bool | None = None, channels_last: bool | None = None,
                  compile_decoder: bool | None = None, fused_small_steps: bool | None = None,
-                 max_plans: int = 8, max_label_sets: int = 64):
+                 small_step_rows: int = 64, max_plans: int = 8, max_label_sets: int = 64):
         """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
         dynamic shapes (once per process), the channels-last decoder compiled per output shape, and
         steps of at most 64 token rows (batch 1's first steps) as one `small_step` kernel.
@@ -169,6 +169,7 @@ class FastRuntime:
         self.use_graphs = cuda if use_graphs is None else use_graphs
         self.use_kernels = use_kernels
         self.fused_small_steps = cuda and use_kernels if fused_small_steps is None else fused_small_steps
+        self.small_step_rows = small_step_rows  # steps of at most this many rows (guidance included) fused
         self.channels_last = cuda if channels_last is None else channels_last
         with torch.no_grad():
             book = vae.quantize.normalized().float()
@@ -276,7 +277,7 @@ class FastRuntime:
 
     def _small_step(self, x_BlC: torch.Tensor, kv: torch.Tensor, start: int) -> bool:
         """Whether this step runs as one `small_step` kernel (few rows; on CPU only when asked)."""
-        if not self.fused_small_steps:
+        if not self.fused_small_steps or x_BlC.shape[0] * x_BlC.shape[1] > self.small_step_rows:
             return False
         if not x_BlC.is_cuda:
             return True

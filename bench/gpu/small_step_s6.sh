@@ -2,7 +2,7 @@
 # Session 6: the small_step kernel (every block of a step of <= 64 rows in one cooperative launch).
 #   bash bench/gpu/small_step_s6.sh a   # build, its GPU tests, A/B against the per-block path (d16 B1/B32, d24 B1)
 #   bash bench/gpu/small_step_s6.sh p   # the per-phase probe (bench/gpu/small_step_probe.cu), its GPU tests, A/B at B1
-#   bash bench/gpu/small_step_s6.sh b   # all GPU tests
+#   bash bench/gpu/small_step_s6.sh f   # all GPU tests; A/B of the row limit at d16/d24 B1; d16 B32
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
@@ -24,6 +24,11 @@ elif [ "$1" = p ]; then
   timeout 150 flexvar bench --dtype fp16 --depths 16,24 --batches 1 --schedules 256-10 --impls fast-nosmall,fast \
     --repeat 7 --no-breakdown --out "$OUT/ab_small_step_b1.json" 2>&1 | grep -E "^bench: ran|^\||rror"
 else
+  timeout 150 flexvar bench --dtype fp16 --depths 16,24 --batches 1 --schedules 256-10 \
+    --impls fast-nosmall,fast-rows16,fast-rows32,fast --repeat 7 --no-breakdown --out "$OUT/ab_small_step_rows.json" \
+    2>&1 | grep -E "^bench: ran|^\||rror"
+  timeout 90 flexvar bench --dtype fp16 --depths 16 --batches 32 --schedules 256-10 --impls fast-nosmall,fast \
+    --repeat 5 --no-breakdown --out "$OUT/ab_small_step_b32.json" 2>&1 | grep -E "^bench: ran|^\||rror"
   timeout 240 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider > "$L/gpu_tests.log" 2>&1
   echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$L/gpu_tests.log" | tail -6
 fi
