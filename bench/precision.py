@@ -3,6 +3,9 @@
     python -m flexvar.bench.precision [--depth d16] [--schedule 256-10] [--batch 8]
         [--backends fast,onnxruntime,aoti] [--engine-dir DIR]
 
+`--dtypes bf16w,fp16w`: float32 with every weight rounded to bf16 / fp16 first, the agreement that
+the weights' rounding alone allows.
+
 one-step code agreement: with the float32 run's codes as the prefix, the fraction of tokens whose
 greedy (guided) code in low precision equals float32's; reported for step 1 of each schedule step
 and over all steps. PSNR: free-running greedy images of the low-precision fast runtime against
@@ -68,8 +71,13 @@ def _row(backend, name, agree, sched, codes, images, ref) -> dict:
             "psnr_db_vs_fp32_reference": round(psnr(images.cpu(), ref.images), 2)}
 
 
-def fast_row(model, vae, dt, name, labels, sched, p, ref, dev) -> dict:
-    pipe = Pipeline(copy.deepcopy(model), copy.deepcopy(vae), device=dev, dtype=dt)
+def fast_row(model, vae, dt, name, labels, sched, p, ref, dev, round_to=None) -> dict:
+    """round_to: compute in float32 (dt) with every weight first rounded to this dtype: what the
+    weights' rounding alone costs, the ceiling of any runtime that stores them in that dtype."""
+    m, v = copy.deepcopy(model), copy.deepcopy(vae)
+    if round_to is not None:
+        m, v = m.to(round_to).float(), v.to(round_to).float()
+    pipe = Pipeline(m, v, device=dev, dtype=dt)
     codes = [c.to(dev) for c in ref.codes]
     logits = fast_teacher_forced(pipe.fast_runtime, labels, codes, sched)
     agree = [(_greedy(si, sched, p, lg) == codes[si]).float().mean().item() for si, lg in enumerate(logits)]
@@ -102,7 +110,8 @@ def main(argv=None) -> int:
     ap.add_argument("--schedule", default="256-10")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--backends", default="fast", help="comma list of fast, onnxruntime, aoti")
-    ap.add_argument("--dtypes", default="bf16,fp16,fp32", help="precisions of the fast runtime")
+    ap.add_argument("--dtypes", default="bf16,fp16,fp32",
+                    help="precisions of the fast runtime; bf16w / fp16w: float32 with the weights rounded to bf16 / fp16")
     ap.add_argument("--engine-dtypes", default="bf16,fp16", help="precisions of the engines")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--engine-dir", default=None, help="exported engines per precision (default: a temporary dir)")
@@ -132,7 +141,10 @@ def main(argv=None) -> int:
     for backend in args.backends:
         for name in args.dtypes if backend == "fast" else args.engine_dtypes.split(","):
             try:
-                if backend == "fast":
+                if backend == "fast" and name in ("bf16w", "fp16w"):
+                    row = fast_row(model, vae, torch.float32, name, labels, sched, p, ref, dev,
+                                   round_to=dtypes[name[:-1]])
+                elif backend == "fast":
                     row = fast_row(model, vae, dtypes[name], name, labels, sched, p, ref, dev)
                 else:
                     row = engine_row(backend, model, vae, dtypes[name], name, labels, sched, p, ref, dev,

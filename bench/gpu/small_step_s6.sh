@@ -18,6 +18,8 @@ if [ "${1:-a}" = a ]; then
 elif [ "$1" = p ]; then
   nvcc -O3 -std=c++17 -Ikernels/include -gencode=arch=compute_90,code=sm_90 bench/gpu/small_step_probe.cu \
     -o /tmp/small_step_probe && timeout 60 /tmp/small_step_probe | tee "$OUT/small_step_probe.log"
+  timeout 60 python3 bench/gpu/sample_probe.py | tee "$OUT/sample_probe.log"
+  command -v ncu || ls /usr/local/cuda*/bin 2>/dev/null | grep -i ncu || echo "no ncu"
   timeout 200 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -x \
     -k "small_step or low_precision or graph_replay" > "$L/gpu_tests.log" 2>&1
   echo "gpu tests rc=$?"; grep -E "passed|failed|Error|error" "$L/gpu_tests.log" | tail -12

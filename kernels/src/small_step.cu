@@ -206,7 +206,8 @@ __device__ void gemm_tiles(const T* A, int M, int K, const T* __restrict__ W, in
 }
 
 // Tile counts per thread block differ by at most one across the grid: blocks with one or two tiles
-// (the C-wide projections) go deep in K (8 / MT chunks per warp in flight), the others wide in N.
+// (the C-wide projections) go deep in K (8 / MT chunks per warp in flight), the others wide in N
+// (4 chunks for 16 rows: a whole 1024-deep K per warp, all of it requested before the barrier).
 // `sync` is the grid barrier before the GEMM (called once by every thread); pre(col) is called once
 // per column of this thread block before it, to prefetch what ep(.., col, ..) reads.
 template <typename T, int MT, typename Ep, typename Pre, typename Sync>
@@ -221,7 +222,7 @@ __device__ void gemm(const T* A, int M, int K, const T* __restrict__ W, int N, f
   if (nt <= 2) {
     gemm_tiles<T, MT, 2, (MT >= 4 ? 2 : 8 / MT)>(A, M, K, W, nt, red, ep, pre, sync);
   } else {
-    gemm_tiles<T, MT, kMaxTiles, (MT >= 4 ? 1 : 2)>(A, M, K, W, nt, red, ep, pre, sync);
+    gemm_tiles<T, MT, kMaxTiles, (MT >= 4 ? 1 : (MT == 2 ? 2 : 4))>(A, M, K, W, nt, red, ep, pre, sync);
   }
 }
 
