@@ -52,7 +52,9 @@ def test_next_tokens_kernel(dtype, src, dst, C):
 @pytest.mark.parametrize("B, l, V, top_k, top_p", [(1, 1, 4096, 900, 0.95), (2, 256, 4096, 900, 0.95),
                                                    (3, 17, 8912, 0, 0.5), (1, 64, 8912, 600, 0.0),
                                                    (2, 33, 4096, 0, 0.0), (4, 9, 7, 3, 0.9), (2, 40, 300, 300, 0.99),
-                                                   (1, 5, 16384, 2000, 0.9), (2, 100, 1000, 1, 0.0)], ids=str)
+                                                   (1, 5, 16384, 2000, 0.9), (2, 100, 1000, 1, 0.0),
+                                                   (2, 64, 8912, 900, 0.95), (1, 3, 8912, 1024, 0.8),
+                                                   (3, 7, 600, 200, 0.7)], ids=str)
 def test_guided_sample_kernel(B, l, V, top_k, top_p, rule):
     """Codes equal the reference's except, rarely, where float32 sums of the two land on either side
     of a draw's boundary; greedy (top_k = 1) codes always equal."""
@@ -70,6 +72,21 @@ def test_guided_sample_kernel(B, l, V, top_k, top_p, rule):
     rule_name = next(n for n, c in K.RULE_CODES.items() if c == rule)
     kept = K.kept_mass_ref(guide(logits.cpu(), t, rule_name), top_k, top_p)
     assert (kept.gather(-1, out.cpu()[..., None]) > 0).all()  # every code is a kept one
+
+
+def test_guided_sample_kernel_with_ties():
+    """Many equal logits (integers): top-k and top-p keep or drop a tie group whole, as the reference does;
+    the sorted top-p path (<= 1024 survivors) and the bisection (more) alike."""
+    assert K.load()
+    g = torch.Generator("cuda").manual_seed(9)
+    logits = (torch.randn(8, 32, 8912, device="cuda", generator=g) * 3).round()
+    seed = torch.tensor([123], device="cuda")
+    for top_k, top_p in [(900, 0.95), (300, 0.5), (0, 0.9), (2000, 0.6)]:
+        out = torch.ops.flexvar.guided_sample(logits, seed, 1.5, 1, top_k, top_p, 2)
+        ref = K.guided_sample_ref(logits.cpu(), seed.cpu(), 1.5, 1, top_k, top_p, 2)
+        assert (out.cpu() == ref).float().mean().item() >= 0.99, (top_k, top_p)
+        kept = K.kept_mass_ref(guide(logits.cpu(), 1.5, "constant"), top_k, top_p)
+        assert (kept.gather(-1, out.cpu()[..., None]) > 0).all(), (top_k, top_p)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
@@ -138,8 +155,9 @@ def test_small_step_in_a_cuda_graph(models):
     model, vae = copy.deepcopy(models[0]).half(), copy.deepcopy(models[1]).half()
     sched, p = Schedule.parse("256-10"), SamplingParams(top_k=1, top_p=0.0)
     fused = FastRuntime(model, vae, use_graphs=True)
-    assert fused._small_step(torch.zeros(4, 16, model.cfg.width, device="cuda"), torch.zeros(
-        model.cfg.depth, 2, sched.total_tokens, 4, model.cfg.heads, 64, device="cuda", dtype=torch.half), 14)
+    kv = torch.zeros(model.cfg.depth, 2, sched.total_tokens, 4, model.cfg.heads, 64, device="cuda", dtype=torch.half)
+    assert fused._small_step(torch.zeros(4, 4, model.cfg.width, device="cuda"), kv, 1)  # 16 rows
+    assert not fused._small_step(torch.zeros(4, 9, model.cfg.width, device="cuda"), kv, 5)  # 36 > 32 rows
     a = [c.clone() for c in fused.generate([5, 6], sched, p, 11)[0]]
     b = FastRuntime(model, vae, use_graphs=False).generate([5, 6], sched, p, 11)[0]
     assert all(torch.equal(x, y) for x, y in zip(a, b))

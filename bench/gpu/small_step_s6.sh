@@ -2,6 +2,7 @@
 # Session 6: the small_step kernel (every block of a step of <= 64 rows in one cooperative launch).
 #   bash bench/gpu/small_step_s6.sh a   # build, its GPU tests, A/B against the per-block path (d16 B1/B32, d24 B1)
 #   bash bench/gpu/small_step_s6.sh p   # the per-phase probe (bench/gpu/small_step_probe.cu), its GPU tests, A/B at B1
+#   bash bench/gpu/small_step_s6.sh g   # sorted top-p in guided_sample: its tests, the sampling probe, d16 B1/B32
 #   bash bench/gpu/small_step_s6.sh f   # all GPU tests; A/B of the row limit at d16/d24 B1; d16 B32
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
@@ -15,6 +16,13 @@ if [ "${1:-a}" = a ]; then
     --repeat 7 --no-breakdown --out "$OUT/ab_small_step_d16.json" 2>&1 | grep -E "^bench: ran|^\||rror"
   timeout 120 flexvar bench --dtype fp16 --depths 24 --batches 1 --schedules 256-10 --impls fast-nosmall,fast \
     --repeat 7 --no-breakdown --out "$OUT/ab_small_step_d24.json" 2>&1 | grep -E "^bench: ran|^\||rror"
+elif [ "$1" = g ]; then
+  timeout 200 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider \
+    -k "guided_sample or small_step_in_a" > "$L/gpu_tests.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error|error" "$L/gpu_tests.log" | tail -12
+  timeout 60 python3 bench/gpu/sample_probe.py | tee "$OUT/sample_probe.log"
+  timeout 150 flexvar bench --dtype fp16 --depths 16 --batches 1,32 --schedules 256-10 --impls fast \
+    --repeat 7 --no-breakdown --out "$OUT/sorted_top_p_d16.json" 2>&1 | grep -E "^bench: ran|^\||rror"
 elif [ "$1" = p ]; then
   nvcc -O3 -std=c++17 -Ikernels/include -gencode=arch=compute_90,code=sm_90 bench/gpu/small_step_probe.cu \
     -o /tmp/small_step_probe && timeout 60 /tmp/small_step_probe | tee "$OUT/small_step_probe.log"

@@ -1,8 +1,9 @@
 // Guidance + top-k + top-p + draw: see include/flexvar/guided_sample.h for the rule.
 // One block per row (256 to 1024 threads by vocabulary size); thread t holds g[t + THREADS j] in
 // registers (PER values). The k-th largest is found by a 3-pass radix select (integer histograms in
-// shared memory); the top-p cut by a 31-step bisection over the survivors, packed into shared
-// memory in a fixed order; the draw scans the kept masses in vocabulary order.
+// shared memory); the top-p cut, when the survivors fit one per thread, by sorting them (bitonic)
+// and scanning their masses in descending order, else by a 31-step bisection over the survivors
+// packed into shared memory in a fixed order; the draw scans the kept masses in vocabulary order.
 #include "flexvar/guided_sample.h"
 
 #include <climits>
@@ -101,6 +102,33 @@ __device__ uint32_t kth_largest_key(const uint32_t (&key)[PER], const bool (&val
   return prefix;
 }
 
+// Bitonic sort of one value per thread, descending over the block (THREADS a power of two): thread t
+// returns the t-th largest. Partners within a warp exchange through shuffles; farther ones through
+// shared memory `buf` (2 THREADS floats, alternating halves so that one barrier per stage suffices).
+template <int THREADS>
+__device__ __forceinline__ float sort_desc(float v, float* buf) {
+  const int t = threadIdx.x;
+  int half = 0;
+#pragma unroll
+  for (int k = 2; k <= THREADS; k <<= 1) {
+#pragma unroll
+    for (int j = k >> 1; j > 0; j >>= 1) {
+      float p;
+      if (j >= 32) {
+        buf[half * THREADS + t] = v;
+        __syncthreads();
+        p = buf[half * THREADS + (t ^ j)];
+        half ^= 1;
+      } else {
+        p = __shfl_xor_sync(0xffffffffu, v, j);
+      }
+      const bool lower = (t & j) == 0, desc = (t & k) == 0;
+      v = lower == desc ? fmaxf(v, p) : fminf(v, p);
+    }
+  }
+  return v;
+}
+
 template <int THREADS, int PER>
 __global__ void __launch_bounds__(THREADS) guided_sample_kernel(
     const float* __restrict__ logits, int B, int l, int V, float a, float b, int rule, int top_k, float top_p,
@@ -113,6 +141,7 @@ __global__ void __launch_bounds__(THREADS) guided_sample_kernel(
   __shared__ float best_v[kWarps];
   __shared__ int best_i[kWarps];
   __shared__ int found[2];
+  __shared__ float sortbuf[2 * THREADS];
   const int row = blockIdx.x, img = row / l, tok = row % l;
   const float* cond = logits + ((int64_t)img * l + tok) * V;
   const float* unc = logits + ((int64_t)(img + B) * l + tok) * V;
@@ -180,6 +209,29 @@ __global__ void __launch_bounds__(THREADS) guided_sample_kernel(
     for (int j = 0; j < PER; ++j)
       if (live[j]) kept[at++] = g[j];
     __syncthreads();
+    if (S <= THREADS) {
+      // few survivors (top-k <= THREADS): sorted descending, one per thread; the kept ones are those
+      // whose tie group starts with less than top_p * Z of mass before it (the release's rule), i.e.
+      // masses >= the smallest such group's value T
+      const float e = sort_desc<THREADS>(threadIdx.x < S ? kept[threadIdx.x] : -1.f, sortbuf);
+      float incl, excl;
+      const float Z = block_scan<THREADS>(fmaxf(e, 0.f), incl, excl, redf);
+      __syncthreads();  // sortbuf is reused below
+      sortbuf[threadIdx.x] = e;
+      __syncthreads();
+      const bool starts = threadIdx.x == 0 || sortbuf[threadIdx.x - 1] != e;
+      float T = threadIdx.x < S && starts && excl < top_p * Z ? e : INFINITY;
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) T = fminf(T, __shfl_xor_sync(0xffffffffu, T, o));
+      if ((threadIdx.x & 31) == 0) redf[threadIdx.x >> 5] = T;
+      __syncthreads();
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) T = fminf(T, redf[w]);
+#pragma unroll
+      for (int j = 0; j < PER; ++j)
+        if (g[j] < T) g[j] = 0.f;
+      __syncthreads();  // kept and redf are rewritten below
+    } else {
     float z = 0.f;
     for (int i = threadIdx.x; i < S; i += THREADS) z += kept[i];
     const float need = top_p * block_sum<THREADS>(z, redf);
@@ -196,6 +248,7 @@ __global__ void __launch_bounds__(THREADS) guided_sample_kernel(
     for (int j = 0; j < PER; ++j)
       if (__float_as_uint(g[j]) <= G) g[j] = 0.f;
     __syncthreads();  // kept is rewritten below
+    }
   }
 
   // the draw: kept masses in vocabulary order, each thread owning a contiguous chunk
