@@ -123,6 +123,8 @@ class Impls:
                                              channels_last=cuda and "nchw" not in variant,
                                              compile_decoder=cuda and "nocdec" not in variant,
                                              fused_small_steps=cuda and "nosmall" not in variant and "nokernels" not in variant,
+                                             tune=tuple(t for t, v in (("decoder", "tdec"), ("blocks", "tblk"))
+                                                        if v in variant.split("-")),
                                              **_rows(variant))
         return self.fast[variant]
 
@@ -299,8 +301,8 @@ def parse_args(argv=None):
                     help="schedules separated by ';'")
     ap.add_argument("--impls", default="eager,compile,fast" if cuda else "eager,fast",
                     help="eager, compile, fast, fast-VARIANT (VARIANT joins nographs, nokernels, nocompile, nchw, "
-                         "nocdec, nosmall, rowsN (small_step for steps of <= N rows) with '-'), onnxruntime, aoti, "
-                         "tensorrt")
+                         "nocdec, nosmall, rowsN (small_step for steps of <= N rows), tdec/tblk (coordinate-descent "
+                         "tuning of the decoder/block kernels) with '-'), onnxruntime, aoti, tensorrt")
     ap.add_argument("--dtype", default="bf16" if cuda else "fp32", help="fast runtime dtype: bf16, fp16, fp32")
     ap.add_argument("--autocast", default="fp16", help="autocast dtype of the eager baselines on GPU")
     ap.add_argument("--repeat", type=int, default=5)

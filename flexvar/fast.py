@@ -157,12 +157,15 @@ class FastRuntime:
     def __init__(self, model: FlexVAR, vae: VQVAE, use_graphs: bool | None = None, use_kernels: bool = True,
                  compile_blocks: bool | None = None, channels_last: bool | None = None,
                  compile_decoder: bool | None = None, fused_small_steps: bool | None = None,
-                 small_step_rows: int = 32, max_plans: int = 8, max_label_sets: int = 64):
+                 small_step_rows: int = 32, tune: tuple[str, ...] = (), max_plans: int = 8,
+                 max_label_sets: int = 64):
         """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
         dynamic shapes (once per process), the channels-last decoder compiled per output shape, and
         steps of at most `small_step_rows` token rows (guidance included: batch 1's first four steps at
         the default 32, the best of 16/32/64 measured on the H100) as one `small_step` kernel.
-        On CPU: none of them (fused_small_steps=True runs `small_step`'s reference there, for tests)."""
+        On CPU: none of them (fused_small_steps=True runs `small_step`'s reference there, for tests).
+        tune: "blocks" and/or "decoder": Inductor's coordinate-descent tuning of those kernels' launch
+        configurations (longer first compile)."""
         self.model, self.vae = model, vae
         p = model.pos_1LC
         self.device, self.dtype = p.device, p.dtype
@@ -183,9 +186,10 @@ class FastRuntime:
                 (w[0], w[1], w[2].reshape(-1).contiguous(), *w[3:]) for w in self.block_weights)))
         self.qkv_proj, self.finish_qkv, self.finish_step = qkv_proj, finish_qkv, finish_step
         if cuda if compile_blocks is None else compile_blocks:  # dynamic in the step's tokens and start
-            self.qkv_proj = torch.compile(qkv_proj, dynamic=True)
-            self.finish_qkv = torch.compile(finish_qkv, dynamic=True)
-            self.finish_step = torch.compile(finish_step, dynamic=True)
+            opts = {"coordinate_descent_tuning": True} if "blocks" in tune else None
+            self.qkv_proj = torch.compile(qkv_proj, dynamic=True, options=opts)
+            self.finish_qkv = torch.compile(finish_qkv, dynamic=True, options=opts)
+            self.finish_step = torch.compile(finish_step, dynamic=True, options=opts)
         self.decoder = vae.decoder
         if self.channels_last:
             self.decoder = self.decoder.to(memory_format=torch.channels_last)
@@ -194,7 +198,8 @@ class FastRuntime:
             # one compile per output shape, paid when a plan is first built
             import torch._dynamo as dynamo
             dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, 64)
-            self.decoder = torch.compile(self.decoder, dynamic=False)
+            self.decoder = torch.compile(self.decoder, dynamic=False, options={"coordinate_descent_tuning": True}
+                                         if "decoder" in tune else None)
         self._mm_fp32_out = self.device.type == "cuda" and self.dtype != torch.float32 and _has_mm_out_dtype(self.device)
         self._pos: dict[tuple[int, int], torch.Tensor] = {}
         self._taps: dict[tuple, tuple] = {}

@@ -3,6 +3,8 @@
 #   bash bench/gpu/small_step_s6.sh a   # build, its GPU tests, A/B against the per-block path (d16 B1/B32, d24 B1)
 #   bash bench/gpu/small_step_s6.sh p   # the per-phase probe (bench/gpu/small_step_probe.cu), its GPU tests, A/B at B1
 #   bash bench/gpu/small_step_s6.sh g   # sorted top-p in guided_sample: its tests, the sampling probe, d16 B1/B32
+#   bash bench/gpu/small_step_s6.sh t   # warp-aggregated radix histogram: tests, sampling probe; A/B of Inductor's
+#                                       # coordinate-descent tuning (decoder, blocks) at d16 B1/B32
 #   bash bench/gpu/small_step_s6.sh f   # all GPU tests; A/B of the row limit at d16/d24 B1; d16 B32
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
@@ -23,6 +25,12 @@ elif [ "$1" = g ]; then
   timeout 60 python3 bench/gpu/sample_probe.py | tee "$OUT/sample_probe.log"
   timeout 150 flexvar bench --dtype fp16 --depths 16 --batches 1,32 --schedules 256-10 --impls fast \
     --repeat 7 --no-breakdown --out "$OUT/sorted_top_p_d16.json" 2>&1 | grep -E "^bench: ran|^\||rror"
+elif [ "$1" = t ]; then
+  timeout 120 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "guided_sample" > "$L/gpu_tests.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error|error" "$L/gpu_tests.log" | tail -12
+  timeout 60 python3 bench/gpu/sample_probe.py | tee "$OUT/sample_probe.log"
+  timeout 420 flexvar bench --dtype fp16 --depths 16 --batches 1,32 --schedules 256-10 --impls fast,fast-tdec,fast-tdec-tblk \
+    --repeat 7 --no-breakdown --out "$OUT/ab_tuning_d16.json" 2>&1 | grep -E "^bench: ran|^\||rror"
 elif [ "$1" = p ]; then
   nvcc -O3 -std=c++17 -Ikernels/include -gencode=arch=compute_90,code=sm_90 bench/gpu/small_step_probe.cu \
     -o /tmp/small_step_probe && timeout 60 /tmp/small_step_probe | tee "$OUT/small_step_probe.log"
