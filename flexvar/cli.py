@@ -51,6 +51,9 @@ def _add_common_args(p: argparse.ArgumentParser, schedule_default: str | None) -
     p.add_argument("--backend", default="torch", help="torch, onnxruntime, aoti or tensorrt")
     p.add_argument("--engine-dir", help="artifact directory of the exported backends (built on first use)")
     p.add_argument("--rebuild", action="store_true", help="replace artifacts built for other weights or tools")
+    p.add_argument("--tune-decoder", action="store_true",
+                   help="fast runtime on CUDA: tune the compiled decoder's kernels (about 5%% faster at batch 32 on "
+                        "an H100; the first call per batch and size compiles for about 2 minutes instead of 20 s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,8 +125,14 @@ def load_pipeline(args):
     if args.var_ckpt is None:
         print("load: no checkpoints given: embedded default, tiny architecture with RANDOM weights "
               "(the images are not meaningful)")
-        return Pipeline.from_random(device=args.device, dtype=args.dtype)
-    return Pipeline.from_checkpoints(args.var_ckpt, args.vae_ckpt, device=args.device, dtype=args.dtype)
+        return Pipeline.from_random(device=args.device, dtype=args.dtype, fast_options=fast_options(args))
+    return Pipeline.from_checkpoints(args.var_ckpt, args.vae_ckpt, device=args.device, dtype=args.dtype,
+                                     fast_options=fast_options(args))
+
+
+def fast_options(args) -> dict:
+    """FastRuntime keyword arguments from the command line."""
+    return {"tune": ("decoder",)} if getattr(args, "tune_decoder", False) else {}
 
 
 def codes_lines(codes, image_offset: int = 0) -> list[str]:

@@ -55,9 +55,11 @@ class GenerationOutput:
 
 class Pipeline:
     def __init__(self, model: FlexVAR, vae: VQVAE, device: str | torch.device = "cpu",
-                 dtype: torch.dtype | str = torch.float32, source: str = "", fast: bool | None = None):
+                 dtype: torch.dtype | str = torch.float32, source: str = "", fast: bool | None = None,
+                 fast_options: dict | None = None):
         """fast: use the fast runtime (precomputation, CUDA graphs, fused kernels) for `generate`;
-        None means on CUDA only. The reference runtime follows the release's random stream."""
+        None means on CUDA only. The reference runtime follows the release's random stream.
+        fast_options: keyword arguments of `FastRuntime` (e.g. tune=("decoder",))."""
         checkpoint.check_pair(model.cfg, vae.cfg)
         self.device = _device(device)
         self.dtype = parse_dtype(dtype)
@@ -66,6 +68,7 @@ class Pipeline:
         self.source = source
         self.use_fast = (self.device.type == "cuda") if fast is None else fast
         self._fast = None
+        self.fast_options = dict(fast_options or {})
         self._engines: dict = {}
 
     @property
@@ -73,30 +76,30 @@ class Pipeline:
         """The FastRuntime of this pipeline (built on first use)."""
         if self._fast is None:
             from .fast import FastRuntime
-            self._fast = FastRuntime(self.model, self.vae)
+            self._fast = FastRuntime(self.model, self.vae, **self.fast_options)
         return self._fast
 
     # ---- construction ----------------------------------------------------------------
     @classmethod
     def from_checkpoints(cls, var_ckpt: str | os.PathLike, vae_ckpt: str | os.PathLike,
                          device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32,
-                         fast: bool | None = None) -> "Pipeline":
+                         fast: bool | None = None, fast_options: dict | None = None) -> "Pipeline":
         """Load the release's files (or safetensors) unchanged."""
         device, dtype = _device(device), parse_dtype(dtype)
         model, _ = checkpoint.load_transformer(var_ckpt)
         vae, _ = checkpoint.load_tokenizer(vae_ckpt)
-        return cls(model, vae, device, dtype, source=f"{var_ckpt} + {vae_ckpt}", fast=fast)
+        return cls(model, vae, device, dtype, source=f"{var_ckpt} + {vae_ckpt}", fast=fast, fast_options=fast_options)
 
     @classmethod
     def from_random(cls, transformer: str = "tiny", tokenizer: str = "tiny", seed: int = 0,
                     device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32,
-                    fast: bool | None = None) -> "Pipeline":
+                    fast: bool | None = None, fast_options: dict | None = None) -> "Pipeline":
         """Seeded random weights of named presets: the embedded default (images are not meaningful)."""
         device, dtype = _device(device), parse_dtype(dtype)
         model = random_transformer(FlexVARConfig.from_name(transformer), seed)
         vae = random_tokenizer(VQVAEConfig.from_name(tokenizer), seed + 1)
         return cls(model, vae, device, dtype, source=f"random weights ({transformer}/{tokenizer}, seed {seed})",
-                   fast=fast)
+                   fast=fast, fast_options=fast_options)
 
     def engines(self, backend: str, engine_dir, rebuild: bool = False):
         """The engines of `backend` in `engine_dir` (exported/built on first use, then reused)."""

@@ -196,3 +196,14 @@ def test_small_step_fits_only_cuda_low_precision():
     assert not K.small_step_fits(2, 1, 1024, 8, 4096, 16, 680, 0, torch.float16, "cuda")  # head dim 128
     assert not K.small_step_fits(2, 33, 1024, 16, 4096, 16, 680, 0, torch.float16, "cuda")  # 66 rows
     assert not K.small_step_fits(2, 16, 1024, 16, 4096, 16, 680, 250, torch.float16, "cuda")  # 266 keys
+
+
+def test_fast_options_reach_the_runtime():
+    """Pipeline(fast_options=...) and `--tune-decoder` configure the FastRuntime the pipeline builds."""
+    from flexvar import Pipeline
+    from flexvar.cli import build_parser, fast_options
+    pipe = Pipeline.from_random(fast_options={"small_step_rows": 8, "use_graphs": False})
+    assert pipe.fast_runtime.small_step_rows == 8 and not pipe.fast_runtime.use_graphs
+    args = build_parser().parse_args(["generate", "--labels", "1", "--out", "o", "--tune-decoder"])
+    assert fast_options(args) == {"tune": ("decoder",)}
+    assert fast_options(build_parser().parse_args(["generate", "--labels", "1", "--out", "o"])) == {}

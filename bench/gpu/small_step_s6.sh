@@ -5,7 +5,9 @@
 #   bash bench/gpu/small_step_s6.sh g   # sorted top-p in guided_sample: its tests, the sampling probe, d16 B1/B32
 #   bash bench/gpu/small_step_s6.sh t   # warp-aggregated radix histogram: tests, sampling probe; A/B of Inductor's
 #                                       # coordinate-descent tuning (decoder, blocks) at d16 B1/B32
-#   bash bench/gpu/small_step_s6.sh f   # all GPU tests; A/B of the row limit at d16/d24 B1; d16 B32
+#   bash bench/gpu/small_step_s6.sh f   # (first run) A/B of the row limit at d16/d24 B1; d16 B32; all GPU tests
+#   bash bench/gpu/small_step_s6.sh r   # final: eager, fast, fast-tdec at d16 256-10 B1/B32 in one run; all GPU tests
+#   bash bench/gpu/small_step_s6.sh s   # final: d20/d24 eager/fast; d16 256-6/256-13/512-12/1:2; C++ host and engine tests
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
@@ -41,6 +43,20 @@ elif [ "$1" = p ]; then
   echo "gpu tests rc=$?"; grep -E "passed|failed|Error|error" "$L/gpu_tests.log" | tail -12
   timeout 150 flexvar bench --dtype fp16 --depths 16,24 --batches 1 --schedules 256-10 --impls fast-nosmall,fast \
     --repeat 7 --no-breakdown --out "$OUT/ab_small_step_b1.json" 2>&1 | grep -E "^bench: ran|^\||rror"
+elif [ "$1" = r ]; then
+  timeout 330 flexvar bench --dtype fp16 --depths 16 --batches 1,32 --schedules 256-10 --impls eager,fast,fast-tdec \
+    --repeat 7 --out "$OUT/final_d16_256_10.json" 2>&1 | grep -E "^bench: ran|^\||rror"
+  timeout 170 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider > "$L/gpu_tests.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$L/gpu_tests.log" | tail -6
+elif [ "$1" = s ]; then
+  timeout 200 flexvar bench --dtype fp16 --depths 20,24 --batches 1,32 --schedules 256-10 --impls eager,fast \
+    --repeat 5 --no-breakdown --out "$OUT/final_d20_d24.json" 2>&1 | grep -E "^bench: ran|^\||rror"
+  timeout 200 flexvar bench --dtype fp16 --depths 16 --batches 1,32 \
+    --schedules '256-6;256-13;512-12;1x2,2x4,3x6,4x8,5x10,6x12,8x16,10x20,13x26,16x32' --impls eager,fast --repeat 5 \
+    --no-breakdown --out "$OUT/final_d16_res.json" 2>&1 | grep -E "^bench: ran|^\||rror"
+  timeout 150 python3 -m pytest -m gpu tests/test_gpu_host.py tests/test_gpu_engines.py -q -p no:cacheprovider \
+    > "$L/gpu_host_engines.log" 2>&1
+  echo "host/engine tests rc=$?"; grep -E "passed|failed|Error|skipped" "$L/gpu_host_engines.log" | tail -6
 else
   timeout 150 flexvar bench --dtype fp16 --depths 16,24 --batches 1 --schedules 256-10 \
     --impls fast-nosmall,fast-rows16,fast-rows32,fast --repeat 7 --no-breakdown --out "$OUT/ab_small_step_rows.json" \

@@ -79,15 +79,8 @@ __device__ uint32_t kth_largest_key(const uint32_t (&key)[PER], const bool (&val
     for (int b = threadIdx.x; b < nb; b += THREADS) hist[b] = 0;
     __syncthreads();
 #pragma unroll
-    for (int j = 0; j < PER; ++j) {
-      if (pass == 0) {  // every value counts and few bins are hit: one atomic per distinct bin and warp
-        const uint32_t bin = valid[j] ? (key[j] >> shift) & (nb - 1) : 0xFFFFFFFFu;
-        const uint32_t peers = __match_any_sync(0xffffffffu, bin);
-        if (valid[j] && (int)(threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&hist[bin], __popc(peers));
-      } else if (valid[j] && (key[j] & mask) == prefix) {
-        atomicAdd(&hist[(key[j] >> shift) & (nb - 1)], 1);
-      }
-    }
+    for (int j = 0; j < PER; ++j)
+      if (valid[j] && (key[j] & mask) == prefix) atomicAdd(&hist[(key[j] >> shift) & (nb - 1)], 1);
     __syncthreads();
     // thread t owns bins [t c, t c + c); counts above a bin = bins of higher threads + higher own bins
     const int c = nb / THREADS > 0 ? nb / THREADS : 1, lo = threadIdx.x * c, hi = min(nb, lo + c);
