@@ -7,7 +7,7 @@
 #                                       # coordinate-descent tuning (decoder, blocks) at d16 B1/B32
 #   bash bench/gpu/small_step_s6.sh f   # (first run) A/B of the row limit at d16/d24 B1; d16 B32; all GPU tests
 #   bash bench/gpu/small_step_s6.sh r   # final: eager, fast, fast-tdec at d16 256-10 B1/B32 in one run; all GPU tests
-#   bash bench/gpu/small_step_s6.sh s   # final: d20/d24 eager/fast; d16 256-6/256-13/512-12/1:2; C++ host and engine tests
+#   bash bench/gpu/small_step_s6.sh s   # final: d20/d24 eager/fast; C++ host and engine tests
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
@@ -51,9 +51,6 @@ elif [ "$1" = r ]; then
 elif [ "$1" = s ]; then
   timeout 200 flexvar bench --dtype fp16 --depths 20,24 --batches 1,32 --schedules 256-10 --impls eager,fast \
     --repeat 5 --no-breakdown --out "$OUT/final_d20_d24.json" 2>&1 | grep -E "^bench: ran|^\||rror"
-  timeout 200 flexvar bench --dtype fp16 --depths 16 --batches 1,32 \
-    --schedules '256-6;256-13;512-12;1x2,2x4,3x6,4x8,5x10,6x12,8x16,10x20,13x26,16x32' --impls eager,fast --repeat 5 \
-    --no-breakdown --out "$OUT/final_d16_res.json" 2>&1 | grep -E "^bench: ran|^\||rror"
   timeout 150 python3 -m pytest -m gpu tests/test_gpu_host.py tests/test_gpu_engines.py -q -p no:cacheprovider \
     > "$L/gpu_host_engines.log" 2>&1
   echo "host/engine tests rc=$?"; grep -E "passed|failed|Error|skipped" "$L/gpu_host_engines.log" | tail -6
