@@ -110,3 +110,44 @@ def test_qk_norm_cache_kernel(benchmark, qkv_case):
         torch.ops.flexvar.qk_norm_cache(qkv, scale, kc, vc, start)
         _sync()
     benchmark(run)
+
+
+@pytest.fixture(scope="module", params=[(2, 1, 0), (2, 16, 14)], ids=lambda p: f"rows{p[0] * p[1]}")
+def step_case(request):
+    """small_step on 4 d16 blocks (C 1024, H 16, hidden 4096): batch 1's first step (2 rows) and its
+    fourth (16 tokens at offset 14: 32 rows). The kernel's own per-phase timing: bench/gpu/small_step_probe.cu."""
+    R, l, start = request.param
+    depth, C, H, hidden, L = 4, 1024, 16, 4096, 680
+    g = torch.Generator(DEV).manual_seed(3)
+
+    def rnd(*shape, s=1.0):
+        return (torch.randn(*shape, device=DEV, generator=g) * s).to(DT)
+
+    weights = tuple([f() for _ in range(depth)] for f in (
+        lambda: rnd(3 * C, C, s=C ** -0.5), lambda: rnd(3 * C, s=0.1), lambda: torch.rand(H, device=DEV) + 3,
+        lambda: rnd(C, C, s=C ** -0.5), lambda: rnd(C, s=0.1), lambda: rnd(hidden, C, s=C ** -0.5),
+        lambda: rnd(hidden, s=0.1), lambda: rnd(C, hidden, s=hidden ** -0.5), lambda: rnd(C, s=0.1)))
+    mods = rnd(depth, R, 6, C, s=0.3)
+    kv = rnd(depth, 2, L, R, H, 64)
+    x = torch.randn(R, l, C, device=DEV, generator=g)
+    return x, mods, kv, weights, start
+
+
+def test_small_step_ref(benchmark, step_case):
+    x, mods, kv, weights, start = step_case
+
+    def run():
+        K.small_step_ref(x.clone(), mods, kv, *weights, start, 1e-6)
+        _sync()
+    benchmark(run)
+
+
+@pytest.mark.skipif(DEV != "cuda", reason="the kernel is CUDA-only")
+def test_small_step_kernel(benchmark, step_case):
+    x, mods, kv, weights, start = step_case
+    assert K.load()
+
+    def run():
+        torch.ops.flexvar.small_step(x.clone(), mods, kv, *weights, start, 1e-6)
+        _sync()
+    benchmark(run)
