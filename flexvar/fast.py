@@ -7,6 +7,10 @@ the positions of every step. Per (schedule, batch, sampling parameters): static 
 preallocated KV cache and, on CUDA, one CUDA graph of the whole generation (all steps,
 guidance, sampling, decode) that is replayed afterwards.
 
+Steps of few token rows (batch 1's first steps) run every block in one cooperative kernel
+(`flexvar.kernels.small_step`); the others run each block as compiled halves around the
+`qk_norm_cache` kernel and attention on the cache's views (`FastRuntime.transformer`).
+
 Guidance, top-k, top-p and the draw are one op (`flexvar.kernels.guided_sample`: one CUDA kernel,
 or its PyTorch reference): the uniform of each token is a counter-based hash of (seed, step, token)
 read from device memory, so a replay needs no host synchronisation and a seed gives the same draws
@@ -166,6 +170,9 @@ class FastRuntime:
         On CPU: none of them (fused_small_steps=True runs `small_step`'s reference there, for tests).
         tune: "blocks" and/or "decoder": Inductor's coordinate-descent tuning of those kernels' launch
         configurations (longer first compile)."""
+        unknown = set(tune) - {"blocks", "decoder"}
+        if unknown:
+            raise ValueError(f"tune takes 'blocks' and/or 'decoder', not {sorted(unknown)}")
         self.model, self.vae = model, vae
         p = model.pos_1LC
         self.device, self.dtype = p.device, p.dtype

@@ -207,3 +207,8 @@ def test_fast_options_reach_the_runtime():
     args = build_parser().parse_args(["generate", "--labels", "1", "--out", "o", "--tune-decoder"])
     assert fast_options(args) == {"tune": ("decoder",)}
     assert fast_options(build_parser().parse_args(["generate", "--labels", "1", "--out", "o"])) == {}
+
+
+def test_unknown_tune_target_is_refused(pipe_test):
+    with pytest.raises(ValueError, match="tune takes"):
+        FastRuntime(pipe_test.model, pipe_test.vae, tune=("decoders",))
