@@ -110,7 +110,7 @@ void small_step_cuda(at::Tensor& x, const at::Tensor& mods, at::Tensor& kv, at::
   for (at::TensorList t : {wqkv, bqkv, qscale, wproj, bproj, w1, b1, w2, b2}) {
     TORCH_CHECK((int64_t)t.size() == depth, "one weight per block expected, got ", t.size(), " for depth ", depth);
   }
-  TORCH_CHECK(depth <= FLEXVAR_SMALL_STEP_MAX_DEPTH, "at most ", FLEXVAR_SMALL_STEP_MAX_DEPTH, " blocks");
+  TORCH_CHECK(depth >= 1 && depth <= FLEXVAR_SMALL_STEP_MAX_DEPTH, "1 to ", FLEXVAR_SMALL_STEP_MAX_DEPTH, " blocks");
   const int64_t hidden = w1[0].size(0);
   flexvar_small_step_args_t a{};
   for (int64_t i = 0; i < depth; ++i) {
