@@ -212,3 +212,15 @@ def test_fast_options_reach_the_runtime():
 def test_unknown_tune_target_is_refused(pipe_test):
     with pytest.raises(ValueError, match="tune takes"):
         FastRuntime(pipe_test.model, pipe_test.vae, tune=("decoders",))
+
+
+def test_small_step_limits_match_the_kernel():
+    """small_step_fits mirrors the C limits: the header's #defines and the kernel's tile bound."""
+    import re
+    from pathlib import Path
+    header = (Path(K.__file__).parent / "include" / "flexvar" / "small_step.h").read_text()
+    source = (Path(K.__file__).parent / "src" / "small_step.cu").read_text()
+    defs = {k: int(v) for k, v in re.findall(r"#define FLEXVAR_SMALL_STEP_(\w+) (\d+)", header)}
+    assert defs == {"MAX_DEPTH": K.SMALL_STEP_MAX_DEPTH, "MAX_ROWS": K.SMALL_STEP_MAX_ROWS,
+                    "MAX_KEYS": K.SMALL_STEP_MAX_KEYS}
+    assert int(re.search(r"constexpr int kMaxTiles = (\d+);", source).group(1)) == K._SMALL_STEP_MAX_TILES
