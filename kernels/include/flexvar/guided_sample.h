@@ -12,9 +12,11 @@
  *   draw:  u = uniform(seed, step, row) (the hash below), r = u * sum of kept e, and the code is
  *          the first kept v in vocabulary order whose running sum of kept e exceeds r.
  *
- * The k-th largest value and the top-p cut are found by bisection over the order-preserving
- * 32-bit keys of the floats, with fixed-order block reductions: the result depends only on the
- * inputs (no atomics on floats), so a seed reproduces its codes on every run.
+ * The k-th largest value is found by a radix select over the order-preserving 32-bit keys of the
+ * floats (integer histograms); the top-p cut, when the survivors fit one per thread (top_k <= the
+ * block size), by sorting them and scanning their masses in descending order, else by bisection
+ * over the masses' bit patterns. Reductions and scans run in a fixed order: the result depends only
+ * on the inputs (no atomics on floats), so a seed reproduces its codes on every run.
  *
  * uniform(seed, step, row) = (h(h(seed) ^ ((row + step * 0x9E3779B) mod 2^32)) >> 8) / 2^24,
  *   h(x) = x ^= x >> 16; x *= 0x7FEB352D; x ^= x >> 15; x *= 0x5BD1E995; x ^= x >> 16 (uint32).
