@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     return 0
 
 
-_CATEGORIES = [("triton", r"^triton_"), ("flexvar", r"next_tokens|guided_sample|qk_norm_cache"),
+_CATEGORIES = [("triton", r"^triton_"), ("flexvar", r"next_tokens|guided_sample|qk_norm_cache|small_step"),
                ("attention", r"flash|fmha|attention|sdpa"), ("conv", r"conv|fprop|implicit|winograd|dgrad"),
                ("gemm", r"gemm|cutlass|xmma|nvjet|cublas|sm\d+_"), ("copy", r"copy|memcpy|memset|fill")]
 

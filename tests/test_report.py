@@ -25,3 +25,14 @@ def test_report_sections_per_file(tmp_path):
     assert "| d16 | 256-10 | 256x256 | 1 | 200.0 (199.0–201.0) | 10.0 (9.0–11.0) | 20.0× | 100 |" in out
     assert "| d16 | 256-10 | 1 | fast-nographs | 40.0 (39.0–41.0) | 25 | 0.5 |" in out
     assert "| d16 | 256-10 | 256x256 | 4 | – | 20.0 (19.0–21.0) | – | 200 |" in out
+
+
+def test_profile_categories_name_the_fused_kernels():
+    """The kernel profile groups every flexvar kernel (small_step included) under 'flexvar', not 'gemm'/'other'."""
+    from flexvar.bench.profile_fast import _category
+    for name in ("void (anonymous namespace)::small_step_kernel<__half, 1>(flexvar_small_step_args_t)",
+                 "void (anonymous namespace)::guided_sample_kernel<1024, 10>(float const*, int)",
+                 "void (anonymous namespace)::qk_norm_cache_kernel<__half, 2>(__half const*)"):
+        assert _category(name) == "flexvar", name
+    assert _category("nvjet_sm90_hsh_64x8_64x16_4x1_v_bz_bias_TNT") == "gemm"
+    assert _category("triton_per_fused_add_native_layer_norm_0") == "triton"
