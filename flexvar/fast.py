@@ -270,7 +270,8 @@ class FastRuntime:
         Per block: the compiled qkv projection, `qk_norm_cache` (q/k norms and the cache write in one
         kernel), attention on the cache's views (`attend`), and the compiled second half together with the
         next block's projection (the residual update fused with the next LayerNorm). The same
-        computation as `model.Block.forward_step` over the weights as plain tensors."""
+        computation as `model.Block.forward_step` over the weights as plain tensors. Steps that
+        `_small_step` accepts run all of this as one `small_step` kernel instead."""
         eps, W = self.model.cfg.norm_eps, self.block_weights
         if self._small_step(x_BlC, kv, start):
             x_BlC = x_BlC.clone(memory_format=torch.contiguous_format)  # updated in place

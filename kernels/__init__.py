@@ -187,21 +187,17 @@ def small_step_ref(x_RlC: torch.Tensor, mods: torch.Tensor, kv: torch.Tensor, wq
     """Plain PyTorch: every block on the step's rows x (R, l, C) float32, in place; writes the step's
     keys and values into kv (depth, 2, L, R, H, d) at [start, start + l). mods (depth, R, 6, C);
     per block i the weights wqkv[i] (3C, C), bqkv[i], qscale[i] (H) float32, wproj[i], bproj[i],
-    w1[i], b1[i], w2[i], b2[i] in the cache's dtype. Products in that dtype, LayerNorms, modulation
-    and residuals in float32 (what `model.Block.forward_step` computes)."""
-    R, l, C = x_RlC.shape
-    end = start + l
+    w1[i], b1[i], w2[i], b2[i] in the cache's dtype. The definition is the fast runtime's per-block
+    path (`fast.qkv_proj`, `qk_norm_cache_ref`, `fast.attend`, `fast.finish_step`), which computes
+    `model.Block.forward_step`: products in the weights' dtype, LayerNorms, modulation and residuals
+    in float32."""
+    from ..fast import attend, finish_step, qkv_proj  # here, not at the top: fast imports this module
+    end = start + x_RlC.shape[1]
     y = x_RlC
     for i in range(len(wqkv)):
-        g1, g2, s1, s2, sh1, sh2 = mods[i].float().unsqueeze(2).unbind(1)  # each (R, 1, C)
-        dt = wqkv[i].dtype
-        h = (F.layer_norm(y, (C,), eps=eps) * (1 + s1) + sh1).to(dt)
-        q = qk_norm_cache_ref(F.linear(h, wqkv[i], bqkv[i]), qscale[i], kv[i, 0], kv[i, 1], start)
-        o = F.scaled_dot_product_attention(q.transpose(1, 2), kv[i, 0, :end].permute(1, 2, 0, 3),
-                                           kv[i, 1, :end].permute(1, 2, 0, 3), scale=1.0)
-        y = y + F.linear(o.transpose(1, 2).reshape(R, l, C), wproj[i], bproj[i]).float() * g1
-        h = (F.layer_norm(y, (C,), eps=eps) * (1 + s2) + sh2).to(dt)
-        y = y + F.linear(F.gelu(F.linear(h, w1[i], b1[i]), approximate="tanh"), w2[i], b2[i]).float() * g2
+        q = qk_norm_cache_ref(qkv_proj(y, mods[i], wqkv[i], bqkv[i], eps), qscale[i], kv[i, 0], kv[i, 1], start)
+        y = finish_step(y, mods[i], attend(q, kv[i, 0], kv[i, 1], end), wproj[i], bproj[i], w1[i], b1[i], w2[i],
+                        b2[i], eps)
     x_RlC.copy_(y)
 
 
@@ -235,7 +231,8 @@ def small_step(x_RlC: torch.Tensor, mods: torch.Tensor, kv: torch.Tensor, weight
     `small_step_ref`. weights: the nine per-block lists of `small_step_ref`. x is updated in place."""
     R, l, C = x_RlC.shape
     depth, L, H = kv.shape[0], kv.shape[2], kv.shape[4]
-    if (use_kernel and x_RlC.is_cuda and small_step_fits(R, l, C, H, weights[5][0].shape[0], depth, L, start,
+    hidden = weights[5][0].shape[0]  # w1 (hidden, C)
+    if (use_kernel and x_RlC.is_cuda and small_step_fits(R, l, C, H, hidden, depth, L, start,
                                                           kv.dtype, x_RlC.device) and load()):
         torch.ops.flexvar.small_step(x_RlC, mods, kv, *weights, int(start), float(eps))
     else:
