@@ -1,12 +1,17 @@
 """Kernel-level profile of the fast runtime (one eager run under torch.profiler).
 
     python -m flexvar.bench.profile_fast [--depth d16] [--batch 1] [--schedule 256-10] [--no-compile]
+    python -m flexvar.bench.profile_fast --graph --timeline out.json   # per-step timeline of a replay
 
-Prints the CUDA kernels by total time and how many kernel launches one generation makes.
+Prints the CUDA kernels by total time and how many kernel launches one generation makes. With
+--timeline, also the span, kernel-busy time and idle gaps of every step (a step ends with its
+guided_sample kernel; what follows the last one is the decode), and writes every kernel's
+(name, start, duration) to a JSON file.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from collections import defaultdict
@@ -30,6 +35,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", type=int, default=25)
     ap.add_argument("--graph", action="store_true", help="profile a CUDA-graph replay instead of an eager run")
     ap.add_argument("--dtype", default="fp16", choices=["fp16", "bf16"])
+    ap.add_argument("--timeline", help="write every kernel's (name, start us, duration us) here and print per-step spans")
     args = ap.parse_args(argv)
     dt = torch.float16 if args.dtype == "fp16" else torch.bfloat16
     model = random_transformer(FlexVARConfig.from_name(args.depth), device="cuda").to(dt)
@@ -56,7 +62,42 @@ def main(argv=None) -> int:
     print("by category: " + "; ".join(f"{k} {n} kernels {ms:.2f} ms" for k, (n, ms) in
                                       sorted(groups.items(), key=lambda kv: -kv[1][1])))
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=args.rows, max_name_column_width=70))
+    if args.timeline:
+        kernels = sorted(((e.name, e.time_range.start, e.time_range.end - e.time_range.start) for e in ev),
+                         key=lambda k: k[1])
+        for line in step_spans(kernels):
+            print(line)
+        with open(args.timeline, "w") as f:
+            json.dump({"depth": args.depth, "batch": args.batch, "schedule": str(sched), "graph": args.graph,
+                       "kernels": kernels}, f)
     return 0
+
+
+def step_spans(kernels: list[tuple[str, float, float]]) -> list[str]:
+    """Per step (ended by its guided_sample kernel) and for the decode after the last one: the span from
+    the previous part's end to this part's end, the time kernels ran, the idle gaps and the busiest
+    categories. kernels: (name, start us, duration us) sorted by start."""
+    parts, cur = [], []
+    for k in kernels:
+        cur.append(k)
+        if "guided_sample" in k[0]:
+            parts.append(cur)
+            cur = []
+    if cur:
+        parts.append(cur)
+    out, prev_end = [], kernels[0][1] if kernels else 0.0
+    for i, part in enumerate(parts):
+        end = max(s + d for _, s, d in part)
+        busy = sum(d for _, _, d in part)
+        cats = defaultdict(float)
+        for name, _, d in part:
+            cats[_category(name)] += d
+        top = ", ".join(f"{c} {t:.0f}" for c, t in sorted(cats.items(), key=lambda kv: -kv[1])[:4])
+        label = f"step {i + 1:2d}" if "guided_sample" in part[-1][0] else "decode "
+        out.append(f"{label}: span {end - prev_end:8.1f} us, kernels {busy:8.1f} us in {len(part):4d}, "
+                   f"idle {end - prev_end - busy:7.1f} us  ({top})")
+        prev_end = end
+    return out
 
 
 _CATEGORIES = [("triton", r"^triton_"), ("flexvar", r"next_tokens|guided_sample|qk_norm_cache|small_step"),

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Session 7 device calls.
+#   bash bench/gpu/s7.sh t   # per-step timelines of a graph replay (d16 B1/B32, d24 B1); Inductor PDL A/B at d16 B1
+set -uo pipefail
+OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
+python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
+python3 -c "import flexvar.kernels as K; print('kernels built:', K.load())" 2>&1 | tail -3
+if [ "${1:-t}" = t ]; then
+  for cfg in "d16 1" "d16 32" "d24 1"; do
+    set -- $cfg
+    timeout 200 python3 -m flexvar.bench.profile_fast --graph --depth "$1" --batch "$2" --rows 40 \
+      --timeline "$OUT/timeline_$1_b$2.json" > "$OUT/profile_$1_b$2.txt" 2>&1
+    echo "profile $1 B$2 rc=$?"; grep -E "^profile|^by category|^step|^decode" "$OUT/profile_$1_b$2.txt"
+  done
+  python3 -c "import torch._inductor.config as c; print('inductor enable_pdl:', getattr(c.triton, 'enable_pdl', 'absent'))"
+  for pdl in 0 1; do
+    TORCHINDUCTOR_ENABLE_PDL=$pdl timeout 150 flexvar bench --dtype fp16 --depths 16 --batches 1 --schedules 256-10 \
+      --impls fast --repeat 9 --no-breakdown --out "$OUT/ab_pdl$pdl.json" 2>&1 | grep -E "^\| d|rror"
+  done
+fi
