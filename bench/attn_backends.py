@@ -2,9 +2,12 @@
 keys/values as permuted views of the token-major cache prefix, one layer of a schedule.
 
     python -m flexvar.bench.attn_backends [--heads 16] [--head-dim 64] [--schedule 256-10] [--batches 1,32]
+    python -m flexvar.bench.attn_backends --backends cudnn,triton --sweep
 
 Each (backend, step) is captured in a CUDA graph of 20 calls and replayed; prints microseconds per
-call, per step and summed over the schedule (multiply by the depth for a generation).
+call, per step and summed over the schedule (multiply by the depth for a generation). `triton` is
+`flexvar.kernels.attention.attend` with its default configuration (checked against `attend_ref`
+first); --sweep also times every configuration of it per step and prints the fastest.
 """
 from __future__ import annotations
 
@@ -14,10 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from flexvar.kernels.attention import attend, attend_config, attend_ref
 from flexvar.schedule import Schedule
 
 BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
             "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
+
+
+SWEEP = [(bm, bn, w, st) for bm in (16, 32, 64, 128) for bn in (32, 64, 128) for w in (4, 8) for st in (2, 3)
+         if not (bm == 128 and w == 4) and not (bm <= 32 and bn == 128)]
 
 
 def time_graph(fn, calls: int = 20, replays: int = 10) -> float:
@@ -48,7 +56,8 @@ def main(argv=None) -> int:
     ap.add_argument("--head-dim", type=int, default=64)
     ap.add_argument("--schedule", default="256-10")
     ap.add_argument("--batches", default="1,32")
-    ap.add_argument("--backends", default="flash,efficient,cudnn")
+    ap.add_argument("--backends", default="flash,efficient,cudnn,triton")
+    ap.add_argument("--sweep", action="store_true", help="time every Triton configuration per step")
     args = ap.parse_args(argv)
     sched, H, d = Schedule.parse(args.schedule), args.heads, args.head_dim
     print(f"attention: {torch.cuda.get_device_name()}, torch {torch.__version__}, fp16, H={H} d={d}, {sched}")
@@ -59,6 +68,20 @@ def main(argv=None) -> int:
             for si, (h, w) in enumerate(sched):
                 end = sched.offsets[si] + h * w
                 q = torch.randn(2 * B, h * w, H, d, device="cuda", dtype=torch.float16)
+
+                if name == "triton":
+                    err = (attend(q, kc, vc, end).float() - attend_ref(q, kc, vc, end).float()).abs().max().item()
+                    if err > 2e-2:
+                        raise SystemExit(f"attention: triton differs from attend_ref by {err:.3g} (B={B}, step {si + 1})")
+
+                    def fn(q=q, end=end):
+                        return attend(q, kc, vc, end)
+                    if args.sweep:
+                        best = min((time_graph(lambda c=c: attend(q, kc, vc, end, c)), c) for c in SWEEP)
+                        print(f"attention: B={B:<3} step {si + 1:2d} (l={h * w}, end={end}): default "
+                              f"{attend_config(2 * B, h * w, H, end)}, best {best[1]} {best[0]:.1f} us")
+                    per.append(time_graph(fn))
+                    continue
 
                 def fn(q=q, end=end):
                     with sdpa_kernel([BACKENDS[name]]):

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .images import pixels_uint8
+from .kernels import attention as _attention
 from .kernels import guided_sample, next_tokens, qk_norm_cache, small_step, small_step_fits
 from .kernels import load as load_kernels
 from .kv_cache import KVCache
@@ -112,9 +113,13 @@ def finish_qkv(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, o_BHld: torch.Tensor,
     return x, qkv_proj(x, mod_next, wqkv_next, bqkv_next, eps)
 
 
-def attend(q_BlHd: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, end: int) -> torch.Tensor:
+def attend(q_BlHd: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, end: int,
+           kernel: bool = False) -> torch.Tensor:
     """Attention of a step's queries (B, l, H, d) over the first `end` cached tokens (caches (L, B, H, d)),
-    scale 1 (q is prescaled): (B, H, l, d). Every operand is a strided view, read in place."""
+    scale 1 (q is prescaled): (B, H, l, d). Every operand is a strided view, read in place.
+    kernel: the Triton kernel (`flexvar.kernels.attention`) where it runs, else SDPA."""
+    if kernel and _attention.kernel_available(q_BlHd):
+        return _attention.attend(q_BlHd, k_cache, v_cache, end).transpose(1, 2)
     with sdpa_kernel(_SDPA_BACKENDS, set_priority=True):
         return F.scaled_dot_product_attention(q_BlHd.transpose(1, 2), k_cache[:end].permute(1, 2, 0, 3),
                                               v_cache[:end].permute(1, 2, 0, 3), scale=1.0)
@@ -161,15 +166,17 @@ class FastRuntime:
     def __init__(self, model: FlexVAR, vae: VQVAE, use_graphs: bool | None = None, use_kernels: bool = True,
                  compile_blocks: bool | None = None, channels_last: bool | None = None,
                  compile_decoder: bool | None = None, fused_small_steps: bool | None = None,
-                 small_step_rows: int = 32, tune: tuple[str, ...] = (), max_plans: int = 8,
-                 max_label_sets: int = 64):
+                 small_step_rows: int = 32, tune: tuple[str, ...] = (), triton_attention: bool | None = None,
+                 max_plans: int = 8, max_label_sets: int = 64):
         """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
         dynamic shapes (once per process), the channels-last decoder compiled per output shape, and
         steps of at most `small_step_rows` token rows (guidance included: batch 1's first four steps at
         the default 32, the best of 16/32/64 measured on the H100) as one `small_step` kernel.
         On CPU: none of them (fused_small_steps=True runs `small_step`'s reference there, for tests).
         tune: "blocks" and/or "decoder": Inductor's coordinate-descent tuning of those kernels' launch
-        configurations (longer first compile)."""
+        configurations (longer first compile).
+        triton_attention: the per-block path's attention as `flexvar.kernels.attention` (fp16/bf16;
+        default on CUDA with the kernels on) instead of SDPA."""
         unknown = set(tune) - {"blocks", "decoder"}
         if unknown:
             raise ValueError(f"tune takes 'blocks' and/or 'decoder', not {sorted(unknown)}")
@@ -181,6 +188,7 @@ class FastRuntime:
         self.use_kernels = use_kernels
         self.fused_small_steps = cuda and use_kernels if fused_small_steps is None else fused_small_steps
         self.small_step_rows = small_step_rows  # steps of at most this many rows (guidance included) fused
+        self.triton_attention = cuda and use_kernels if triton_attention is None else triton_attention
         self.channels_last = cuda if channels_last is None else channels_last
         with torch.no_grad():
             book = vae.quantize.normalized().float()
@@ -268,7 +276,7 @@ class FastRuntime:
         at [start, start + l). Returns x after the last block.
 
         Per block: the compiled qkv projection, `qk_norm_cache` (q/k norms and the cache write in one
-        kernel), attention on the cache's views (`attend`), and the compiled second half together with the
+        kernel), attention on the cache's views (`attend`: the Triton kernel or SDPA), and the compiled second half together with the
         next block's projection (the residual update fused with the next LayerNorm). The same
         computation as `model.Block.forward_step` over the weights as plain tensors. Steps that
         `_small_step` accepts run all of this as one `small_step` kernel instead."""
@@ -281,7 +289,7 @@ class FastRuntime:
         qkv = self.qkv_proj(x_BlC, blocks[0], W[0][0], W[0][1], eps)
         for i, (_, _, scale, *second) in enumerate(W):
             q = qk_norm_cache(qkv, scale, kv[i, 0], kv[i, 1], start, use_kernel=self.use_kernels)
-            o = attend(q, kv[i, 0], kv[i, 1], end)
+            o = attend(q, kv[i, 0], kv[i, 1], end, kernel=self.triton_attention)
             if i + 1 < len(W):
                 x_BlC, qkv = self.finish_qkv(x_BlC, blocks[i], o, *second, blocks[i + 1], W[i + 1][0], W[i + 1][1],
                                              eps)

@@ -224,3 +224,36 @@ def test_small_step_limits_match_the_kernel():
     assert defs == {"MAX_DEPTH": K.SMALL_STEP_MAX_DEPTH, "MAX_ROWS": K.SMALL_STEP_MAX_ROWS,
                     "MAX_KEYS": K.SMALL_STEP_MAX_KEYS}
     assert int(re.search(r"constexpr int kMaxTiles = (\d+);", source).group(1)) == K._SMALL_STEP_MAX_TILES
+
+
+@pytest.mark.parametrize("B, l, H, d, end", [(2, 1, 4, 64, 1), (3, 7, 2, 32, 20), (2, 16, 3, 16, 16)], ids=str)
+def test_attend_ref_is_sdpa_over_the_cache_prefix(B, l, H, d, end):
+    """attend_ref (the Triton kernel's definition) = SDPA with scale 1 over the first `end` cached tokens;
+    on CPU `attend` and the fast runtime's `attend(kernel=True)` fall back to it."""
+    from flexvar.fast import attend
+    from flexvar.kernels.attention import attend as attend_kernel
+    from flexvar.kernels.attention import attend_ref, kernel_available
+    g = torch.Generator().manual_seed(end)
+    q = torch.randn(B, l, H, d, generator=g)
+    kc, vc = torch.randn(2, end + 5, B, H, d, generator=g).unbind(0)
+    sdpa = F.scaled_dot_product_attention(q.transpose(1, 2), kc[:end].permute(1, 2, 0, 3), vc[:end].permute(1, 2, 0, 3),
+                                          scale=1.0).transpose(1, 2)
+    ref = attend_ref(q, kc, vc, end)
+    assert ref.shape == (B, l, H, d) and rel_err(ref, sdpa) < 1e-6
+    assert not kernel_available(q)
+    assert torch.equal(attend_kernel(q, kc, vc, end), ref)
+    assert rel_err(attend(q, kc, vc, end, kernel=True).transpose(1, 2), sdpa) < 1e-6
+    kc[end:] = float("nan")  # nothing past `end` is read
+    assert torch.isfinite(attend_ref(q, kc, vc, end)).all()
+
+
+def test_attend_config_fills_the_gpu():
+    """Large steps take 128-query blocks; batch 1's steps shrink the block until every SM has two
+    programs, down to 16 queries."""
+    from flexvar.kernels.attention import attend_config
+    assert attend_config(64, 256, 16, 680) == (128, 64, 8, 3)
+    assert attend_config(2, 256, 16, 680)[0] == 16
+    assert attend_config(64, 4, 16, 5)[0] == 16
+    for B, l, H in [(2, 256, 16), (64, 169, 16), (2, 1, 24), (8, 100, 16)]:
+        bm = attend_config(B, l, H, 1)[0]
+        assert bm == 16 or B * H * -(-l // bm) >= 2 * 132

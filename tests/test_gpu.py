@@ -149,6 +149,47 @@ def test_small_step_kernel(dtype, C, depth, R, l, start, L):
     assert torch.equal(again, out) and torch.equal(before, kv)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("B, l, H, d, L, end", [(2, 1, 16, 64, 680, 1), (2, 4, 16, 64, 680, 5), (2, 25, 16, 64, 680, 55),
+                                                (2, 256, 16, 64, 680, 680), (64, 169, 16, 64, 680, 424),
+                                                (64, 256, 16, 64, 680, 680), (2, 100, 24, 64, 300, 200),
+                                                (3, 77, 4, 32, 130, 129), (2, 33, 2, 128, 90, 90), (1, 5, 3, 16, 40, 17)],
+                         ids=str)
+def test_attention_kernel(dtype, B, l, H, d, L, end):
+    """The Triton attention kernel against attend_ref (float32 from the same rounded operands), on the
+    fast runtime's views: queries (B, l, H, d), caches (L, B, H, d) of which the first `end` tokens count;
+    every default configuration and a few others."""
+    from flexvar.kernels.attention import attend, attend_config, attend_ref, kernel_available
+    g = torch.Generator("cuda").manual_seed(B * l + end)
+    q = torch.nn.functional.normalize(torch.randn(B, l, H, d, device="cuda", generator=g), dim=-1) * 10
+    kc = torch.nn.functional.normalize(torch.randn(L, B, H, d, device="cuda", generator=g), dim=-1)
+    vc = torch.randn(L, B, H, d, device="cuda", generator=g)
+    kc[end:] = float("nan")  # tokens past `end` must not be read into the result
+    q, kc, vc = q.to(dtype), kc.to(dtype), vc.to(dtype)
+    assert kernel_available(q)
+    ref = attend_ref(q, kc, vc, end).float()
+    configs = {attend_config(B, l, H, end), (16, 32, 4, 2), (64, 128, 4, 3), (128, 64, 8, 2)}
+    for cfg in configs:
+        out = attend(q, kc, vc, end, cfg)
+        assert out.shape == (B, l, H, d) and out.dtype == dtype and out.is_contiguous()
+        assert rel_err(out.float(), ref) < (4e-3 if dtype == torch.float16 else 2e-2), cfg
+
+
+def test_fast_triton_attention_matches_sdpa(models):
+    """The fast runtime's fp16 logits with the Triton attention kernel and with SDPA, teacher-forced."""
+    from flexvar.bench.precision import fast_teacher_forced
+    model, vae = copy.deepcopy(models[0]).half(), copy.deepcopy(models[1]).half()
+    sched = Schedule.parse("256-10")
+    g = torch.Generator("cuda").manual_seed(1)
+    codes = [torch.randint(0, model.cfg.vocab_size, (2, h, w), device="cuda", generator=g) for h, w in sched]
+    rt = FastRuntime(model, vae, use_graphs=False, fused_small_steps=False)
+    assert rt.triton_attention
+    on = fast_teacher_forced(rt, [1, 2], codes, sched)
+    off = fast_teacher_forced(FastRuntime(model, vae, use_graphs=False, fused_small_steps=False,
+                                          triton_attention=False), [1, 2], codes, sched)
+    assert max(rel_err(x.float(), y.float()) for x, y in zip(on, off)) < 5e-3
+
+
 def test_small_step_in_a_cuda_graph(models):
     """The fast runtime's fp16 steps of <= 64 rows run as small_step inside the captured graph; replay =
     eager, and the per-block path gives the same logits to fp16 accuracy."""

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Session 7 device calls.
 #   bash bench/gpu/s7.sh t   # per-step timelines of a graph replay (d16 B1/B32, d24 B1); Inductor PDL A/B at d16 B1
+#   bash bench/gpu/s7.sh a   # Triton attention: its GPU tests, the backends per step with a config sweep
+#   bash bench/gpu/s7.sh b   # Triton attention: end-to-end A/B against SDPA (fast-sdpa) at d16 B1/B32, d24 B1
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
@@ -17,4 +19,15 @@ if [ "${1:-t}" = t ]; then
     TORCHINDUCTOR_ENABLE_PDL=$pdl timeout 150 flexvar bench --dtype fp16 --depths 16 --batches 1 --schedules 256-10 \
       --impls fast --repeat 9 --no-breakdown --out "$OUT/ab_pdl$pdl.json" 2>&1 | grep -E "^\| d|rror"
   done
+elif [ "$1" = a ]; then
+  timeout 240 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -x \
+    -k "attention or low_precision or small_step_in_a or graph_replay" > "$L/gpu_tests.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error|error" "$L/gpu_tests.log" | tail -12
+  timeout 240 python3 -m flexvar.bench.attn_backends --backends cudnn,flash,triton --sweep 2>&1 | tee "$OUT/attn_sweep.log"
+  timeout 60 python3 -m flexvar.bench.attn_backends --backends cudnn,triton --heads 24 --batches 1 2>&1 | tee -a "$OUT/attn_sweep.log"
+elif [ "$1" = b ]; then
+  timeout 300 flexvar bench --dtype fp16 --depths 16 --batches 1,32 --schedules 256-10 --impls fast-sdpa,fast \
+    --repeat 7 --no-breakdown --out "$OUT/ab_attention_d16.json" 2>&1 | grep -E "^\| d|rror"
+  timeout 200 flexvar bench --dtype fp16 --depths 24 --batches 1 --schedules 256-10 --impls fast-sdpa,fast \
+    --repeat 7 --no-breakdown --out "$OUT/ab_attention_d24.json" 2>&1 | grep -E "^\| d|rror"
 fi

@@ -1,0 +1,102 @@
+"""Attention of one step's queries over the KV cache prefix, as a Triton kernel (`attend`).
+
+The queries are already L2-normalised and scaled (the `qk_norm_cache` kernel wrote them, and the
+normalised keys, into the cache), so the kernel computes plain softmax(q k^T) v with scale 1 over
+the first `end` cached tokens: no mask (a step's tokens see every token of their own and earlier
+steps). One program per (BLOCK_M queries, batch row, head): a flash-attention loop over the keys in
+blocks of BLOCK_N, scores and the running softmax in float32, probabilities rounded to the operands'
+dtype for the second product (as the flash and cuDNN kernels do). It reads the strided cache views
+in place and writes (B, l, H, d) contiguously, with no memset and no workspace, so it replaces
+cuDNN's SDPA (whose memset node and its gap cost ~5 us per call at batch 1) inside the fast
+runtime's CUDA graph. fp16/bf16 only; float32 keeps SDPA's memory-efficient kernel.
+
+`attend_ref` is the definition; Triton is optional (absent on CPU builds of torch): `attend`
+falls back to the reference where the kernel cannot run.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+try:  # CPU builds of torch come without Triton
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the install
+    triton = None
+
+
+def attend_ref(q_BlHd: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, end: int) -> torch.Tensor:
+    """Plain PyTorch, float32: softmax(q k^T) v over the first `end` tokens of caches (L, B, H, d),
+    scale 1: (B, l, H, d) in q's dtype."""
+    q = q_BlHd.float().transpose(1, 2)  # (B, H, l, d)
+    k = k_cache[:end].float().permute(1, 2, 3, 0)  # (B, H, d, end)
+    v = v_cache[:end].float().permute(1, 2, 0, 3)  # (B, H, end, d)
+    o = torch.softmax(q @ k, dim=-1) @ v
+    return o.transpose(1, 2).to(q_BlHd.dtype)
+
+
+def attend_config(B: int, l: int, H: int, end: int, sms: int = 132) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for a step: the largest query block that still
+    gives every SM two programs (so batch 1's small steps run many short programs)."""
+    for bm in (128, 64, 32):
+        if l >= bm and B * H * math.ceil(l / bm) >= 2 * sms:
+            return bm, 64, 8 if bm == 128 else 4, 3
+    return 16, 64, 4, 3
+
+
+def kernel_available(q: torch.Tensor) -> bool:
+    """Whether `attend` runs the Triton kernel for these queries."""
+    return (triton is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
+            and q.shape[-1] in (16, 32, 64, 128) and q.stride(-1) == 1)
+
+
+def attend(q_BlHd: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, end: int,
+           config: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """softmax(q k^T) v over the first `end` cached tokens: (B, l, H, d) contiguous. The Triton kernel
+    where `kernel_available`, else `attend_ref`. config overrides `attend_config` (benchmarks)."""
+    if not kernel_available(q_BlHd) or k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
+        return attend_ref(q_BlHd, k_cache, v_cache, end)
+    B, l, H, d = q_BlHd.shape
+    o = torch.empty(B, l, H, d, device=q_BlHd.device, dtype=q_BlHd.dtype)
+    bm, bn, warps, stages = config or attend_config(B, l, H, end)
+    grid = (triton.cdiv(l, bm), B * H)
+    _attend_kernel[grid](q_BlHd, k_cache, v_cache, o, l, end, H,
+                         *q_BlHd.stride()[:3], *k_cache.stride()[:3], *v_cache.stride()[:3], *o.stride()[:3],
+                         BLOCK_M=bm, BLOCK_N=bn, D=d, num_warps=warps, num_stages=stages)
+    return o
+
+
+if triton is not None:
+    @triton.jit
+    def _attend_kernel(Q, K, V, O, l, end, H,
+                       sqb, sqt, sqh, skt, skb, skh, svt, svb, svh, sob, sot, soh,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr):
+        pid_m = tl.program_id(0)
+        bh = tl.program_id(1)
+        b = bh // H
+        h = bh % H
+        rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        rd = tl.arange(0, D)
+        qmask = rm[:, None] < l
+        q = tl.load(Q + b * sqb + h * sqh + rm[:, None] * sqt + rd[None, :], mask=qmask, other=0.0)
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, D], tl.float32)
+        kp = K + b * skb + h * skh
+        vp = V + b * svb + h * svh
+        for n0 in range(0, end, BLOCK_N):
+            rn = n0 + tl.arange(0, BLOCK_N)
+            nmask = rn < end
+            k = tl.load(kp + rn[None, :] * skt + rd[:, None], mask=nmask[None, :], other=0.0)  # (D, BLOCK_N)
+            s = tl.dot(q, k) * 1.4426950408889634  # log2(e): exp2 below
+            s = tl.where(nmask[None, :], s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            alpha = tl.exp2(m_i - m_new)
+            p = tl.exp2(s - m_new[:, None])
+            l_i = l_i * alpha + tl.sum(p, 1)
+            v = tl.load(vp + rn[:, None] * svt + rd[None, :], mask=nmask[:, None], other=0.0)  # (BLOCK_N, D)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            m_i = m_new
+        o = acc / l_i[:, None]
+        tl.store(O + b * sob + h * soh + rm[:, None] * sot + rd[None, :], o.to(O.dtype.element_ty), mask=qmask)
