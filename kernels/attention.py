@@ -36,13 +36,14 @@ def attend_ref(q_BlHd: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     return o.transpose(1, 2).to(q_BlHd.dtype)
 
 
-def attend_config(B: int, l: int, H: int, end: int, sms: int = 132) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for a step: the largest query block that still
-    gives every SM two programs (so batch 1's small steps run many short programs)."""
-    for bm in (128, 64, 32):
-        if l >= bm and B * H * math.ceil(l / bm) >= 2 * sms:
-            return bm, 64, 8 if bm == 128 else 4, 3
-    return 16, 64, 4, 3
+def attend_config(B: int, l: int, H: int, end: int) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for a step: 64-query blocks, 16 for steps of at most
+    16 tokens. The fastest or within 10 % of it at every step of 256-10 at batch 1 and 32 on the H100
+    (`flexvar.bench.attn_backends --sweep`, 34 configurations); smaller blocks that give every SM more
+    programs lose at batch 1 (each program re-reads the keys), 128-query blocks lose at batch 32."""
+    if l <= 16:
+        return 16, 32, 4, 2
+    return 64, 64, 4, 3
 
 
 def kernel_available(q: torch.Tensor) -> bool:
