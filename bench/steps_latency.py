@@ -125,8 +125,8 @@ class Impls:
                                              fused_small_steps=cuda and "nosmall" not in variant and "nokernels" not in variant,
                                              tune=tuple(t for t, v in (("decoder", "tdec"), ("blocks", "tblk"))
                                                         if v in variant.split("-")),
-                                             triton_attention=cuda and "sdpa" not in variant.split("-")
-                                             and "nokernels" not in variant,
+                                             attention=next((a for a in ("sdpa", "triton") if a in variant.split("-")),
+                                                            None),
                                              **_rows(variant))
         return self.fast[variant]
 
@@ -303,7 +303,7 @@ def parse_args(argv=None):
                     help="schedules separated by ';'")
     ap.add_argument("--impls", default="eager,compile,fast" if cuda else "eager,fast",
                     help="eager, compile, fast, fast-VARIANT (VARIANT joins nographs, nokernels, nocompile, nchw, "
-                         "nocdec, nosmall, sdpa (attention through SDPA, not the Triton kernel), rowsN (small_step for steps of <= N rows), tdec/tblk (coordinate-descent "
+                         "nocdec, nosmall, sdpa/triton (qk_norm_cache + SDPA / the Triton attend, not attend_step), rowsN (small_step for steps of <= N rows), tdec/tblk (coordinate-descent "
                          "tuning of the decoder/block kernels) with '-'), onnxruntime, aoti, tensorrt")
     ap.add_argument("--dtype", default="bf16" if cuda else "fp32", help="fast runtime dtype: bf16, fp16, fp32")
     ap.add_argument("--autocast", default="fp16", help="autocast dtype of the eager baselines on GPU")

@@ -166,7 +166,7 @@ class FastRuntime:
     def __init__(self, model: FlexVAR, vae: VQVAE, use_graphs: bool | None = None, use_kernels: bool = True,
                  compile_blocks: bool | None = None, channels_last: bool | None = None,
                  compile_decoder: bool | None = None, fused_small_steps: bool | None = None,
-                 small_step_rows: int = 32, tune: tuple[str, ...] = (), triton_attention: bool | None = None,
+                 small_step_rows: int = 32, tune: tuple[str, ...] = (), attention: str | None = None,
                  max_plans: int = 8, max_label_sets: int = 64):
         """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
         dynamic shapes (once per process), the channels-last decoder compiled per output shape, and
@@ -175,8 +175,12 @@ class FastRuntime:
         On CPU: none of them (fused_small_steps=True runs `small_step`'s reference there, for tests).
         tune: "blocks" and/or "decoder": Inductor's coordinate-descent tuning of those kernels' launch
         configurations (longer first compile).
-        triton_attention: the per-block path's attention as `flexvar.kernels.attention` (fp16/bf16;
-        default on CUDA with the kernels on) instead of SDPA."""
+        attention: the per-block path's attention in fp16/bf16 (float32 always takes `qk_norm_cache` +
+        SDPA): "step" (default on CUDA with the kernels on) = `flexvar.kernels.attention.attend_step`,
+        one Triton kernel that also does `qk_norm_cache`'s work; "triton" = `qk_norm_cache` + the Triton
+        `attend`; "sdpa" (default otherwise) = `qk_norm_cache` + SDPA."""
+        if attention not in (None, "step", "triton", "sdpa"):
+            raise ValueError(f"attention takes 'step', 'triton' or 'sdpa', not {attention!r}")
         unknown = set(tune) - {"blocks", "decoder"}
         if unknown:
             raise ValueError(f"tune takes 'blocks' and/or 'decoder', not {sorted(unknown)}")
@@ -188,7 +192,7 @@ class FastRuntime:
         self.use_kernels = use_kernels
         self.fused_small_steps = cuda and use_kernels if fused_small_steps is None else fused_small_steps
         self.small_step_rows = small_step_rows  # steps of at most this many rows (guidance included) fused
-        self.triton_attention = cuda and use_kernels if triton_attention is None else triton_attention
+        self.attention = attention or ("step" if cuda and use_kernels else "sdpa")
         self.channels_last = cuda if channels_last is None else channels_last
         with torch.no_grad():
             book = vae.quantize.normalized().float()
@@ -275,8 +279,9 @@ class FastRuntime:
         modulation (depth, 2B, 6, C); writes the step's keys/values into kv (depth, 2, L, 2B, H, d)
         at [start, start + l). Returns x after the last block.
 
-        Per block: the compiled qkv projection, `qk_norm_cache` (q/k norms and the cache write in one
-        kernel), attention on the cache's views (`attend`: the Triton kernel or SDPA), and the compiled second half together with the
+        Per block: the compiled qkv projection, the attention (by default `attend_step`: q/k norms, the
+        cache write and attention over the cache in one Triton kernel; else `qk_norm_cache` and `attend`
+        on the cache's views), and the compiled second half together with the
         next block's projection (the residual update fused with the next LayerNorm). The same
         computation as `model.Block.forward_step` over the weights as plain tensors. Steps that
         `_small_step` accepts run all of this as one `small_step` kernel instead."""
@@ -287,9 +292,13 @@ class FastRuntime:
             return x_BlC
         end = start + x_BlC.shape[1]
         qkv = self.qkv_proj(x_BlC, blocks[0], W[0][0], W[0][1], eps)
+        fused = self.attention == "step" and _attention.step_kernel_available(qkv, kv)
         for i, (_, _, scale, *second) in enumerate(W):
-            q = qk_norm_cache(qkv, scale, kv[i, 0], kv[i, 1], start, use_kernel=self.use_kernels)
-            o = attend(q, kv[i, 0], kv[i, 1], end, kernel=self.triton_attention)
+            if fused:
+                o = _attention.attend_step(qkv, scale, kv[i, 0], kv[i, 1], start).transpose(1, 2)
+            else:
+                q = qk_norm_cache(qkv, scale, kv[i, 0], kv[i, 1], start, use_kernel=self.use_kernels)
+                o = attend(q, kv[i, 0], kv[i, 1], end, kernel=self.attention != "sdpa")
             if i + 1 < len(W):
                 x_BlC, qkv = self.finish_qkv(x_BlC, blocks[i], o, *second, blocks[i + 1], W[i + 1][0], W[i + 1][1],
                                              eps)

@@ -10,7 +10,13 @@ in place and writes (B, l, H, d) contiguously, with no memset and no workspace, 
 cuDNN's SDPA (whose memset node and its gap cost ~5 us per call at batch 1) inside the fast
 runtime's CUDA graph. fp16/bf16 only; float32 keeps SDPA's memory-efficient kernel.
 
-`attend_ref` is the definition; Triton is optional (absent on CPU builds of torch): `attend`
+`attend_step` also does the block's attention prologue in the same kernel (what `qk_norm_cache`
+does): it reads the step's raw qkv (B, l, 3C), L2-normalises q (and scales it) and the step's own
+keys on the fly, and the first query block of every (batch row, head) writes the step's normalised
+keys and values into the cache; the earlier tokens come from the cache. One kernel per block
+instead of two, and q is never written out.
+
+`attend_ref` and `attend_step_ref` are the definitions; Triton is optional (absent on CPU builds of torch): `attend`
 falls back to the reference where the kernel cannot run.
 """
 from __future__ import annotations
@@ -34,6 +40,15 @@ def attend_ref(q_BlHd: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     v = v_cache[:end].float().permute(1, 2, 0, 3)  # (B, H, end, d)
     o = torch.softmax(q @ k, dim=-1) @ v
     return o.transpose(1, 2).to(q_BlHd.dtype)
+
+
+def attend_step_ref(qkv_BlC3: torch.Tensor, scale_H: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                    start: int) -> torch.Tensor:
+    """Plain PyTorch: `qk_norm_cache_ref` (q/k norms, q scale, the step's keys/values written into the
+    caches at [start, start + l)) then `attend_ref` over the first start + l tokens: (B, l, H, d)."""
+    from . import qk_norm_cache_ref  # here: the package imports this module
+    q = qk_norm_cache_ref(qkv_BlC3, scale_H, k_cache, v_cache, start)
+    return attend_ref(q, k_cache, v_cache, start + qkv_BlC3.shape[1])
 
 
 def attend_config(B: int, l: int, H: int, end: int) -> tuple[int, int, int, int]:
@@ -68,6 +83,32 @@ def attend(q_BlHd: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, e
     return o
 
 
+def step_kernel_available(qkv_BlC3: torch.Tensor, k_cache: torch.Tensor) -> bool:
+    """Whether `attend_step` runs the Triton kernel for this step."""
+    return (triton is not None and qkv_BlC3.is_cuda and qkv_BlC3.dtype in (torch.float16, torch.bfloat16)
+            and k_cache.dtype == qkv_BlC3.dtype and k_cache.shape[-1] in (16, 32, 64, 128)
+            and qkv_BlC3.stride(-1) == 1 and k_cache.stride(-1) == 1)
+
+
+def attend_step(qkv_BlC3: torch.Tensor, scale_H: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                start: int, config: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """A block's attention from its raw qkv (B, l, 3C): q/k norms, q scale, the step's keys and values
+    written into the caches (L, B, H, d) at [start, start + l), attention over [0, start + l):
+    (B, l, H, d) contiguous. The Triton kernel where `step_kernel_available`, else `attend_step_ref`.
+    scale_H: the per-head q scale (H or (H, 1)), float32."""
+    if not step_kernel_available(qkv_BlC3, k_cache) or v_cache.stride(-1) != 1:
+        return attend_step_ref(qkv_BlC3, scale_H, k_cache, v_cache, start)
+    B, l = qkv_BlC3.shape[:2]
+    H, d = k_cache.shape[2:]
+    o = torch.empty(B, l, H, d, device=qkv_BlC3.device, dtype=qkv_BlC3.dtype)
+    bm, bn, warps, stages = config or attend_config(B, l, H, start + l)
+    grid = (triton.cdiv(l, bm), B * H)
+    _attend_step_kernel[grid](qkv_BlC3, scale_H.float().reshape(H).contiguous(), k_cache, v_cache, o, l, start, H,
+                              *qkv_BlC3.stride()[:2], *k_cache.stride()[:3], *v_cache.stride()[:3], *o.stride()[:3],
+                              BLOCK_M=bm, BLOCK_N=bn, D=d, num_warps=warps, num_stages=stages)
+    return o
+
+
 if triton is not None:
     @triton.jit
     def _attend_kernel(Q, K, V, O, l, end, H,
@@ -97,6 +138,60 @@ if triton is not None:
             p = tl.exp2(s - m_new[:, None])
             l_i = l_i * alpha + tl.sum(p, 1)
             v = tl.load(vp + rn[:, None] * svt + rd[None, :], mask=nmask[:, None], other=0.0)  # (BLOCK_N, D)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            m_i = m_new
+        o = acc / l_i[:, None]
+        tl.store(O + b * sob + h * soh + rm[:, None] * sot + rd[None, :], o.to(O.dtype.element_ty), mask=qmask)
+
+    @triton.jit
+    def _attend_step_kernel(QKV, S, K, V, O, l, start, H,
+                            sxb, sxt, skt, skb, skh, svt, svb, svh, sob, sot, soh,
+                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr):
+        pid_m = tl.program_id(0)
+        bh = tl.program_id(1)
+        b = bh // H
+        h = bh % H
+        C = H * D
+        rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        rd = tl.arange(0, D)
+        qmask = rm[:, None] < l
+        xp = QKV + b * sxb + h * D
+        q = tl.load(xp + rm[:, None] * sxt + rd[None, :], mask=qmask, other=0.0).to(tl.float32)
+        q = q / tl.maximum(tl.sqrt(tl.sum(q * q, 1)), 1e-12)[:, None] * tl.load(S + h)
+        q = q.to(QKV.dtype.element_ty)
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, D], tl.float32)
+        kp = K + b * skb + h * skh
+        vp = V + b * svb + h * svh
+        for n0 in range(0, start, BLOCK_N):  # earlier steps: normalised keys from the cache
+            rn = n0 + tl.arange(0, BLOCK_N)
+            nmask = rn < start
+            k = tl.load(kp + rn[None, :] * skt + rd[:, None], mask=nmask[None, :], other=0.0)  # (D, BLOCK_N)
+            s = tl.dot(q, k) * 1.4426950408889634  # log2(e): exp2 below
+            s = tl.where(nmask[None, :], s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            alpha = tl.exp2(m_i - m_new)
+            p = tl.exp2(s - m_new[:, None])
+            l_i = l_i * alpha + tl.sum(p, 1)
+            v = tl.load(vp + rn[:, None] * svt + rd[None, :], mask=nmask[:, None], other=0.0)  # (BLOCK_N, D)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            m_i = m_new
+        first = pid_m == 0
+        for t0 in range(0, l, BLOCK_N):  # this step: raw keys normalised here; the first query block stores them
+            rt = t0 + tl.arange(0, BLOCK_N)
+            tmask = rt < l
+            k = tl.load(xp + C + rt[None, :] * sxt + rd[:, None], mask=tmask[None, :], other=0.0).to(tl.float32)
+            k = (k / tl.maximum(tl.sqrt(tl.sum(k * k, 0)), 1e-12)[None, :]).to(QKV.dtype.element_ty)
+            v = tl.load(xp + 2 * C + rt[:, None] * sxt + rd[None, :], mask=tmask[:, None], other=0.0)
+            tl.store(kp + (start + rt[None, :]) * skt + rd[:, None], k, mask=tmask[None, :] & first)
+            tl.store(vp + (start + rt[:, None]) * svt + rd[None, :], v, mask=tmask[:, None] & first)
+            s = tl.dot(q, k) * 1.4426950408889634
+            s = tl.where(tmask[None, :], s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            alpha = tl.exp2(m_i - m_new)
+            p = tl.exp2(s - m_new[:, None])
+            l_i = l_i * alpha + tl.sum(p, 1)
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
             m_i = m_new
         o = acc / l_i[:, None]

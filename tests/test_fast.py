@@ -252,3 +252,27 @@ def test_attend_config_by_step_size():
     from flexvar.kernels.attention import attend_config
     assert attend_config(64, 256, 16, 680) == (64, 64, 4, 3) == attend_config(2, 17, 16, 30)
     assert attend_config(2, 16, 16, 30) == (16, 32, 4, 2) == attend_config(64, 1, 24, 1)
+
+
+def test_attend_step_ref_is_the_prologue_then_attention():
+    """attend_step_ref = qk_norm_cache_ref then attend_ref over [0, start + l); on CPU attend_step is it."""
+    from flexvar.kernels.attention import attend_ref, attend_step, attend_step_ref, step_kernel_available
+    g = torch.Generator().manual_seed(0)
+    B, l, H, d, L, start = 2, 5, 3, 16, 20, 7
+    qkv = torch.randn(B, l, 3 * H * d, generator=g)
+    scale = torch.rand(H, 1, generator=g) + 1
+    kc, vc = torch.randn(2, L, B, H, d, generator=g).unbind(0)
+    k1, v1, k2, v2 = kc.clone(), vc.clone(), kc.clone(), vc.clone()
+    q = K.qk_norm_cache_ref(qkv, scale, k1, v1, start)
+    want = attend_ref(q, k1, v1, start + l)
+    assert not step_kernel_available(qkv, kc)
+    got = attend_step(qkv, scale, k2, v2, start)
+    assert torch.equal(got, want) and torch.equal(k1, k2) and torch.equal(v1, v2)
+    assert torch.equal(attend_step_ref(qkv, scale, kc.clone(), vc.clone(), start), want)
+
+
+def test_fast_attention_option(pipe_test):
+    from flexvar.fast import FastRuntime
+    with pytest.raises(ValueError, match="attention takes"):
+        FastRuntime(pipe_test.model, pipe_test.vae, attention="flash")
+    assert FastRuntime(pipe_test.model, pipe_test.vae).attention == "sdpa"  # CPU default

@@ -175,19 +175,46 @@ def test_attention_kernel(dtype, B, l, H, d, L, end):
         assert rel_err(out.float(), ref) < (4e-3 if dtype == torch.float16 else 2e-2), cfg
 
 
-def test_fast_triton_attention_matches_sdpa(models):
-    """The fast runtime's fp16 logits with the Triton attention kernel and with SDPA, teacher-forced."""
+@pytest.mark.parametrize("attention", ["step", "triton"])
+def test_fast_triton_attention_matches_sdpa(models, attention):
+    """The fast runtime's fp16 logits with the Triton attention kernels and with SDPA, teacher-forced."""
     from flexvar.bench.precision import fast_teacher_forced
     model, vae = copy.deepcopy(models[0]).half(), copy.deepcopy(models[1]).half()
     sched = Schedule.parse("256-10")
     g = torch.Generator("cuda").manual_seed(1)
     codes = [torch.randint(0, model.cfg.vocab_size, (2, h, w), device="cuda", generator=g) for h, w in sched]
-    rt = FastRuntime(model, vae, use_graphs=False, fused_small_steps=False)
-    assert rt.triton_attention
+    rt = FastRuntime(model, vae, use_graphs=False, fused_small_steps=False, attention=attention)
     on = fast_teacher_forced(rt, [1, 2], codes, sched)
     off = fast_teacher_forced(FastRuntime(model, vae, use_graphs=False, fused_small_steps=False,
-                                          triton_attention=False), [1, 2], codes, sched)
+                                          attention="sdpa"), [1, 2], codes, sched)
     assert max(rel_err(x.float(), y.float()) for x, y in zip(on, off)) < 5e-3
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("B, l, H, d, L, start", [(2, 1, 16, 64, 680, 0), (2, 4, 16, 64, 680, 1), (2, 25, 16, 64, 680, 30),
+                                                  (2, 256, 16, 64, 680, 424), (64, 169, 16, 64, 680, 255),
+                                                  (3, 77, 4, 32, 200, 60), (2, 33, 2, 128, 90, 57), (1, 5, 3, 16, 40, 12),
+                                                  (2, 70, 24, 64, 300, 0)], ids=str)
+def test_attend_step_kernel(dtype, B, l, H, d, L, start):
+    """The fused Triton attention step against attend_step_ref: the output, the step's normalised keys
+    and values in the caches, the cache outside [start, start + l) untouched."""
+    from flexvar.kernels.attention import attend_config, attend_step, attend_step_ref, step_kernel_available
+    g = torch.Generator("cuda").manual_seed(B * l + start)
+    qkv = (torch.randn(B, l, 3 * H * d, device="cuda", generator=g) * 3).to(dtype)
+    scale = torch.rand(H, 1, device="cuda", generator=g) * 20 + 1
+    kc = torch.nn.functional.normalize(torch.randn(L, B, H, d, device="cuda", generator=g), dim=-1).to(dtype)
+    vc = torch.randn(L, B, H, d, device="cuda", generator=g).to(dtype)
+    kc_ref, vc_ref = kc.clone(), vc.clone()
+    ref = attend_step_ref(qkv, scale, kc_ref, vc_ref, start).float()
+    assert step_kernel_available(qkv, kc)
+    for cfg in {attend_config(B, l, H, start + l), (16, 32, 4, 2), (64, 128, 4, 3)}:
+        k2, v2 = kc.clone(), vc.clone()
+        out = attend_step(qkv, scale, k2, v2, start, cfg)
+        assert out.shape == (B, l, H, d) and out.dtype == dtype
+        assert rel_err(out.float(), ref) < (4e-3 if dtype == torch.float16 else 2e-2), cfg
+        assert torch.equal(v2, vc_ref) and torch.equal(k2[:start], kc[:start]) and torch.equal(k2[start + l:], kc[start + l:])
+        ulps = (k2[start:start + l].float() - kc_ref[start:start + l].float()).abs().max()
+        assert ulps <= (1e-3 if dtype == torch.float16 else 8e-3)  # a rounding step at most
 
 
 def test_small_step_in_a_cuda_graph(models):
