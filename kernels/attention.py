@@ -177,15 +177,21 @@ if triton is not None:
             v = tl.load(vp + rn[:, None] * svt + rd[None, :], mask=nmask[:, None], other=0.0)  # (BLOCK_N, D)
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
             m_i = m_new
-        first = pid_m == 0
-        for t0 in range(0, l, BLOCK_N):  # this step: raw keys normalised here; the first query block stores them
+        if pid_m == 0:  # the first query block writes the step's normalised keys and values into the cache
+            for t0 in range(0, l, BLOCK_N):
+                rt = t0 + tl.arange(0, BLOCK_N)
+                tmask = rt < l
+                k = tl.load(xp + C + rt[:, None] * sxt + rd[None, :], mask=tmask[:, None], other=0.0).to(tl.float32)
+                k = k / tl.maximum(tl.sqrt(tl.sum(k * k, 1)), 1e-12)[:, None]
+                tl.store(kp + (start + rt[:, None]) * skt + rd[None, :], k.to(K.dtype.element_ty), mask=tmask[:, None])
+                v = tl.load(xp + 2 * C + rt[:, None] * sxt + rd[None, :], mask=tmask[:, None], other=0.0)
+                tl.store(vp + (start + rt[:, None]) * svt + rd[None, :], v, mask=tmask[:, None])
+        for t0 in range(0, l, BLOCK_N):  # this step's keys: normalised here from the raw qkv
             rt = t0 + tl.arange(0, BLOCK_N)
             tmask = rt < l
             k = tl.load(xp + C + rt[None, :] * sxt + rd[:, None], mask=tmask[None, :], other=0.0).to(tl.float32)
             k = (k / tl.maximum(tl.sqrt(tl.sum(k * k, 0)), 1e-12)[None, :]).to(QKV.dtype.element_ty)
             v = tl.load(xp + 2 * C + rt[:, None] * sxt + rd[None, :], mask=tmask[:, None], other=0.0)
-            tl.store(kp + (start + rt[None, :]) * skt + rd[:, None], k, mask=tmask[None, :] & first)
-            tl.store(vp + (start + rt[:, None]) * svt + rd[None, :], v, mask=tmask[:, None] & first)
             s = tl.dot(q, k) * 1.4426950408889634
             s = tl.where(tmask[None, :], s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
