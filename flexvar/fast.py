@@ -19,16 +19,19 @@ for non-greedy sampling (same distribution); greedy codes are identical.
 """
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .images import pixels_uint8
 from .kernels import attention as _attention
+from .kernels.group_norm import group_norm_silu
 from .kernels import guided_sample, next_tokens, qk_norm_cache, small_step, small_step_fits
 from .kernels import load as load_kernels
 from .kv_cache import KVCache
@@ -141,6 +144,33 @@ def _has_mm_out_dtype(device) -> bool:
         return False
 
 
+class _GroupNormOp(nn.Module):
+    """A decoder GroupNorm as the `group_norm_silu` op (Triton kernels on channels-last fp16/bf16 CUDA
+    activations), sharing the original module's parameters; `forward_silu` fuses the SiLU that follows
+    it (`vqvae.norm_silu`)."""
+
+    def __init__(self, gn: nn.GroupNorm):
+        super().__init__()
+        self.weight, self.bias = gn.weight, gn.bias
+        self.groups, self.eps = gn.num_groups, gn.eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return group_norm_silu(x, self.weight, self.bias, self.groups, self.eps, False)
+
+    def forward_silu(self, x: torch.Tensor) -> torch.Tensor:
+        return group_norm_silu(x, self.weight, self.bias, self.groups, self.eps, True)
+
+
+def with_group_norm_op(decoder: nn.Module) -> nn.Module:
+    """A copy of the decoder (same parameters, not copied) whose GroupNorms are `_GroupNormOp`s."""
+    dec = copy.deepcopy(decoder, memo={id(t): t for t in list(decoder.parameters()) + list(decoder.buffers())})
+    for parent in list(dec.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, nn.GroupNorm) and child.affine:
+                setattr(parent, name, _GroupNormOp(child))
+    return dec
+
+
 @dataclass
 class _Plan:
     """Static buffers (and graph) of one (schedule, batch, parameters) combination."""
@@ -167,7 +197,7 @@ class FastRuntime:
                  compile_blocks: bool | None = None, channels_last: bool | None = None,
                  compile_decoder: bool | None = None, fused_small_steps: bool | None = None,
                  small_step_rows: int = 32, tune: tuple[str, ...] = (), attention: str | None = None,
-                 max_plans: int = 8, max_label_sets: int = 64):
+                 group_norm_op: bool | None = None, max_plans: int = 8, max_label_sets: int = 64):
         """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
         dynamic shapes (once per process), the channels-last decoder compiled per output shape, and
         steps of at most `small_step_rows` token rows (guidance included: batch 1's first four steps at
@@ -178,7 +208,9 @@ class FastRuntime:
         attention: the per-block path's attention in fp16/bf16 (float32 always takes `qk_norm_cache` +
         SDPA): "step" (default on CUDA with the kernels on) = `flexvar.kernels.attention.attend_step`,
         one Triton kernel that also does `qk_norm_cache`'s work; "triton" = `qk_norm_cache` + the Triton
-        `attend`; "sdpa" (default otherwise) = `qk_norm_cache` + SDPA."""
+        `attend`; "sdpa" (default otherwise) = `qk_norm_cache` + SDPA.
+        group_norm_op: the decoder's GroupNorms (+ SiLU) as the `group_norm_silu` op (Triton kernels;
+        default on CUDA with the kernels on) instead of what Inductor generates for them."""
         if attention not in (None, "step", "triton", "sdpa"):
             raise ValueError(f"attention takes 'step', 'triton' or 'sdpa', not {attention!r}")
         unknown = set(tune) - {"blocks", "decoder"}
@@ -210,6 +242,8 @@ class FastRuntime:
             self.finish_qkv = torch.compile(finish_qkv, dynamic=True, options=opts)
             self.finish_step = torch.compile(finish_step, dynamic=True, options=opts)
         self.decoder = vae.decoder
+        if cuda and use_kernels if group_norm_op is None else group_norm_op:
+            self.decoder = with_group_norm_op(self.decoder)
         if self.channels_last:
             self.decoder = self.decoder.to(memory_format=torch.channels_last)
         if cuda if compile_decoder is None else compile_decoder:

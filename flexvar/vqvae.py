@@ -16,6 +16,12 @@ def group_norm(c: int) -> nn.GroupNorm:
     return nn.GroupNorm(32, c, eps=1e-6, affine=True)
 
 
+def norm_silu(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """silu(norm(x)); a norm module with a fused `forward_silu` (the fast runtime's) computes both at once."""
+    fused = getattr(norm, "forward_silu", None)
+    return fused(x) if fused is not None else F.silu(norm(x))
+
+
 class ResBlock(nn.Module):
     def __init__(self, cin: int, cout: int):
         super().__init__()
@@ -25,8 +31,8 @@ class ResBlock(nn.Module):
             self.nin_shortcut = nn.Conv2d(cin, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
+        h = self.conv1(norm_silu(self.norm1, x))
+        h = self.conv2(norm_silu(self.norm2, h))
         skip = self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x
         return skip + h
 
@@ -114,7 +120,7 @@ class Encoder(nn.Module):
             h = level(h)
         for m in self.mid:
             h = m(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(norm_silu(self.norm_out, h))
 
 
 class Decoder(nn.Module):
@@ -139,7 +145,7 @@ class Decoder(nn.Module):
             h = m(h)
         for level in self.conv_blocks:
             h = level(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(norm_silu(self.norm_out, h))
 
 
 class Codebook(nn.Module):

@@ -276,3 +276,29 @@ def test_fast_attention_option(pipe_test):
     with pytest.raises(ValueError, match="attention takes"):
         FastRuntime(pipe_test.model, pipe_test.vae, attention="flash")
     assert FastRuntime(pipe_test.model, pipe_test.vae).attention == "sdpa"  # CPU default
+
+
+def test_group_norm_op_decoder_is_the_decoder(pipe_test):
+    """The fast runtime's decoder with its GroupNorms as the group_norm_silu op (the reference on CPU)
+    shares the tokenizer's parameters and decodes exactly as the tokenizer does."""
+    from flexvar.fast import with_group_norm_op
+    from flexvar.kernels.group_norm import group_norm_silu, group_norm_silu_ref
+    vae = pipe_test.vae
+    dec = with_group_norm_op(vae.decoder)
+    assert {id(p) for p in dec.parameters()} == {id(p) for p in vae.decoder.parameters()}
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in dec.modules())
+    z = torch.randn(2, vae.cfg.z_channels, 3, 5, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(dec(z), vae.decoder(z))
+    x = torch.randn(2, 64, 4, 4)
+    w, b = torch.randn(64), torch.randn(64)
+    assert torch.equal(group_norm_silu(x, w, b, 32, 1e-6, True), F.silu(F.group_norm(x, 32, w, b, 1e-6)))
+    assert torch.equal(group_norm_silu_ref(x, w, b, 32, 1e-6, False), F.group_norm(x, 32, w, b, 1e-6))
+
+
+def test_group_norm_chunks_divide_the_pixels():
+    from flexvar.kernels.group_norm import chunks
+    assert chunks(65536, 32) == 16 and chunks(65536, 1) == 256 and chunks(256, 32) == 16
+    for P, B in [(2304, 3), (147456, 32), (7, 1), (1, 64), (36, 2)]:
+        n = chunks(P, B)
+        assert P % n == 0 and 1 <= n <= 256 and (B * n <= 512 or n == 1)

@@ -217,6 +217,40 @@ def test_attend_step_kernel(dtype, B, l, H, d, L, start):
         assert ulps <= (1e-3 if dtype == torch.float16 else 8e-3)  # a rounding step at most
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("B, C, H, W, mu", [(2, 128, 16, 16, 0.0), (4, 128, 256, 256, 3.0), (3, 256, 20, 12, -2.0),
+                                            (1, 512, 16, 16, 0.5), (2, 128, 48, 48, 10.0), (5, 64, 7, 9, 0.0),
+                                            (32, 256, 64, 64, 1.0)], ids=str)
+def test_group_norm_silu_kernel(dtype, B, C, H, W, mu):
+    """The Triton GroupNorm (+ SiLU) against F.group_norm (+ F.silu) in float32 from the same rounded input,
+    channels-last, with a mean offset (the shifted statistics must not lose it)."""
+    from flexvar.kernels.group_norm import group_norm_silu, group_norm_silu_ref, kernel_available
+    g = torch.Generator("cuda").manual_seed(B * C + H)
+    x = (torch.randn(B, C, H, W, device="cuda", generator=g) * 2 + mu).to(dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(C, device="cuda", generator=g).to(dtype)
+    b = torch.randn(C, device="cuda", generator=g).to(dtype)
+    assert kernel_available(x, 32)
+    for silu in (False, True):
+        out = group_norm_silu(x, w, b, 32, 1e-6, silu)
+        ref = group_norm_silu_ref(x.float(), w.float(), b.float(), 32, 1e-6, silu)
+        assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
+        assert rel_err(out.float(), ref) < (2e-3 if dtype == torch.float16 else 1e-2), silu
+
+
+def test_fast_decoder_group_norm_op(models):
+    """The compiled channels-last fp16 decoder with the GroupNorm op = without it, to fp16 accuracy."""
+    model, vae = copy.deepcopy(models[0]).half(), copy.deepcopy(models[1]).half()
+    codes = torch.randint(0, vae.cfg.codebook_size, (3, 16, 16), device="cuda", generator=torch.Generator("cuda").manual_seed(2))
+    a = FastRuntime(model, vae, group_norm_op=True)
+    b = FastRuntime(model, vae, group_norm_op=False)
+    z = vae.post_quant_conv(vae.quantize.lookup(codes)).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ya, yb = a.decoder(z).float(), b.decoder(z).float()
+    assert rel_err(ya, yb) < 1e-2
+    assert (a.decode(codes).int() - b.decode(codes).int()).abs().float().mean() < 1.0
+
+
 def test_small_step_in_a_cuda_graph(models):
     """The fast runtime's fp16 steps of <= 64 rows run as small_step inside the captured graph; replay =
     eager, and the per-block path gives the same logits to fp16 accuracy."""

@@ -4,6 +4,7 @@
 #   bash bench/gpu/s7.sh a   # Triton attention: its GPU tests, the backends per step with a config sweep
 #   bash bench/gpu/s7.sh b   # Triton attention: end-to-end A/B against SDPA (fast-sdpa) at d16 B1/B32, d24 B1
 #   bash bench/gpu/s7.sh c   # attend_step (prologue + attention in one kernel): tests; A/B sdpa / triton / step
+#   bash bench/gpu/s7.sh d   # the decoder's GroupNorm as Triton kernels: tests; A/B against Inductor's (fast-ingn)
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
@@ -39,4 +40,10 @@ elif [ "$1" = c ]; then
     --repeat 7 --no-breakdown --out "$OUT/ab_attend_step_d16.json" 2>&1 | grep -E "^\| d|rror"
   timeout 200 flexvar bench --dtype fp16 --depths 24 --batches 1 --schedules 256-10 --impls fast-sdpa,fast-triton,fast \
     --repeat 7 --no-breakdown --out "$OUT/ab_attend_step_d24.json" 2>&1 | grep -E "^\| d|rror"
+elif [ "$1" = d ]; then
+  timeout 240 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider \
+    -k "attend or attention or group_norm or low_precision or graph_replay" > "$L/gpu_tests.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error|error" "$L/gpu_tests.log" | tail -12
+  timeout 320 flexvar bench --dtype fp16 --depths 16 --batches 1,32 --schedules 256-10 --impls fast-ingn,fast \
+    --repeat 7 --no-breakdown --out "$OUT/ab_group_norm_d16.json" 2>&1 | grep -E "^\| d|rror"
 fi
