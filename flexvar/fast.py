@@ -197,7 +197,8 @@ class FastRuntime:
                  compile_blocks: bool | None = None, channels_last: bool | None = None,
                  compile_decoder: bool | None = None, fused_small_steps: bool | None = None,
                  small_step_rows: int = 32, tune: tuple[str, ...] = (), attention: str | None = None,
-                 group_norm_op: bool | None = None, max_plans: int = 8, max_label_sets: int = 64):
+                 group_norm_op: bool | None = None, group_norm_min_batch: int = 8, max_plans: int = 8,
+                 max_label_sets: int = 64):
         """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
         dynamic shapes (once per process), the channels-last decoder compiled per output shape, and
         steps of at most `small_step_rows` token rows (guidance included: batch 1's first four steps at
@@ -209,8 +210,9 @@ class FastRuntime:
         SDPA): "step" (default on CUDA with the kernels on) = `flexvar.kernels.attention.attend_step`,
         one Triton kernel that also does `qk_norm_cache`'s work; "triton" = `qk_norm_cache` + the Triton
         `attend`; "sdpa" (default otherwise) = `qk_norm_cache` + SDPA.
-        group_norm_op: the decoder's GroupNorms (+ SiLU) as the `group_norm_silu` op (Triton kernels;
-        default on CUDA with the kernels on) instead of what Inductor generates for them."""
+        group_norm_op: for decodes of at least `group_norm_min_batch` images, the decoder's GroupNorms
+        (+ SiLU) as the `group_norm_silu` op (Triton kernels; default on CUDA with the kernels on)
+        instead of what Inductor generates for them (faster at batch 32, slower at batch 1 on the H100)."""
         if attention not in (None, "step", "triton", "sdpa"):
             raise ValueError(f"attention takes 'step', 'triton' or 'sdpa', not {attention!r}")
         unknown = set(tune) - {"blocks", "decoder"}
@@ -242,17 +244,20 @@ class FastRuntime:
             self.finish_qkv = torch.compile(finish_qkv, dynamic=True, options=opts)
             self.finish_step = torch.compile(finish_step, dynamic=True, options=opts)
         self.decoder = vae.decoder
-        if cuda and use_kernels if group_norm_op is None else group_norm_op:
-            self.decoder = with_group_norm_op(self.decoder)
         if self.channels_last:
             self.decoder = self.decoder.to(memory_format=torch.channels_last)
+        use_gn_op = cuda and use_kernels if group_norm_op is None else group_norm_op
+        self.decoder_gn = with_group_norm_op(self.decoder) if use_gn_op else None  # same parameters
+        self.group_norm_min_batch = group_norm_min_batch
         if cuda if compile_decoder is None else compile_decoder:
             # static shapes: Inductor's channels-last conv layouts and fused GroupNorm+SiLU need them;
             # one compile per output shape, paid when a plan is first built
             import torch._dynamo as dynamo
             dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, 64)
-            self.decoder = torch.compile(self.decoder, dynamic=False, options={"coordinate_descent_tuning": True}
-                                         if "decoder" in tune else None)
+            opts = {"coordinate_descent_tuning": True} if "decoder" in tune else None
+            self.decoder = torch.compile(self.decoder, dynamic=False, options=opts)
+            if self.decoder_gn is not None:
+                self.decoder_gn = torch.compile(self.decoder_gn, dynamic=False, options=opts)
         self._mm_fp32_out = self.device.type == "cuda" and self.dtype != torch.float32 and _has_mm_out_dtype(self.device)
         self._pos: dict[tuple[int, int], torch.Tensor] = {}
         self._taps: dict[tuple, tuple] = {}
@@ -275,7 +280,8 @@ class FastRuntime:
         z = self.vae.post_quant_conv(self.vae.quantize.lookup(codes_Bhw))
         if self.channels_last:
             z = z.contiguous(memory_format=torch.channels_last)
-        img = self.decoder(z)
+        gn = self.decoder_gn is not None and z.shape[0] >= self.group_norm_min_batch
+        img = (self.decoder_gn if gn else self.decoder)(z)
         return pixels_uint8(img)
 
     # ---- cached per shape / per label set -------------------------------------------------

@@ -21,7 +21,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _lib
+from . import _lib, log
+
+_warned: list = []  # the fallback on CUDA is logged once
 
 try:  # CPU builds of torch come without Triton
     import triton
@@ -66,6 +68,10 @@ def _group_norm_silu_cpu(x, weight, bias, groups, eps, silu):
 @torch.library.impl(_lib, "group_norm_silu", "CUDA")
 def _group_norm_silu_cuda(x, weight, bias, groups, eps, silu):
     if not kernel_available(x, groups):
+        if triton is not None and not _warned:
+            _warned.append(True)
+            log.warning("group_norm_silu: %s %s input (strides %s) is not what the kernels take; reference used",
+                        tuple(x.shape), x.dtype, x.stride())
         return group_norm_silu_ref(x, weight, bias, groups, eps, silu)
     B, C, H, W = x.shape
     P = H * W

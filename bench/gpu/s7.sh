@@ -5,6 +5,7 @@
 #   bash bench/gpu/s7.sh b   # Triton attention: end-to-end A/B against SDPA (fast-sdpa) at d16 B1/B32, d24 B1
 #   bash bench/gpu/s7.sh c   # attend_step (prologue + attention in one kernel): tests; A/B sdpa / triton / step
 #   bash bench/gpu/s7.sh d   # the decoder's GroupNorm as Triton kernels: tests; A/B against Inductor's (fast-ingn)
+#   bash bench/gpu/s7.sh e   # the same from batch 8 on (group_norm_min_batch): its tests; A/B at batch 1/8
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
@@ -46,4 +47,9 @@ elif [ "$1" = d ]; then
   echo "gpu tests rc=$?"; grep -E "passed|failed|Error|error" "$L/gpu_tests.log" | tail -12
   timeout 320 flexvar bench --dtype fp16 --depths 16 --batches 1,32 --schedules 256-10 --impls fast-ingn,fast \
     --repeat 7 --no-breakdown --out "$OUT/ab_group_norm_d16.json" 2>&1 | grep -E "^\| d|rror"
+elif [ "$1" = e ]; then
+  timeout 200 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "group_norm" > "$L/gpu_tests.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error|error|reference used" "$L/gpu_tests.log" | tail -12
+  timeout 300 flexvar bench --dtype fp16 --depths 16 --batches 1,8 --schedules 256-10 --impls fast-ingn,fast \
+    --repeat 7 --no-breakdown --out "$OUT/ab_group_norm_b8_d16.json" 2>&1 | grep -E "^\| d|rror|reference used"
 fi
