@@ -6,6 +6,8 @@
 #   bash bench/gpu/s7.sh c   # attend_step (prologue + attention in one kernel): tests; A/B sdpa / triton / step
 #   bash bench/gpu/s7.sh d   # the decoder's GroupNorm as Triton kernels: tests; A/B against Inductor's (fast-ingn)
 #   bash bench/gpu/s7.sh e   # the same from batch 8 on (group_norm_min_batch): its tests; A/B at batch 1/8
+#   bash bench/gpu/s7.sh r   # final: eager and fast at d16 256-10 B1/B32 in one run; all of tests/test_gpu.py
+#   bash bench/gpu/s7.sh s   # final: d20/d24 eager/fast B1/B32; tests/test_gpu_engines.py
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
@@ -52,4 +54,14 @@ elif [ "$1" = e ]; then
   echo "gpu tests rc=$?"; grep -E "passed|failed|Error|error|reference used" "$L/gpu_tests.log" | tail -12
   timeout 300 flexvar bench --dtype fp16 --depths 16 --batches 1,8 --schedules 256-10 --impls fast-ingn,fast \
     --repeat 7 --no-breakdown --out "$OUT/ab_group_norm_b8_d16.json" 2>&1 | grep -E "^\| d|rror|reference used"
+elif [ "$1" = r ]; then
+  timeout 300 flexvar bench --dtype fp16 --depths 16 --batches 1,32 --schedules 256-10 --impls eager,fast \
+    --repeat 7 --out "$OUT/final_d16_256_10.json" 2>&1 | grep -E "^bench: ran|^\| d|rror"
+  timeout 280 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider > "$L/gpu_tests.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$L/gpu_tests.log" | tail -6
+elif [ "$1" = s ]; then
+  timeout 330 flexvar bench --dtype fp16 --depths 20,24 --batches 1,32 --schedules 256-10 --impls eager,fast \
+    --repeat 5 --no-breakdown --out "$OUT/final_d20_d24.json" 2>&1 | grep -E "^bench: ran|^\| d|rror"
+  timeout 200 python3 -m pytest -m gpu tests/test_gpu_engines.py -q -p no:cacheprovider > "$L/gpu_engines.log" 2>&1
+  echo "engine tests rc=$?"; grep -E "passed|failed|Error|skipped" "$L/gpu_engines.log" | tail -4
 fi
