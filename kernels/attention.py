@@ -111,6 +111,18 @@ def attend_step(qkv_BlC3: torch.Tensor, scale_H: torch.Tensor, k_cache: torch.Te
 
 if triton is not None:
     @triton.jit
+    def _key_block(q, k, v, valid, m_i, l_i, acc):
+        """One block of keys in the flash loop: scores q k (k (D, BLOCK_N), scale already in q) with the
+        invalid columns dropped, the running max m_i and sum l_i (base-2 exponent) and the unnormalised
+        output acc updated; probabilities rounded to v's dtype for the second product."""
+        s = tl.dot(q, k) * 1.4426950408889634  # log2(e): exp2 below
+        s = tl.where(valid[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        return m_new, l_i * alpha + tl.sum(p, 1), acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+
+    @triton.jit
     def _attend_kernel(Q, K, V, O, l, end, H,
                        sqb, sqt, sqh, skt, skb, skh, svt, svb, svh, sob, sot, soh,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr):
@@ -131,15 +143,8 @@ if triton is not None:
             rn = n0 + tl.arange(0, BLOCK_N)
             nmask = rn < end
             k = tl.load(kp + rn[None, :] * skt + rd[:, None], mask=nmask[None, :], other=0.0)  # (D, BLOCK_N)
-            s = tl.dot(q, k) * 1.4426950408889634  # log2(e): exp2 below
-            s = tl.where(nmask[None, :], s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            alpha = tl.exp2(m_i - m_new)
-            p = tl.exp2(s - m_new[:, None])
-            l_i = l_i * alpha + tl.sum(p, 1)
             v = tl.load(vp + rn[:, None] * svt + rd[None, :], mask=nmask[:, None], other=0.0)  # (BLOCK_N, D)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-            m_i = m_new
+            m_i, l_i, acc = _key_block(q, k, v, nmask, m_i, l_i, acc)
         o = acc / l_i[:, None]
         tl.store(O + b * sob + h * soh + rm[:, None] * sot + rd[None, :], o.to(O.dtype.element_ty), mask=qmask)
 
@@ -168,15 +173,8 @@ if triton is not None:
             rn = n0 + tl.arange(0, BLOCK_N)
             nmask = rn < start
             k = tl.load(kp + rn[None, :] * skt + rd[:, None], mask=nmask[None, :], other=0.0)  # (D, BLOCK_N)
-            s = tl.dot(q, k) * 1.4426950408889634  # log2(e): exp2 below
-            s = tl.where(nmask[None, :], s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            alpha = tl.exp2(m_i - m_new)
-            p = tl.exp2(s - m_new[:, None])
-            l_i = l_i * alpha + tl.sum(p, 1)
             v = tl.load(vp + rn[:, None] * svt + rd[None, :], mask=nmask[:, None], other=0.0)  # (BLOCK_N, D)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-            m_i = m_new
+            m_i, l_i, acc = _key_block(q, k, v, nmask, m_i, l_i, acc)
         if pid_m == 0:  # the first query block writes the step's normalised keys and values into the cache
             for t0 in range(0, l, BLOCK_N):
                 rt = t0 + tl.arange(0, BLOCK_N)
@@ -192,13 +190,6 @@ if triton is not None:
             k = tl.load(xp + C + rt[None, :] * sxt + rd[:, None], mask=tmask[None, :], other=0.0).to(tl.float32)
             k = (k / tl.maximum(tl.sqrt(tl.sum(k * k, 0)), 1e-12)[None, :]).to(QKV.dtype.element_ty)
             v = tl.load(xp + 2 * C + rt[:, None] * sxt + rd[None, :], mask=tmask[:, None], other=0.0)
-            s = tl.dot(q, k) * 1.4426950408889634
-            s = tl.where(tmask[None, :], s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            alpha = tl.exp2(m_i - m_new)
-            p = tl.exp2(s - m_new[:, None])
-            l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-            m_i = m_new
+            m_i, l_i, acc = _key_block(q, k, v, tmask, m_i, l_i, acc)
         o = acc / l_i[:, None]
         tl.store(O + b * sob + h * soh + rm[:, None] * sot + rd[None, :], o.to(O.dtype.element_ty), mask=qmask)

@@ -8,6 +8,7 @@
 #   bash bench/gpu/s7.sh e   # the same from batch 8 on (group_norm_min_batch): its tests; A/B at batch 1/8
 #   bash bench/gpu/s7.sh r   # final: eager and fast at d16 256-10 B1/B32 in one run; all of tests/test_gpu.py
 #   bash bench/gpu/s7.sh s   # final: d20/d24 eager/fast B1/B32; tests/test_gpu_engines.py
+#   bash bench/gpu/s7.sh v   # after the review's refactor of the attention kernels: their tests and the runtime's
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
@@ -64,4 +65,10 @@ elif [ "$1" = s ]; then
     --repeat 5 --no-breakdown --out "$OUT/final_d20_d24.json" 2>&1 | grep -E "^bench: ran|^\| d|rror"
   timeout 200 python3 -m pytest -m gpu tests/test_gpu_engines.py -q -p no:cacheprovider > "$L/gpu_engines.log" 2>&1
   echo "engine tests rc=$?"; grep -E "passed|failed|Error|skipped" "$L/gpu_engines.log" | tail -4
+elif [ "$1" = v ]; then
+  timeout 250 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider \
+    -k "attend or attention or low_precision or fp32_greedy or graph_replay or small_step_in_a" > "$L/gpu_tests.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$L/gpu_tests.log" | tail -6
+  timeout 150 flexvar bench --dtype fp16 --depths 16 --batches 1,32 --schedules 256-10 --impls fast \
+    --repeat 7 --no-breakdown --out "$OUT/review_d16.json" 2>&1 | grep -E "^\| d|rror"
 fi
