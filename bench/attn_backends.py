@@ -79,7 +79,7 @@ def main(argv=None) -> int:
                     if args.sweep:
                         best = min((time_graph(lambda c=c: attend(q, kc, vc, end, c)), c) for c in SWEEP)
                         print(f"attention: B={B:<3} step {si + 1:2d} (l={h * w}, end={end}): default "
-                              f"{attend_config(2 * B, h * w, H, end)}, best {best[1]} {best[0]:.1f} us")
+                              f"{attend_config(h * w)}, best {best[1]} {best[0]:.1f} us")
                     per.append(time_graph(fn))
                     continue
 

@@ -3,13 +3,16 @@
     python -m pytest bench/bench_kernels.py --benchmark-only [--benchmark-json OUT.json]
 
 On CUDA each op is timed as the fused kernel and as its PyTorch `_ref`; on CPU only the references
-run (the kernels are CUDA-only). Shapes are d16's (C = 1024, V = 8912) at the last 256 px step.
+run (the kernels are CUDA-only; the Triton ones also need Triton). Shapes are d16's (C = 1024,
+V = 8912) at the last 256 px step, and the tokenizer decoder's largest GroupNorm (128 channels at
+256 x 256).
 """
 import pytest
 import torch
 
 import flexvar.kernels as K
 from flexvar.fast import bicubic_taps
+from flexvar.kernels import attention, group_norm
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 DT = torch.bfloat16 if DEV == "cuda" else torch.float32
@@ -18,6 +21,14 @@ DT = torch.bfloat16 if DEV == "cuda" else torch.float32
 def _sync():
     if DEV == "cuda":
         torch.cuda.synchronize()
+
+
+def _timed(benchmark, fn):
+    """Time fn() with a device synchronize after each call."""
+    def run():
+        fn()
+        _sync()
+    benchmark(run)
 
 
 @pytest.fixture(scope="module", params=[1, 32], ids=lambda b: f"B{b}")
@@ -36,10 +47,7 @@ def tokens_case(request):
 def test_next_tokens_ref(benchmark, tokens_case):
     prev, proj, bias, pos, dst, _ = tokens_case
 
-    def run():
-        K.next_tokens_ref(prev, proj, bias, pos, dst)
-        _sync()
-    benchmark(run)
+    _timed(benchmark, lambda: K.next_tokens_ref(prev, proj, bias, pos, dst))
 
 
 @pytest.mark.skipif(DEV != "cuda", reason="the kernel is CUDA-only")
@@ -47,10 +55,7 @@ def test_next_tokens_kernel(benchmark, tokens_case):
     prev, proj, bias, pos, dst, taps = tokens_case
     assert K.load()
 
-    def run():
-        torch.ops.flexvar.next_tokens(prev, proj, bias, pos, *taps)
-        _sync()
-    benchmark(run)
+    _timed(benchmark, lambda: torch.ops.flexvar.next_tokens(prev, proj, bias, pos, *taps))
 
 
 @pytest.fixture(scope="module", params=[1, 32], ids=lambda b: f"B{b}")
@@ -64,10 +69,7 @@ def logits_case(request):
 def test_guided_sample_ref(benchmark, logits_case):
     logits, seed = logits_case
 
-    def run():
-        K.guided_sample_ref(logits, seed, 2.5, 0, 900, 0.95, 9)
-        _sync()
-    benchmark(run)
+    _timed(benchmark, lambda: K.guided_sample_ref(logits, seed, 2.5, 0, 900, 0.95, 9))
 
 
 @pytest.mark.skipif(DEV != "cuda", reason="the kernel is CUDA-only")
@@ -75,10 +77,7 @@ def test_guided_sample_kernel(benchmark, logits_case):
     logits, seed = logits_case
     assert K.load()
 
-    def run():
-        torch.ops.flexvar.guided_sample(logits, seed, 2.5, 0, 900, 0.95, 9)
-        _sync()
-    benchmark(run)
+    _timed(benchmark, lambda: torch.ops.flexvar.guided_sample(logits, seed, 2.5, 0, 900, 0.95, 9))
 
 
 @pytest.fixture(scope="module", params=[1, 32], ids=lambda b: f"B{b}")
@@ -88,17 +87,14 @@ def qkv_case(request):
     g = torch.Generator(DEV).manual_seed(2)
     qkv = torch.randn(B, l, 3 * H * d, device=DEV, generator=g).to(DT)
     scale = torch.rand(H, device=DEV, generator=g) + 1
-    kc, vc = (torch.zeros(L, B, H, d, device=DEV, dtype=DT) for _ in range(2))
+    kc, vc = (torch.randn(L, B, H, d, device=DEV, generator=g).to(DT) for _ in range(2))
     return qkv, scale, kc, vc, L - l
 
 
 def test_qk_norm_cache_ref(benchmark, qkv_case):
     qkv, scale, kc, vc, start = qkv_case
 
-    def run():
-        K.qk_norm_cache_ref(qkv, scale, kc, vc, start)
-        _sync()
-    benchmark(run)
+    _timed(benchmark, lambda: K.qk_norm_cache_ref(qkv, scale, kc, vc, start))
 
 
 @pytest.mark.skipif(DEV != "cuda", reason="the kernel is CUDA-only")
@@ -106,10 +102,7 @@ def test_qk_norm_cache_kernel(benchmark, qkv_case):
     qkv, scale, kc, vc, start = qkv_case
     assert K.load()
 
-    def run():
-        torch.ops.flexvar.qk_norm_cache(qkv, scale, kc, vc, start)
-        _sync()
-    benchmark(run)
+    _timed(benchmark, lambda: torch.ops.flexvar.qk_norm_cache(qkv, scale, kc, vc, start))
 
 
 @pytest.fixture(scope="module", params=[(2, 1, 0), (2, 16, 14)], ids=lambda p: f"rows{p[0] * p[1]}")
@@ -136,10 +129,7 @@ def step_case(request):
 def test_small_step_ref(benchmark, step_case):
     x, mods, kv, weights, start = step_case
 
-    def run():
-        K.small_step_ref(x.clone(), mods, kv, *weights, start, 1e-6)
-        _sync()
-    benchmark(run)
+    _timed(benchmark, lambda: K.small_step_ref(x.clone(), mods, kv, *weights, start, 1e-6))
 
 
 @pytest.mark.skipif(DEV != "cuda", reason="the kernel is CUDA-only")
@@ -147,7 +137,37 @@ def test_small_step_kernel(benchmark, step_case):
     x, mods, kv, weights, start = step_case
     assert K.load()
 
-    def run():
-        torch.ops.flexvar.small_step(x.clone(), mods, kv, *weights, start, 1e-6)
-        _sync()
-    benchmark(run)
+    _timed(benchmark, lambda: torch.ops.flexvar.small_step(x.clone(), mods, kv, *weights, start, 1e-6))
+
+
+def test_attend_step_ref(benchmark, qkv_case):
+    qkv, scale, kc, vc, start = qkv_case
+    _timed(benchmark, lambda: attention.attend_step_ref(qkv, scale, kc, vc, start))
+
+
+@pytest.mark.skipif(DEV != "cuda" or attention.triton is None, reason="the kernel is a CUDA Triton kernel")
+def test_attend_step_kernel(benchmark, qkv_case):
+    qkv, scale, kc, vc, start = qkv_case
+    assert attention.step_kernel_available(qkv, kc)
+    _timed(benchmark, lambda: attention.attend_step(qkv, scale, kc, vc, start))
+
+
+@pytest.fixture(scope="module", params=[1, 8], ids=lambda b: f"B{b}")
+def norm_case(request):
+    """The decoder's last-level GroupNorm + SiLU: (B, 128, 256, 256) channels-last."""
+    g = torch.Generator(DEV).manual_seed(4)
+    x = torch.randn(request.param, 128, 256, 256, device=DEV, generator=g).to(DT)
+    w, b = (torch.randn(128, device=DEV, generator=g).to(DT) for _ in range(2))
+    return x.contiguous(memory_format=torch.channels_last), w, b
+
+
+def test_group_norm_silu_ref(benchmark, norm_case):
+    x, w, b = norm_case
+    _timed(benchmark, lambda: group_norm.group_norm_silu_ref(x, w, b, 32, 1e-6, True))
+
+
+@pytest.mark.skipif(DEV != "cuda" or group_norm.triton is None, reason="the kernels are CUDA Triton kernels")
+def test_group_norm_silu_kernel(benchmark, norm_case):
+    x, w, b = norm_case
+    assert group_norm.kernel_available(x, 32)
+    _timed(benchmark, lambda: group_norm.group_norm_silu(x, w, b, 32, 1e-6, True))

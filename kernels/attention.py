@@ -1,4 +1,4 @@
-"""Attention of one step's queries over the KV cache prefix, as a Triton kernel (`attend`).
+"""Attention of one step's queries over the KV cache prefix, as Triton kernels (`attend`, `attend_step`).
 
 The queries are already L2-normalised and scaled (the `qk_norm_cache` kernel wrote them, and the
 normalised keys, into the cache), so the kernel computes plain softmax(q k^T) v with scale 1 over
@@ -20,8 +20,6 @@ instead of two, and q is never written out.
 falls back to the reference where the kernel cannot run.
 """
 from __future__ import annotations
-
-import math
 
 import torch
 
@@ -51,9 +49,9 @@ def attend_step_ref(qkv_BlC3: torch.Tensor, scale_H: torch.Tensor, k_cache: torc
     return attend_ref(q, k_cache, v_cache, start + qkv_BlC3.shape[1])
 
 
-def attend_config(B: int, l: int, H: int, end: int) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for a step: 64-query blocks, 16 for steps of at most
-    16 tokens. The fastest or within 10 % of it at every step of 256-10 at batch 1 and 32 on the H100
+def attend_config(l: int) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for a step of l queries: 64-query blocks, 16 for steps
+    of at most 16 tokens. The fastest or within 10 % of it at every step of 256-10 at batch 1 and 32 on the H100
     (`flexvar.bench.attn_backends --sweep`, 34 configurations); smaller blocks that give every SM more
     programs lose at batch 1 (each program re-reads the keys), 128-query blocks lose at batch 32."""
     if l <= 16:
@@ -75,7 +73,7 @@ def attend(q_BlHd: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, e
         return attend_ref(q_BlHd, k_cache, v_cache, end)
     B, l, H, d = q_BlHd.shape
     o = torch.empty(B, l, H, d, device=q_BlHd.device, dtype=q_BlHd.dtype)
-    bm, bn, warps, stages = config or attend_config(B, l, H, end)
+    bm, bn, warps, stages = config or attend_config(l)
     grid = (triton.cdiv(l, bm), B * H)
     _attend_kernel[grid](q_BlHd, k_cache, v_cache, o, l, end, H,
                          *q_BlHd.stride()[:3], *k_cache.stride()[:3], *v_cache.stride()[:3], *o.stride()[:3],
@@ -101,7 +99,7 @@ def attend_step(qkv_BlC3: torch.Tensor, scale_H: torch.Tensor, k_cache: torch.Te
     B, l = qkv_BlC3.shape[:2]
     H, d = k_cache.shape[2:]
     o = torch.empty(B, l, H, d, device=qkv_BlC3.device, dtype=qkv_BlC3.dtype)
-    bm, bn, warps, stages = config or attend_config(B, l, H, start + l)
+    bm, bn, warps, stages = config or attend_config(l)
     grid = (triton.cdiv(l, bm), B * H)
     _attend_step_kernel[grid](qkv_BlC3, scale_H.float().reshape(H).contiguous(), k_cache, v_cache, o, l, start, H,
                               *qkv_BlC3.stride()[:2], *k_cache.stride()[:3], *v_cache.stride()[:3], *o.stride()[:3],

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from . import _lib, log
 
-_warned: list = []  # the fallback on CUDA is logged once
+fallbacks = {"cuda": 0}  # CUDA calls that ran the reference (Triton present): logged on the first, counted
 
 try:  # CPU builds of torch come without Triton
     import triton
@@ -68,8 +68,8 @@ def _group_norm_silu_cpu(x, weight, bias, groups, eps, silu):
 @torch.library.impl(_lib, "group_norm_silu", "CUDA")
 def _group_norm_silu_cuda(x, weight, bias, groups, eps, silu):
     if not kernel_available(x, groups):
-        if triton is not None and not _warned:
-            _warned.append(True)
+        fallbacks["cuda"] += triton is not None
+        if fallbacks["cuda"] == 1:
             log.warning("group_norm_silu: %s %s input (strides %s) is not what the kernels take; reference used",
                         tuple(x.shape), x.dtype, x.stride())
         return group_norm_silu_ref(x, weight, bias, groups, eps, silu)

@@ -250,8 +250,8 @@ def test_attend_ref_is_sdpa_over_the_cache_prefix(B, l, H, d, end):
 def test_attend_config_by_step_size():
     """64-query blocks (the H100 sweep's best at batch 1 and 32), 16 for steps of at most 16 tokens."""
     from flexvar.kernels.attention import attend_config
-    assert attend_config(64, 256, 16, 680) == (64, 64, 4, 3) == attend_config(2, 17, 16, 30)
-    assert attend_config(2, 16, 16, 30) == (16, 32, 4, 2) == attend_config(64, 1, 24, 1)
+    assert attend_config(256) == (64, 64, 4, 3) == attend_config(17)
+    assert attend_config(16) == (16, 32, 4, 2) == attend_config(1)
 
 
 def test_attend_step_ref_is_the_prologue_then_attention():

@@ -21,7 +21,6 @@ for B, l, H, d, L, start, smax, cfg in [(64, 169, 16, 64, 680, 255, 20, (64, 64,
     k2, v2 = kc.clone(), vc.clone()
     out = attend_step(qkv, scale, k2, v2, start, cfg)
     torch.cuda.synchronize()
-    q = None
     err = (out.double() - ref).abs()
     per_bl = err.amax((2, 3))
     bad = (per_bl > 0.05).nonzero()
@@ -30,7 +29,7 @@ for B, l, H, d, L, start, smax, cfg in [(64, 169, 16, 64, 680, 255, 20, (64, 64,
     q = qk_norm_cache_ref(qkv, scale, k3, v3, start)
     two = attend(q, k3, v3, start + l)
     e2 = ((two.double() - ref).norm() / ref.norm()).item()
-    print(f"B={B} l={l} H={H} start={start} smax={smax} cfg={cfg or attend_config(B, l, H, start + l)}: "
+    print(f"B={B} l={l} H={H} start={start} smax={smax} cfg={cfg or attend_config(l)}: "
           f"rel {(err.norm() / ref.norm()).item():.2e}, two-kernel rel {e2:.2e}, bad (b, t) {bad.shape[0]}: "
           f"{bad[:8].tolist()}, k cache max diff {(k2.double() - k3.double()).abs().max().item():.2e}")
     sys.stdout.flush()
