@@ -9,6 +9,7 @@
 #   bash bench/gpu/s7.sh r   # final: eager and fast at d16 256-10 B1/B32 in one run; all of tests/test_gpu.py
 #   bash bench/gpu/s7.sh s   # final: d20/d24 eager/fast B1/B32; tests/test_gpu_engines.py
 #   bash bench/gpu/s7.sh v   # after the review's refactor of the attention kernels: their tests and the runtime's
+#   bash bench/gpu/s7.sh w   # second review (no CUDA extension): Triton kernel tests, their pytest-benchmark pairs
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
@@ -71,4 +72,11 @@ elif [ "$1" = v ]; then
   echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$L/gpu_tests.log" | tail -6
   timeout 150 flexvar bench --dtype fp16 --depths 16 --batches 1,32 --schedules 256-10 --impls fast \
     --repeat 7 --no-breakdown --out "$OUT/review_d16.json" 2>&1 | grep -E "^\| d|rror"
+elif [ "$1" = w ]; then
+  export FLEXVAR_NO_KERNELS=1
+  timeout 200 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "attend or attention or group_norm" \
+    > "$L/gpu_tests.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$L/gpu_tests.log" | tail -6
+  timeout 120 python3 -m pytest bench/bench_kernels.py -q -p no:cacheprovider -k "attend_step or group_norm" \
+    --benchmark-columns=min,median,max --benchmark-json "$OUT/bench_kernels_triton_s7.json" 2>&1 | grep -E "^test_|passed|failed"
 fi
