@@ -180,18 +180,6 @@ def qk_norm_cache(qkv_BlC3: torch.Tensor, scale_H: torch.Tensor, k_cache: torch.
 # ---- every block of a step of few rows ----------------------------------------------------------------
 SMALL_STEP_MAX_ROWS, SMALL_STEP_MAX_KEYS, SMALL_STEP_MAX_DEPTH = 64, 256, 32  # include/flexvar/small_step.h
 _SMALL_STEP_MAX_TILES = 6  # column tiles of 8 per SM in the widest projection (src/small_step.cu)
-_SMALL_STEP_MAX_GRID, _SMALL_STEP_PAD = 160, 32  # thread blocks at most; staged A's row padding (src/small_step.cu)
-
-
-def small_step_smem(M: int, C: int) -> int:
-    """Shared memory bytes of the small_step kernel at M rows of width C (fp16/bf16): the largest of the
-    GEMM reduction buffer, the staged LN(x) of all rows and the attention's buffers, plus the
-    residual partials' and the row statistics' (src/small_step.cu, smem_bytes)."""
-    mt = 1 if M <= 16 else 2 if M <= 32 else 4
-    red = 8 * _SMALL_STEP_MAX_TILES * mt * 128 * 4
-    staged = M * (C + _SMALL_STEP_PAD) * 2
-    attention = 2 * SMALL_STEP_MAX_KEYS * 66 * 2 + 8 * (64 + SMALL_STEP_MAX_KEYS) * 4
-    return -(-max(red, staged, attention) // 16) * 16 + 64 * _SMALL_STEP_MAX_TILES * 8 * 4 + 64 * 8
 
 
 def small_step_ref(x_RlC: torch.Tensor, mods: torch.Tensor, kv: torch.Tensor, wqkv, bqkv, qscale, wproj, bproj,
@@ -233,11 +221,8 @@ def small_step_fits(R: int, l: int, C: int, H: int, hidden: int, depth: int, L: 
         return False
     if not (0 < depth <= SMALL_STEP_MAX_DEPTH and C <= 2048 and C % 32 == 0 and hidden % 32 == 0):
         return False
-    props = torch.cuda.get_device_properties(dev)
-    grid = min(props.multi_processor_count, _SMALL_STEP_MAX_GRID)
-    if -(-max(3 * C, hidden) // 8 // grid) > _SMALL_STEP_MAX_TILES:
-        return False
-    return small_step_smem(R * l, C) <= getattr(props, "shared_memory_per_block_optin", props.shared_memory_per_block)
+    sms = torch.cuda.get_device_properties(dev).multi_processor_count
+    return -(-max(3 * C, hidden) // 8 // sms) <= _SMALL_STEP_MAX_TILES
 
 
 def small_step(x_RlC: torch.Tensor, mods: torch.Tensor, kv: torch.Tensor, weights: tuple, start: int, eps: float,

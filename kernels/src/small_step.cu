@@ -1,23 +1,18 @@
 // Every block of one step in one cooperative kernel: see include/flexvar/small_step.h for the formula.
 //
-// Grid: one block of 256 threads (8 warps) per SM (at most kMaxGrid). Per transformer block, five
-// phases separated by grid-wide barriers:
-//   qkv GEMM on LN1(x) -> attention (q/k norms, cache write) -> proj GEMM (+ residual) ->
-//   fc1 GEMM on LN2(x) (+ GELU) -> fc2 GEMM (+ residual).
-// The LayerNorms have no phase of their own: the residual epilogues (and, for the step's input, a
-// first pass) leave per-row partial statistics (mean, sum of squared deviations) over each thread
-// block's columns, and the GEMMs that read LN(x) combine those partials in a fixed order (Chan's
-// formula, the same on every thread block) and stage LN(x) (1 + scale) + shift of all rows, rounded,
-// in shared memory before their main loop.
+// Grid: one block of 256 threads (8 warps) per SM. Per transformer block, seven phases separated by
+// grid-wide barriers:
+//   LN1 -> qkv GEMM -> attention (q/k norms, cache write) -> proj GEMM (+ residual) -> LN2 ->
+//   fc1 GEMM (+ GELU) -> fc2 GEMM (+ residual).
 // GEMMs (M <= 64 rows): a thread block owns output tiles of 8 columns (tile c, c + grid, ...), its warps
-// split K in chunks of 32. Per chunk a lane takes 8 consecutive k of one A row and one weight row
+// split K in chunks of 32. Per chunk a lane loads 8 consecutive k of one A row and one weight row
 // (16 bytes each) and feeds two mma.m16n8k16: the k order inside a chunk is permuted alike for A and
-// the weights, so no ldmatrix is needed and each weight byte is read once, straight from device
-// memory. Each warp keeps several chunks in flight, and a GEMM's first weight loads (all of K at <= 16
-// rows) and its epilogue's bias/gamma lines are requested before the barrier that precedes it. The
-// warps' partial sums are added in warp order (deterministic).
-// Measured (bench/gpu/small_step_probe.cu, H100): see bench/NOTES.md (session 6: seven phases, 28 us
-// per d16 block at 2 rows; session 8: the LayerNorms folded in).
+// the weights, so no shared-memory staging or ldmatrix is needed and each weight byte is read once,
+// straight from device memory. Each warp keeps several chunks in flight, and a GEMM's first weight
+// loads (all of K at <= 16 rows) and its epilogue's bias/gamma lines are requested before the barrier
+// that precedes it. The warps' partial sums are added in warp order (deterministic).
+// Measured (bench/gpu/small_step_probe.cu, H100, d16, 2 rows): 28 us per transformer block, of which
+// 7.8 us are the seven barriers and 8.4 us the weights at full bandwidth.
 // Attention (start + l <= 256 keys): a thread block per (row, head, 8 queries) loads the keys and
 // values of that head into shared memory (this step's keys normalised from qkv), one warp per query.
 #include "flexvar/small_step.h"
@@ -37,9 +32,6 @@ using flexvar_cuda::to_f;
 
 constexpr int kThreads = 256, kWarps = kThreads / 32;
 constexpr int kMaxTiles = 6;  // column tiles of 8 per thread block and GEMM
-constexpr int kMaxGrid = 160;  // thread blocks at most (one per SM): LayerNorm partials per row
-constexpr int kXs = kMaxTiles * 8;  // a thread block's columns of a residual row
-constexpr int kPad = 32;  // staged A rows are C + kPad elements apart: 64 bytes mod 128, no bank conflicts
 constexpr int kD = 64, kRowS = kD + 2;  // head dim; shared-memory row stride of keys/values (no bank conflicts)
 constexpr int kMaxKeys = FLEXVAR_SMALL_STEP_MAX_KEYS;
 
@@ -84,125 +76,64 @@ __device__ __forceinline__ float warp_max(float v) {
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
 }
+// every thread gets the sum (warp totals added in warp order)
+__device__ __forceinline__ float block_sum(float v, float* red) {
+  v = warp_sum(v);
+  __syncthreads();
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+  __syncthreads();
+  float s = 0.f;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) s += red[w];
+  return s;
+}
+
 __device__ __forceinline__ float gelu_tanh(float v) {
   const float k0 = 0.7978845608028654f, k1 = 0.044715f;  // sqrt(2 / pi)
   return 0.5f * v * (1.f + tanhf(k0 * (v + k1 * v * v * v)));
 }
 
-// ---- LayerNorm statistics ---------------------------------------------------------------------------
-// (n, mean, m2) <- the union of itself and (nb, mb, m2b) (Chan et al.); an empty side is skipped
-__device__ __forceinline__ void chan(float& n, float& mean, float& m2, float nb, float mb, float m2b) {
-  if (nb == 0.f) return;
-  if (n == 0.f) {
-    n = nb, mean = mb, m2 = m2b;
-    return;
-  }
-  const float nn = n + nb, d = mb - mean;
-  mean += d * (nb / nn);
-  m2 += m2b + d * d * (n * nb / nn);
-  n = nn;
-}
-
-// Thread block b owns the residual columns of tiles b, b + G, ... (8 columns each) of every row, as in
-// the C-wide GEMMs; its count of them:
-__device__ __forceinline__ int residual_tiles(int C, int b, int G) {
-  const int tiles = C / 8;
-  return b < tiles ? (tiles - 1 - b) / G + 1 : 0;
-}
-
-// part[r][blockIdx.x] = (mean, m2) of row r's n values xs[r][0..n) (this thread block's columns)
-__device__ void row_partials(const float* xs, int M, int n, float2* part) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  for (int r = warp; r < M; r += kWarps) {
-    const float v0 = lane < n ? xs[r * kXs + lane] : 0.f, v1 = lane + 32 < n ? xs[r * kXs + lane + 32] : 0.f;
-    const float mean = warp_sum(v0 + v1) / n;
-    const float d0 = lane < n ? v0 - mean : 0.f, d1 = lane + 32 < n ? v1 - mean : 0.f;
-    const float m2 = warp_sum(d0 * d0 + d1 * d1);
-    if (lane == 0) part[(size_t)r * kMaxGrid + blockIdx.x] = make_float2(mean, m2);
-  }
-}
-
-// As[r] = LN(x[r]) (1 + mods[b, si]) + mods[b, shi], rounded, for all M rows (b = r / l): the statistics
-// from every thread block's partials, combined in the same order by every thread block
-template <typename T, int MT>
-__device__ void stage_ln(const float* x, const float2* part, int M, int C, int l, const T* mods, int si, int shi,
-                         float eps, float2* st, T* As) {
-  constexpr int kRows = 2 * MT, kSlots = kMaxGrid / 32;  // rows per warp, partials per lane and row
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, G = gridDim.x;
-  float2 p[kRows][kSlots];
-#pragma unroll
-  for (int j = 0; j < kRows; ++j)  // every load first: one round of latency
-#pragma unroll
-    for (int s = 0; s < kSlots; ++s) {
-      const int r = warp + j * kWarps, slot = lane + 32 * s;
-      p[j][s] = r < M && slot < G ? __ldcg(part + (size_t)r * kMaxGrid + slot) : make_float2(0.f, 0.f);
-    }
-#pragma unroll
-  for (int j = 0; j < kRows; ++j) {
-    const int r = warp + j * kWarps;
-    if (r >= M) break;
-    float n = 0.f, mean = 0.f, m2 = 0.f;
-#pragma unroll
-    for (int s = 0; s < kSlots; ++s) {
-      const int slot = lane + 32 * s;
-      if (slot < G) chan(n, mean, m2, 8.f * residual_tiles(C, slot, G), p[j][s].x, p[j][s].y);
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1)
-      chan(n, mean, m2, __shfl_xor_sync(0xffffffffu, n, o), __shfl_xor_sync(0xffffffffu, mean, o),
-           __shfl_xor_sync(0xffffffffu, m2, o));
-    if (lane == 0) st[r] = make_float2(mean, rsqrtf(m2 / C + eps));
-  }
-  __syncthreads();
-  const int groups = C / 8, stride = C + kPad;
-#pragma unroll 4
-  for (int idx = threadIdx.x; idx < M * groups; idx += kThreads) {
-    const int r = idx / groups, k = (idx - r * groups) * 8;
-    const float* xr = x + (size_t)r * C + k;
-    const float4 x0 = __ldcg(reinterpret_cast<const float4*>(xr)), x1 = __ldcg(reinterpret_cast<const float4*>(xr + 4));
-    const T* mb = mods + (size_t)(r / l) * 6 * C + k;
-    const uint4 sc = __ldg(reinterpret_cast<const uint4*>(mb + si * C)), sh = __ldg(reinterpret_cast<const uint4*>(mb + shi * C));
-    const float2 ms = st[r];
-    const float xv[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
-    const uint32_t scw[4] = {sc.x, sc.y, sc.z, sc.w}, shw[4] = {sh.x, sh.y, sh.z, sh.w};
-    uint32_t h[4];
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const float2 s2 = unpack<T>(scw[e]), b2 = unpack<T>(shw[e]);
-      h[e] = pack<T>((xv[2 * e] - ms.x) * ms.y * (1.f + s2.x) + b2.x, (xv[2 * e + 1] - ms.x) * ms.y * (1.f + s2.y) + b2.y);
-    }
-    *reinterpret_cast<uint4*>(As + (size_t)r * stride + k) = make_uint4(h[0], h[1], h[2], h[3]);
-  }
-  __syncthreads();
-}
-
-// ---- GEMMs ------------------------------------------------------------------------------------------
-// A operand: 8 consecutive k of one row (16 bytes), from device memory or staged in shared memory
+// ---- phases -----------------------------------------------------------------------------------------
+// out[r] = LN(x[r]) (1 + mods[b, si]) + mods[b, shi], rounded; one thread block per row
 template <typename T>
-struct GlobalA {
-  const T* A;
-  int K;
-  __device__ __forceinline__ uint4 operator()(int row, int k) const {
-    return __ldcg(reinterpret_cast<const uint4*>(A + (size_t)row * K + k));
+__device__ void ln_mod(const float* x, int M, int C, int l, const T* mods, int si, int shi, float eps, T* out,
+                       float* red) {
+  constexpr int kPer = 8;  // C <= 2048
+  for (int r = blockIdx.x; r < M; r += gridDim.x) {
+    const float* xr = x + (size_t)r * C;
+    const T* mb = mods + (size_t)(r / l) * 6 * C;
+    float v[kPer], sc[kPer], sh[kPer];
+    float s = 0.f;
+#pragma unroll
+    for (int e = 0; e < kPer; ++e) {  // x, scale and shift loaded together: one round of latency
+      const int c = threadIdx.x + e * kThreads;
+      v[e] = c < C ? __ldcg(xr + c) : 0.f;
+      sc[e] = c < C ? to_f(mb[si * C + c]) : 0.f;
+      sh[e] = c < C ? to_f(mb[shi * C + c]) : 0.f;
+      s += v[e];
+    }
+    const float mean = block_sum(s, red) / C;
+    float q = 0.f;
+#pragma unroll
+    for (int e = 0; e < kPer; ++e) {
+      const int c = threadIdx.x + e * kThreads;
+      if (c < C) q += (v[e] - mean) * (v[e] - mean);
+    }
+    const float rstd = rsqrtf(block_sum(q, red) / C + eps);
+#pragma unroll
+    for (int e = 0; e < kPer; ++e) {
+      const int c = threadIdx.x + e * kThreads;
+      if (c < C) out[(size_t)r * C + c] = from_f<T>((v[e] - mean) * rstd * (1.f + sc[e]) + sh[e]);
+    }
   }
-};
-template <typename T>
-struct SharedA {
-  const T* As;
-  int stride;
-  __device__ __forceinline__ uint4 operator()(int row, int k) const {
-    return *reinterpret_cast<const uint4*>(As + (size_t)row * stride + k);
-  }
-};
+}
 
-// ep(row, col, sum_k A[row, k] W[col, k]) for this thread block's nt <= NTMAX column tiles; A (M, K)
-// through ald, W (N, K) row-major. U chunks per warp are in flight at once: all their weight and A loads
-// are issued before the first mma (U * (NTMAX + 2 MT) 16-byte loads per lane). After the barrier,
-// stage() runs (A into shared memory, or nothing). With part, ep returns the updated residual value and
-// the thread block leaves its partial row statistics over its columns in part.
-template <typename T, int MT, int NTMAX, int U, typename ALd, typename Ep, typename Pre, typename Sync, typename Stage>
-__device__ void gemm_tiles(ALd ald, int M, int K, const T* __restrict__ W, int nt, float* red, Ep ep, Pre pre,
-                           Sync sync, Stage stage, float* xs, float2* part) {
+// ep(row, col, sum_k A[row, k] W[col, k]) for this thread block's nt <= NTMAX column tiles; A (M, K),
+// W (N, K) row-major. U chunks per warp are in flight at once: all their weight and A loads are
+// issued before the first mma (U * (NTMAX + 2 MT) 16-byte loads per lane).
+template <typename T, int MT, int NTMAX, int U, typename Ep, typename Pre, typename Sync>
+__device__ void gemm_tiles(const T* A, int M, int K, const T* __restrict__ W, int nt, float* red, Ep ep, Pre pre,
+                           Sync sync) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3, G = gridDim.x;
   float acc[NTMAX][MT][4];
 #pragma unroll
@@ -228,7 +159,6 @@ __device__ void gemm_tiles(ALd ald, int M, int K, const T* __restrict__ W, int n
   load_w(warp);
   if (threadIdx.x < 8 * nt) pre((int)(blockIdx.x + (threadIdx.x >> 3) * G) * 8 + (threadIdx.x & 7));
   sync();
-  stage();
   for (int ch0 = warp; ch0 < chunks; ch0 += U * kWarps) {
     if (ch0 != warp) load_w(ch0);
 #pragma unroll
@@ -239,7 +169,9 @@ __device__ void gemm_tiles(ALd ald, int M, int K, const T* __restrict__ W, int n
 #pragma unroll
         for (int hf = 0; hf < 2; ++hf) {
           const int row = mt * 16 + hf * 8 + g;
-          a[u][mt][hf] = row < M && ch < chunks ? ald(row, ch * 32 + 8 * t) : zero;
+          a[u][mt][hf] = row < M && ch < chunks
+                             ? __ldcg(reinterpret_cast<const uint4*>(A + (size_t)row * K + ch * 32 + 8 * t))
+                             : zero;
         }
     }
 #pragma unroll
@@ -255,7 +187,6 @@ __device__ void gemm_tiles(ALd ald, int M, int K, const T* __restrict__ W, int n
         }
       }
   }
-  __syncthreads();  // a staged A shares its shared memory with red
   // partial sums of the warps -> shared memory, added in warp order
 #pragma unroll
   for (int i = 0; i < NTMAX; ++i)
@@ -273,12 +204,9 @@ __device__ void gemm_tiles(ALd ald, int M, int K, const T* __restrict__ W, int n
     float s = 0.f;
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) s += red[(((size_t)w * kMaxTiles + i) * MT) * 128 + rem];
-    const int j = 2 * (ln & 3) + (e & 1);
-    const float v = ep(row, (int)(blockIdx.x + i * G) * 8 + j, s);
-    if (part) xs[row * kXs + i * 8 + j] = v;
+    ep(row, (int)(blockIdx.x + i * G) * 8 + 2 * (ln & 3) + (e & 1), s);
   }
-  __syncthreads();  // red is reused; xs is complete
-  if (part) row_partials(xs, M, nt * 8, part);
+  __syncthreads();  // red is reused
 }
 
 // Tile counts per thread block differ by at most one across the grid: blocks with one or two tiles
@@ -286,20 +214,19 @@ __device__ void gemm_tiles(ALd ald, int M, int K, const T* __restrict__ W, int n
 // (4 chunks for 16 rows: a whole 1024-deep K per warp, all of it requested before the barrier).
 // `sync` is the grid barrier before the GEMM (called once by every thread); pre(col) is called once
 // per column of this thread block before it, to prefetch what ep(.., col, ..) reads.
-template <typename T, int MT, typename ALd, typename Ep, typename Pre, typename Sync, typename Stage>
-__device__ void gemm(ALd ald, int M, int K, const T* __restrict__ W, int N, float* red, Ep ep, Pre pre, Sync sync,
-                     Stage stage, float* xs = nullptr, float2* part = nullptr) {
+template <typename T, int MT, typename Ep, typename Pre, typename Sync>
+__device__ void gemm(const T* A, int M, int K, const T* __restrict__ W, int N, float* red, Ep ep, Pre pre,
+                     Sync sync) {
   const int tiles = N / 8, G = gridDim.x;
   const int nt = (int)blockIdx.x < tiles ? (tiles - 1 - (int)blockIdx.x) / G + 1 : 0;
-  if (nt == 0) {  // the whole thread block: no columns, so no partials either
+  if (nt == 0) {  // the whole thread block
     sync();
     return;
   }
   if (nt <= 2) {
-    gemm_tiles<T, MT, 2, (MT >= 4 ? 2 : 8 / MT)>(ald, M, K, W, nt, red, ep, pre, sync, stage, xs, part);
+    gemm_tiles<T, MT, 2, (MT >= 4 ? 2 : 8 / MT)>(A, M, K, W, nt, red, ep, pre, sync);
   } else {
-    gemm_tiles<T, MT, kMaxTiles, (MT >= 4 ? 1 : (MT == 2 ? 2 : 4))>(ald, M, K, W, nt, red, ep, pre, sync, stage, xs,
-                                                                     part);
+    gemm_tiles<T, MT, kMaxTiles, (MT >= 4 ? 1 : (MT == 2 ? 2 : 4))>(A, M, K, W, nt, red, ep, pre, sync);
   }
 }
 
@@ -386,31 +313,14 @@ __device__ void attention(const flexvar_small_step_args_t& a, int blk, const T* 
   }
 }
 
-// shared memory: [red | staged A | attention] (one at a time), then xs (64 x kXs floats), st (64 float2)
-__host__ __device__ inline size_t union_bytes(int MT, int M, int C, size_t el) {
-  const size_t red = (size_t)kWarps * kMaxTiles * MT * 128 * sizeof(float);
-  const size_t as = (size_t)M * (C + kPad) * el;
-  const size_t at = 2 * (size_t)kMaxKeys * kRowS * el + (size_t)kWarps * (kD + kMaxKeys) * sizeof(float);
-  const size_t u = red > as ? (red > at ? red : at) : (as > at ? as : at);
-  return (u + 15) / 16 * 16;
-}
-__host__ __device__ inline size_t smem_bytes(int MT, int M, int C, size_t el) {
-  return union_bytes(MT, M, C, el) + 64 * kXs * sizeof(float) + 64 * sizeof(float2);
-}
-inline int tiles_of(int M) { return M <= 16 ? 1 : (M <= 32 ? 2 : 4); }
-
 template <typename T, int MT>
 __global__ void __launch_bounds__(kThreads, 1) small_step_kernel(const flexvar_small_step_args_t a) {
   extern __shared__ __align__(16) unsigned char smem[];
-  cg::grid_group grid = cg::this_grid();
-  const int M = a.R * a.l, C = a.C, hidden = a.hidden, l = a.l, G = gridDim.x;
   float* red = reinterpret_cast<float*>(smem);
-  T* As = reinterpret_cast<T*>(smem);
-  float* xs = reinterpret_cast<float*>(smem + union_bytes(MT, M, C, sizeof(T)));
-  float2* st = reinterpret_cast<float2*>(xs + 64 * kXs);
+  cg::grid_group grid = cg::this_grid();
+  const int M = a.R * a.l, C = a.C, hidden = a.hidden, l = a.l;
   T* wide = static_cast<T*>(a.scratch);                                // (M, max(3C, hidden)): qkv, then fc1's output
-  T* narrow = wide + (size_t)M * (3 * C > hidden ? 3 * C : hidden);  // (M, C): attention output
-  float2* part = reinterpret_cast<float2*>(narrow + (size_t)M * C);  // (M, kMaxGrid): LayerNorm partials
+  T* narrow = wide + (size_t)M * (3 * C > hidden ? 3 * C : hidden);  // (M, C): LN outputs, attention output
   float* x = a.x;
   // optional trace: CTA 0 stamps the global timer at the start and after every barrier (probes only)
   const bool tracing = a.trace != nullptr && blockIdx.x == 0 && threadIdx.x == 0;
@@ -428,19 +338,6 @@ __global__ void __launch_bounds__(kThreads, 1) small_step_kernel(const flexvar_s
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns));
     a.trace[stamp++] = ns;
   }
-  {  // the input rows' partial statistics (after this, the residual epilogues leave them)
-    const int nt = residual_tiles(C, blockIdx.x, G);
-    if (nt > 0) {
-      for (int idx = threadIdx.x; idx < M * nt * 8; idx += kThreads) {
-        const int r = idx / (nt * 8), j = idx - r * nt * 8;
-        xs[r * kXs + j] = __ldcg(x + (size_t)r * C + (blockIdx.x + (j >> 3) * G) * 8 + (j & 7));
-      }
-      __syncthreads();
-      row_partials(xs, M, nt * 8, part);
-    }
-  }
-  const SharedA<T> staged{As, C + kPad};
-  const auto none = []() {};
   for (int blk = 0; blk < a.depth; ++blk) {
     const flexvar_block_weights_t& w = a.blocks[blk];
     const T* mods = static_cast<const T*>(a.mods) + (size_t)blk * a.R * 6 * C;
@@ -455,46 +352,44 @@ __global__ void __launch_bounds__(kThreads, 1) small_step_kernel(const flexvar_s
       if (k >= 0)
         for (int b = 0; b < R; ++b) prefetch_l2(mods + ((size_t)b * 6 + k) * C + n);
     };
+    ln_mod<T>(x, M, C, l, mods, 2, 4, a.eps, narrow, red);
     gemm<T, MT>(
-        staged, M, C, static_cast<const T*>(w.wqkv), 3 * C, red,
-        [&](int r, int n, float s) {
-          wide[(size_t)r * 3 * C + n] = from_f<T>(s + to_f(bqkv[n]));
-          return 0.f;
-        },
-        [&](int n) { rows_pre(bqkv, -1, n); }, sync,
-        [&]() { stage_ln<T, MT>(x, part, M, C, l, mods, 2, 4, a.eps, st, As); });
+        narrow, M, C, static_cast<const T*>(w.wqkv), 3 * C, red,
+        [&](int r, int n, float s) { wide[(size_t)r * 3 * C + n] = from_f<T>(s + to_f(bqkv[n])); },
+        [&](int n) { rows_pre(bqkv, -1, n); }, sync);
     sync();
     attention<T>(a, blk, wide, narrow, smem);
     gemm<T, MT>(
-        GlobalA<T>{narrow, C}, M, C, static_cast<const T*>(w.wproj), C, red,
+        narrow, M, C, static_cast<const T*>(w.wproj), C, red,
         [&](int r, int n, float s) {
           const float y = to_f(from_f<T>(s + to_f(bproj[n])));
           float* xp = x + (size_t)r * C + n;
-          const float v = __ldcg(xp) + y * to_f(mods[(size_t)(r / l) * 6 * C + n]);
-          __stcg(xp, v);
-          return v;
+          __stcg(xp, __ldcg(xp) + y * to_f(mods[(size_t)(r / l) * 6 * C + n]));
         },
-        [&](int n) { rows_pre(bproj, 0, n); }, sync, none, xs, part);
+        [&](int n) { rows_pre(bproj, 0, n); }, sync);
+    sync();
+    ln_mod<T>(x, M, C, l, mods, 3, 5, a.eps, narrow, red);
     gemm<T, MT>(
-        staged, M, C, static_cast<const T*>(w.w1), hidden, red,
-        [&](int r, int n, float s) {
-          wide[(size_t)r * hidden + n] = from_f<T>(gelu_tanh(s + to_f(b1[n])));
-          return 0.f;
-        },
-        [&](int n) { rows_pre(b1, -1, n); }, sync,
-        [&]() { stage_ln<T, MT>(x, part, M, C, l, mods, 3, 5, a.eps, st, As); });
+        narrow, M, C, static_cast<const T*>(w.w1), hidden, red,
+        [&](int r, int n, float s) { wide[(size_t)r * hidden + n] = from_f<T>(gelu_tanh(s + to_f(b1[n]))); },
+        [&](int n) { rows_pre(b1, -1, n); }, sync);
     gemm<T, MT>(
-        GlobalA<T>{wide, hidden}, M, hidden, static_cast<const T*>(w.w2), C, red,
+        wide, M, hidden, static_cast<const T*>(w.w2), C, red,
         [&](int r, int n, float s) {
           const float y = to_f(from_f<T>(s + to_f(b2[n])));
           float* xp = x + (size_t)r * C + n;
-          const float v = __ldcg(xp) + y * to_f(mods[((size_t)(r / l) * 6 + 1) * C + n]);
-          __stcg(xp, v);
-          return v;
+          __stcg(xp, __ldcg(xp) + y * to_f(mods[((size_t)(r / l) * 6 + 1) * C + n]));
         },
-        [&](int n) { rows_pre(b2, 1, n); }, sync, none, blk + 1 < a.depth ? xs : nullptr,
-        blk + 1 < a.depth ? part : nullptr);
+        [&](int n) { rows_pre(b2, 1, n); }, sync);
+    sync();
   }
+}
+
+template <typename T, int MT>
+size_t smem_bytes() {
+  const size_t g = (size_t)kWarps * kMaxTiles * MT * 128 * sizeof(float);
+  const size_t at = 2 * (size_t)kMaxKeys * kRowS * sizeof(T) + (size_t)kWarps * (kD + kMaxKeys) * sizeof(float);
+  return g > at ? g : at;
 }
 
 int sm_count() {
@@ -504,15 +399,10 @@ int sm_count() {
   return n;
 }
 
-int grid_size() {
-  const int n = sm_count();
-  return n < kMaxGrid ? n : kMaxGrid;
-}
-
 template <typename T, int MT>
 cudaError_t launch(const flexvar_small_step_args_t* a, cudaStream_t stream) {
   auto kernel = small_step_kernel<T, MT>;
-  const size_t smem = smem_bytes(MT, a->R * a->l, a->C, sizeof(T));
+  const size_t smem = smem_bytes<T, MT>();
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (e != cudaSuccess) return e;
   int per_sm = 0;
@@ -520,15 +410,15 @@ cudaError_t launch(const flexvar_small_step_args_t* a, cudaStream_t stream) {
   if (e != cudaSuccess) return e;
   if (per_sm < 1) return cudaErrorCooperativeLaunchTooLarge;
   void* params[] = {const_cast<flexvar_small_step_args_t*>(a)};
-  return cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), dim3(grid_size()), dim3(kThreads), params,
+  return cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), dim3(sm_count()), dim3(kThreads), params,
                                      smem, stream);
 }
 
 template <typename T>
 cudaError_t launch_rows(const flexvar_small_step_args_t* a, cudaStream_t stream) {
-  const int MT = tiles_of(a->R * a->l);
-  if (MT == 1) return launch<T, 1>(a, stream);
-  if (MT == 2) return launch<T, 2>(a, stream);
+  const int M = a->R * a->l;
+  if (M <= 16) return launch<T, 1>(a, stream);
+  if (M <= 32) return launch<T, 2>(a, stream);
   return launch<T, 4>(a, stream);
 }
 
@@ -536,7 +426,7 @@ cudaError_t launch_rows(const flexvar_small_step_args_t* a, cudaStream_t stream)
 
 extern "C" size_t flexvar_small_step_scratch_bytes(int M, int C, int hidden, flexvar_dtype_t dtype) {
   const size_t el = dtype == FLEXVAR_FLOAT32 ? 4 : 2;
-  return (size_t)M * ((3 * C > hidden ? 3 * C : hidden) + C) * el + (size_t)M * kMaxGrid * sizeof(float2);
+  return (size_t)M * ((3 * C > hidden ? 3 * C : hidden) + C) * el;
 }
 
 extern "C" cudaError_t flexvar_small_step_supported(int R, int l, int C, int H, int d, int hidden, int depth, int L,
@@ -546,15 +436,10 @@ extern "C" cudaError_t flexvar_small_step_supported(int R, int l, int C, int H, 
   if (start < 0 || start + l > L || start + l > kMaxKeys) return cudaErrorInvalidValue;
   if (d != kD || (int64_t)H * d != C || C > 2048 || C % 32 || hidden % 32 || hidden < 1) return cudaErrorInvalidValue;
   if (depth < 1 || depth > FLEXVAR_SMALL_STEP_MAX_DEPTH) return cudaErrorInvalidValue;
-  const int sms = grid_size();
+  const int sms = sm_count();
   if (sms < 1) return cudaErrorNoDevice;
   const int widest = (3 * C > hidden ? 3 * C : hidden) / 8;
-  if ((widest + sms - 1) / sms > kMaxTiles || (C / 8 + sms - 1) / sms > kMaxTiles) return cudaErrorInvalidValue;
-  int dev = 0, optin = 0;  // the staged A of all rows must fit the shared memory of one thread block
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
-    return cudaErrorNoDevice;
-  if (smem_bytes(tiles_of(R * l), R * l, C, 2) > (size_t)optin) return cudaErrorInvalidValue;
+  if ((widest + sms - 1) / sms > kMaxTiles) return cudaErrorInvalidValue;
   return cudaSuccess;
 }
 

@@ -11,16 +11,12 @@
  *   x  += (gelu_tanh(h w1^T + b1) w2^T + b2) * gamma2
  * the computation of `Block.forward_step` (model.py) on the weights as plain arrays.
  *
- * One cooperative launch: one block of threads per SM (at most 160), five grid-wide barriers per block
- * (the LayerNorms are folded into the GEMMs that read them), the weights streamed once per step
- * straight from device memory into tensor-core fragments. The
+ * One cooperative launch: one block of threads per SM, grid-wide barriers between the phases, the
+ * weights streamed once per step straight from device memory into tensor-core fragments. The
  * kernel count of a step drops from about ten per block to one, which is what batch 1 pays for.
  * Limits (flexvar_small_step returns cudaErrorInvalidValue past them, the caller runs the usual
- * path): M <= 64 rows, start + l <= 256 keys, head dim 64, bf16 or fp16, depth <= 32, each SM at
- * most 6 column tiles of 8 in the widest projection (e.g. width 1536 on 132 SMs), and LN(x) of all M
- * rows staged in one thread block's shared memory: M (C + 32) 2 bytes (at least the GEMMs' and the
- * attention's buffers) plus 12,800 bytes within the device's opt-in limit (64 rows of width 1536 on
- * an H100, 32 on an A100).
+ * path): M <= 64 rows, start + l <= 256 keys, head dim 64, bf16 or fp16, depth <= 32, and each
+ * SM at most 6 column tiles of 8 in the widest projection (e.g. width 1536 on 132 SMs).
  * Framework-free: raw device pointers, a stream, a cudaError_t.
  */
 #pragma once
@@ -58,7 +54,7 @@ typedef struct {
   void* scratch;     /* flexvar_small_step_scratch_bytes(R * l, C, hidden, dtype) bytes */
   int R, l, C, H, d, hidden, depth, L, start;
   float eps;
-  uint64_t* trace;   /* NULL, or 1 + 5 depth slots: the global timer (ns) at the start and after each barrier */
+  uint64_t* trace;   /* NULL, or 1 + 7 depth slots: the global timer (ns) at the start and after each barrier */
   flexvar_block_weights_t blocks[FLEXVAR_SMALL_STEP_MAX_DEPTH];
 } flexvar_small_step_args_t;
 
