@@ -8,6 +8,7 @@
 #   bash bench/gpu/s8.sh o   # d16 384-11, 512-12 and 1:2 (256x512, 10 steps), batch 1/32, eager and fast in one run
 #   bash bench/gpu/s8.sh p   # tests/test_gpu_engines.py (no onnxruntime-gpu carried: its CUDA EP tests skip) and
 #                            # tests/test_gpu_host.py
+#   bash bench/gpu/s8.sh q   # --tune-decoder (fast-tdec) against the default on the current runtime, d16 B1/B32
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
@@ -47,4 +48,7 @@ elif [ "$1" = p ]; then
   echo "engine tests rc=$?"; grep -E "passed|failed|Error|skipped" "$L/gpu_engines.log" | tail -6
   timeout 150 python3 -m pytest -m gpu tests/test_gpu_host.py -q -p no:cacheprovider > "$L/gpu_host.log" 2>&1
   echo "host tests rc=$?"; grep -E "passed|failed|Error|skipped" "$L/gpu_host.log" | tail -6
+elif [ "$1" = q ]; then
+  timeout 560 flexvar bench --dtype fp16 --depths 16 --batches 1,32 --schedules 256-10 --impls fast,fast-tdec \
+    --repeat 7 --no-breakdown --out "$OUT/ab_tune_decoder_d16.json" 2>&1 | grep -E "^bench: ran|^\||rror"
 fi
