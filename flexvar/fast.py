@@ -8,8 +8,9 @@ preallocated KV cache and, on CUDA, one CUDA graph of the whole generation (all 
 guidance, sampling, decode) that is replayed afterwards.
 
 Steps of few token rows (batch 1's first steps) run every block in one cooperative kernel
-(`flexvar.kernels.small_step`); the others run each block as compiled halves around the
-`qk_norm_cache` kernel and attention on the cache's views (`FastRuntime.transformer`).
+(`flexvar.kernels.small_step`); the others run each block as compiled halves around one attention
+kernel (`flexvar.kernels.attention.attend_step`: q/k norms, the cache write and attention over the
+cache), or in float32 `qk_norm_cache` + SDPA on the cache's views (`FastRuntime.transformer`).
 
 Guidance, top-k, top-p and the draw are one op (`flexvar.kernels.guided_sample`: one CUDA kernel,
 or its PyTorch reference): the uniform of each token is a counter-based hash of (seed, step, token)
@@ -205,7 +206,7 @@ class FastRuntime:
         the default 32, the best of 16/32/64 measured on the H100) as one `small_step` kernel.
         On CPU: none of them (fused_small_steps=True runs `small_step`'s reference there, for tests).
         tune: "blocks" and/or "decoder": Inductor's coordinate-descent tuning of those kernels' launch
-        configurations (longer first compile).
+        configurations (longer first compile; on the H100 neither is faster with the GroupNorm op on).
         attention: the per-block path's attention in fp16/bf16 (float32 always takes `qk_norm_cache` +
         SDPA): "step" (default on CUDA with the kernels on) = `flexvar.kernels.attention.attend_step`,
         one Triton kernel that also does `qk_norm_cache`'s work; "triton" = `qk_norm_cache` + the Triton

@@ -272,7 +272,6 @@ def test_attend_step_ref_is_the_prologue_then_attention():
 
 
 def test_fast_attention_option(pipe_test):
-    from flexvar.fast import FastRuntime
     with pytest.raises(ValueError, match="attention takes"):
         FastRuntime(pipe_test.model, pipe_test.vae, attention="flash")
     assert FastRuntime(pipe_test.model, pipe_test.vae).attention == "sdpa"  # CPU default
