@@ -32,6 +32,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .images import pixels_uint8
 from .kernels import attention as _attention
+from .kernels import block_gemm as _block_gemm
 from .kernels.group_norm import group_norm_silu
 from .kernels import guided_sample, next_tokens, qk_norm_cache, small_step, small_step_fits
 from .kernels import load as load_kernels
@@ -136,6 +137,13 @@ def fc1_gelu(h_NC: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor) -> torch.Te
     return F.gelu(F.linear(h_NC, w1, b1), approximate="tanh")
 
 
+def head_input(x_BlC: torch.Tensor, head_B2C: torch.Tensor, eps: float, dtype: torch.dtype) -> torch.Tensor:
+    """The head's input LN(x) (1 + scale) + shift in float32, rounded to `dtype` (one fused kernel when
+    compiled)."""
+    x = layer_norm(x_BlC.float(), eps)
+    return (x * (1 + head_B2C[:, 0:1].float()) + head_B2C[:, 1:2].float()).to(dtype)
+
+
 def _has_mm_out_dtype(device) -> bool:
     """Whether torch.mm takes out_dtype (bf16/fp16 inputs, float32 output) here."""
     try:
@@ -198,7 +206,8 @@ class FastRuntime:
                  compile_blocks: bool | None = None, channels_last: bool | None = None,
                  compile_decoder: bool | None = None, fused_small_steps: bool | None = None,
                  small_step_rows: int = 32, tune: tuple[str, ...] = (), attention: str | None = None,
-                 group_norm_op: bool | None = None, group_norm_min_batch: int = 8, max_plans: int = 8,
+                 group_norm_op: bool | None = None, group_norm_min_batch: int = 8, block_gemm_rows: int = 1024,
+                 pdl: bool | None = None, max_plans: int = 8,
                  max_label_sets: int = 64):
         """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
         dynamic shapes (once per process), the channels-last decoder compiled per output shape, and
@@ -213,7 +222,11 @@ class FastRuntime:
         `attend`; "sdpa" (default otherwise) = `qk_norm_cache` + SDPA.
         group_norm_op: for decodes of at least `group_norm_min_batch` images, the decoder's GroupNorms
         (+ SiLU) as the `group_norm_silu` op (Triton kernels; default on CUDA with the kernels on)
-        instead of what Inductor generates for them (faster at batch 32, slower at batch 1 on the H100)."""
+        instead of what Inductor generates for them (faster at batch 32, slower at batch 1 on the H100).
+        block_gemm_rows: fp16/bf16 steps of more than `small_step_rows` and at most this many token rows
+        (0: none) run each block as five Triton kernels (`flexvar.kernels.block_gemm`: the GEMMs with the
+        LayerNorms, modulation, GELU and residuals fused in, and `attend_step`) instead of the compiled
+        halves and cuBLAS; with `pdl` (default on sm_90+) they chain by programmatic dependent launch."""
         if attention not in (None, "step", "triton", "sdpa"):
             raise ValueError(f"attention takes 'step', 'triton' or 'sdpa', not {attention!r}")
         unknown = set(tune) - {"blocks", "decoder"}
@@ -239,8 +252,10 @@ class FastRuntime:
             self.step_weights = tuple(list(ws) for ws in zip(*(
                 (w[0], w[1], w[2].reshape(-1).contiguous(), *w[3:]) for w in self.block_weights)))
         self.qkv_proj, self.finish_qkv, self.finish_step = qkv_proj, finish_qkv, finish_step
+        self.head_input = head_input
         if cuda if compile_blocks is None else compile_blocks:  # dynamic in the step's tokens and start
             opts = {"coordinate_descent_tuning": True} if "blocks" in tune else None
+            self.head_input = torch.compile(head_input, dynamic=True)
             self.qkv_proj = torch.compile(qkv_proj, dynamic=True, options=opts)
             self.finish_qkv = torch.compile(finish_qkv, dynamic=True, options=opts)
             self.finish_step = torch.compile(finish_step, dynamic=True, options=opts)
@@ -250,6 +265,8 @@ class FastRuntime:
         use_gn_op = cuda and use_kernels if group_norm_op is None else group_norm_op
         self.decoder_gn = with_group_norm_op(self.decoder) if use_gn_op else None  # same parameters
         self.group_norm_min_batch = group_norm_min_batch
+        self.block_gemm_rows = block_gemm_rows if cuda and use_kernels else 0
+        self.pdl = (cuda and _block_gemm.pdl_supported(self.device)) if pdl is None else pdl
         if cuda if compile_decoder is None else compile_decoder:
             # static shapes: Inductor's channels-last conv layouts and fused GroupNorm+SiLU need them;
             # one compile per output shape, paid when a plan is first built
@@ -315,10 +332,12 @@ class FastRuntime:
         return next_tokens(prev_Bhw, self.proj_VC, self.model.word_embed.bias, self.positions(hw), hw,
                            self._taps[key], use_kernel=self.use_kernels)
 
-    def transformer(self, x_BlC: torch.Tensor, blocks: torch.Tensor, kv: torch.Tensor, start: int) -> torch.Tensor:
+    def transformer(self, x_BlC: torch.Tensor, blocks: torch.Tensor, kv: torch.Tensor, start: int,
+                    overwrite: bool = False) -> torch.Tensor:
         """Every block on one step's tokens x (2B, l, C) float32, given the label set's block
         modulation (depth, 2B, 6, C); writes the step's keys/values into kv (depth, 2, L, 2B, H, d)
-        at [start, start + l). Returns x after the last block.
+        at [start, start + l). Returns x after the last block; x_BlC itself is left as it was unless
+        `overwrite` (then a contiguous x may be updated in place).
 
         Per block: the compiled qkv projection, the attention (by default `attend_step`: q/k norms, the
         cache write and attention over the cache in one Triton kernel; else `qk_norm_cache` and `attend`
@@ -327,8 +346,11 @@ class FastRuntime:
         computation as `model.Block.forward_step` over the weights as plain tensors. Steps that
         `_small_step` accepts run all of this as one `small_step` kernel instead."""
         eps, W = self.model.cfg.norm_eps, self.block_weights
+        if self._block_gemms(x_BlC, kv):
+            return self._transformer_fused(x_BlC, blocks, kv, start, overwrite)
         if self._small_step(x_BlC, kv, start):
-            x_BlC = x_BlC.clone(memory_format=torch.contiguous_format)  # updated in place
+            if not (overwrite and x_BlC.is_contiguous()):
+                x_BlC = x_BlC.clone(memory_format=torch.contiguous_format)  # updated in place
             small_step(x_BlC, blocks, kv, self.step_weights, start, eps, use_kernel=self.use_kernels)
             return x_BlC
         end = start + x_BlC.shape[1]
@@ -347,6 +369,33 @@ class FastRuntime:
                 x_BlC = self.finish_step(x_BlC, blocks[i], o, *second, eps)
         return x_BlC
 
+    def _block_gemms(self, x_BlC: torch.Tensor, kv: torch.Tensor) -> bool:
+        """Whether this step runs its blocks as `block_gemm` kernels (see `block_gemm_rows`)."""
+        rows = x_BlC.shape[0] * x_BlC.shape[1]
+        if not (self.small_step_rows < rows <= self.block_gemm_rows and self.attention == "step"):
+            return False
+        w = self.block_weights[0][0]
+        return (_block_gemm.kernels_available(x_BlC.new_empty(1, x_BlC.shape[2]), w) and kv.dtype == w.dtype
+                and kv.shape[-1] in (16, 32, 64, 128) and kv.stride(-1) == 1)
+
+    def _transformer_fused(self, x_BlC: torch.Tensor, blocks: torch.Tensor, kv: torch.Tensor,
+                           start: int, overwrite: bool = False) -> torch.Tensor:
+        """`transformer` as five kernels per block (`flexvar.kernels.block_gemm` and `attend_step`),
+        the float32 residual stream (rows, C) updated in place."""
+        G, eps, pdl = _block_gemm, self.model.cfg.norm_eps, self.pdl
+        B, l, C = x_BlC.shape
+        x = x_BlC.reshape(B * l, C)
+        if not (overwrite and x.is_contiguous() and x.data_ptr() == x_BlC.data_ptr()):
+            x = x.clone(memory_format=torch.contiguous_format)
+        parts = G.row_parts(x, pdl)
+        for i, (wqkv, bqkv, scale, wproj, bproj, w1, b1, w2, b2) in enumerate(self.block_weights):
+            qkv = G.ln_linear(x, parts, blocks[i], G.SCALE1, G.SHIFT1, wqkv, bqkv, l, eps, pdl=pdl)
+            o = _attention.attend_step(qkv.view(B, l, -1), scale, kv[i, 0], kv[i, 1], start, pdl=pdl)
+            parts = G.linear_residual(o.reshape(B * l, C), wproj, bproj, x, blocks[i], G.GAMMA1, l, pdl=pdl)
+            h = G.ln_linear(x, parts, blocks[i], G.SCALE2, G.SHIFT2, w1, b1, l, eps, gelu=True, pdl=pdl)
+            parts = G.linear_residual(h, w2, b2, x, blocks[i], G.GAMMA2, l, pdl=pdl)
+        return x.view(B, l, C)
+
     def _small_step(self, x_BlC: torch.Tensor, kv: torch.Tensor, start: int) -> bool:
         """Whether this step runs as one `small_step` kernel (few rows; on CPU only when asked)."""
         if not self.fused_small_steps or x_BlC.shape[0] * x_BlC.shape[1] > self.small_step_rows:
@@ -360,8 +409,7 @@ class FastRuntime:
 
     def logits(self, x_BlC: torch.Tensor, head_B2C: torch.Tensor) -> torch.Tensor:
         """Head in the model's dtype with float32 logits (bf16/fp16 GEMM with fp32 output on CUDA)."""
-        x = layer_norm(x_BlC.float(), self.model.cfg.norm_eps)
-        x = (x * (1 + head_B2C[:, 0:1].float()) + head_B2C[:, 1:2].float()).to(self.dtype)
+        x = self.head_input(x_BlC, head_B2C, self.model.cfg.norm_eps, self.dtype)
         B, l, C = x.shape
         if self.dtype == torch.float32:
             out = x.reshape(-1, C) @ self.head_w.t()
@@ -381,10 +429,12 @@ class FastRuntime:
             with stage("tokens"):
                 if si == 0:
                     x = plan.cond[:, None].float() + m.pos_start.float() + self.positions(hw)[None].float()
-                else:
-                    x = self.next_tokens(plan.codes[si - 1], hw).float().repeat(2, 1, 1)
+                else:  # float32, the batch twice (conditional and unconditional rows) in one copy
+                    t = self.next_tokens(plan.codes[si - 1], hw)
+                    x = t.new_empty((2 * B, *t.shape[1:]), dtype=torch.float32)
+                    x.view(2, *t.shape).copy_(t)
             with stage("transformer"):
-                x = self.transformer(x, plan.blocks, plan.cache.kv, sched.offsets[si])
+                x = self.transformer(x, plan.blocks, plan.cache.kv, sched.offsets[si], overwrite=True)
                 logits = self.logits(x, plan.head)
             with stage("sampling"):
                 idx = guided_sample(logits, plan.seed, guidance_weight(si, len(sched), hw, p), p.guidance,

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Session 9 device calls.
+#   bash bench/gpu/s9.sh a   # block_gemm v1: its GPU tests, then the per-step probe (paths and tile sweep)
+#   bash bench/gpu/s9.sh b   # v2 (parts in one load): tests, each fused GEMM alone vs cuBLAS, the per-step probe
+#   bash bench/gpu/s9.sh c   # v3 (ln_linear tiles each image's rows): GPU tests of the touched paths, each GEMM alone
+#   bash bench/gpu/s9.sh d   # batch 1 A/B (d16, d24): block_gemm off, then small_step for steps of <= 32 / 8 / 2 rows / none
+set -uo pipefail
+OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
+python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
+python3 -c "import flexvar.kernels as K; print('kernels built:', K.load())" 2>&1 | tail -3
+if [ "${1:-a}" = a ]; then
+  timeout 200 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -x -k "block_gemm" > "$L/gpu_tests.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error|error" "$L/gpu_tests.log" | tail -12
+  timeout 330 python3 bench/gpu/block_gemm_probe.py --depths d16 --batches 1,8,32 --sweep 2>&1 \
+    | grep -v Warning | tee "$OUT/block_gemm_probe.log"
+elif [ "$1" = b ]; then
+  timeout 120 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -x -k "block_gemm" > "$L/gpu_tests.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error|error" "$L/gpu_tests.log" | tail -12
+  timeout 200 python3 bench/gpu/block_gemm_probe.py --depths d16 --kernels 50,128,512,2304 2>&1 | grep -v Warning \
+    | tee "$OUT/block_gemm_kernels.log"
+  timeout 200 python3 bench/gpu/block_gemm_probe.py --depths d16 --batches 1,32 --max-rows 2400 2>&1 \
+    | grep -v Warning | tee "$OUT/block_gemm_probe.log"
+elif [ "$1" = c ]; then
+  timeout 330 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider \
+    -k "block_gemm or low_precision or graph or greedy or logits or small_step" > "$L/gpu_tests.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error|error" "$L/gpu_tests.log" | tail -12
+  timeout 150 python3 bench/gpu/block_gemm_probe.py --depths d16 --kernels 50,128,512 2>&1 | grep -v Warning \
+    | tee "$OUT/block_gemm_kernels.log"
+elif [ "$1" = d ]; then
+  timeout 330 flexvar bench --dtype fp16 --depths 16 --batches 1 --schedules 256-10 \
+    --impls fast,fast-bg0,fast-bg0-rows8,fast-bg0-rows2,fast-bg0-nosmall --repeat 7 --no-breakdown \
+    --out "$OUT/ab_rows_d16.json" 2>&1 | grep -E "^bench: ran|^\||rror"
+  timeout 250 flexvar bench --dtype fp16 --depths 24 --batches 1 --schedules 256-10 \
+    --impls fast-bg0,fast-bg0-rows8,fast-bg0-nosmall --repeat 5 --no-breakdown \
+    --out "$OUT/ab_rows_d24.json" 2>&1 | grep -E "^bench: ran|^\||rror"
+fi
