@@ -32,7 +32,6 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .images import pixels_uint8
 from .kernels import attention as _attention
-from .kernels import block_gemm as _block_gemm
 from .kernels.group_norm import group_norm_silu
 from .kernels import guided_sample, next_tokens, qk_norm_cache, small_step, small_step_fits
 from .kernels import load as load_kernels
@@ -205,14 +204,14 @@ class FastRuntime:
     def __init__(self, model: FlexVAR, vae: VQVAE, use_graphs: bool | None = None, use_kernels: bool = True,
                  compile_blocks: bool | None = None, channels_last: bool | None = None,
                  compile_decoder: bool | None = None, fused_small_steps: bool | None = None,
-                 small_step_rows: int = 32, tune: tuple[str, ...] = (), attention: str | None = None,
-                 group_norm_op: bool | None = None, group_norm_min_batch: int = 8, block_gemm_rows: int = 1024,
-                 pdl: bool | None = None, max_plans: int = 8,
+                 small_step_rows: int = 8, tune: tuple[str, ...] = (), attention: str | None = None,
+                 group_norm_op: bool | None = None, group_norm_min_batch: int = 8, max_plans: int = 8,
                  max_label_sets: int = 64):
         """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
         dynamic shapes (once per process), the channels-last decoder compiled per output shape, and
-        steps of at most `small_step_rows` token rows (guidance included: batch 1's first four steps at
-        the default 32, the best of 16/32/64 measured on the H100) as one `small_step` kernel.
+        steps of at most `small_step_rows` token rows (guidance included: batch 1's first two steps at
+        the default 8, the best of 2/8/32/none measured on the H100 since the per-block path's Triton
+        attention) as one `small_step` kernel.
         On CPU: none of them (fused_small_steps=True runs `small_step`'s reference there, for tests).
         tune: "blocks" and/or "decoder": Inductor's coordinate-descent tuning of those kernels' launch
         configurations (longer first compile; on the H100 neither is faster with the GroupNorm op on).
@@ -222,11 +221,7 @@ class FastRuntime:
         `attend`; "sdpa" (default otherwise) = `qk_norm_cache` + SDPA.
         group_norm_op: for decodes of at least `group_norm_min_batch` images, the decoder's GroupNorms
         (+ SiLU) as the `group_norm_silu` op (Triton kernels; default on CUDA with the kernels on)
-        instead of what Inductor generates for them (faster at batch 32, slower at batch 1 on the H100).
-        block_gemm_rows: fp16/bf16 steps of more than `small_step_rows` and at most this many token rows
-        (0: none) run each block as five Triton kernels (`flexvar.kernels.block_gemm`: the GEMMs with the
-        LayerNorms, modulation, GELU and residuals fused in, and `attend_step`) instead of the compiled
-        halves and cuBLAS; with `pdl` (default on sm_90+) they chain by programmatic dependent launch."""
+        instead of what Inductor generates for them (faster at batch 32, slower at batch 1 on the H100)."""
         if attention not in (None, "step", "triton", "sdpa"):
             raise ValueError(f"attention takes 'step', 'triton' or 'sdpa', not {attention!r}")
         unknown = set(tune) - {"blocks", "decoder"}
@@ -265,8 +260,6 @@ class FastRuntime:
         use_gn_op = cuda and use_kernels if group_norm_op is None else group_norm_op
         self.decoder_gn = with_group_norm_op(self.decoder) if use_gn_op else None  # same parameters
         self.group_norm_min_batch = group_norm_min_batch
-        self.block_gemm_rows = block_gemm_rows if cuda and use_kernels else 0
-        self.pdl = (cuda and _block_gemm.pdl_supported(self.device)) if pdl is None else pdl
         if cuda if compile_decoder is None else compile_decoder:
             # static shapes: Inductor's channels-last conv layouts and fused GroupNorm+SiLU need them;
             # one compile per output shape, paid when a plan is first built
@@ -346,8 +339,6 @@ class FastRuntime:
         computation as `model.Block.forward_step` over the weights as plain tensors. Steps that
         `_small_step` accepts run all of this as one `small_step` kernel instead."""
         eps, W = self.model.cfg.norm_eps, self.block_weights
-        if self._block_gemms(x_BlC, kv):
-            return self._transformer_fused(x_BlC, blocks, kv, start, overwrite)
         if self._small_step(x_BlC, kv, start):
             if not (overwrite and x_BlC.is_contiguous()):
                 x_BlC = x_BlC.clone(memory_format=torch.contiguous_format)  # updated in place
@@ -368,33 +359,6 @@ class FastRuntime:
             else:
                 x_BlC = self.finish_step(x_BlC, blocks[i], o, *second, eps)
         return x_BlC
-
-    def _block_gemms(self, x_BlC: torch.Tensor, kv: torch.Tensor) -> bool:
-        """Whether this step runs its blocks as `block_gemm` kernels (see `block_gemm_rows`)."""
-        rows = x_BlC.shape[0] * x_BlC.shape[1]
-        if not (self.small_step_rows < rows <= self.block_gemm_rows and self.attention == "step"):
-            return False
-        w = self.block_weights[0][0]
-        return (_block_gemm.kernels_available(x_BlC.new_empty(1, x_BlC.shape[2]), w) and kv.dtype == w.dtype
-                and kv.shape[-1] in (16, 32, 64, 128) and kv.stride(-1) == 1)
-
-    def _transformer_fused(self, x_BlC: torch.Tensor, blocks: torch.Tensor, kv: torch.Tensor,
-                           start: int, overwrite: bool = False) -> torch.Tensor:
-        """`transformer` as five kernels per block (`flexvar.kernels.block_gemm` and `attend_step`),
-        the float32 residual stream (rows, C) updated in place."""
-        G, eps, pdl = _block_gemm, self.model.cfg.norm_eps, self.pdl
-        B, l, C = x_BlC.shape
-        x = x_BlC.reshape(B * l, C)
-        if not (overwrite and x.is_contiguous() and x.data_ptr() == x_BlC.data_ptr()):
-            x = x.clone(memory_format=torch.contiguous_format)
-        parts = G.row_parts(x, pdl)
-        for i, (wqkv, bqkv, scale, wproj, bproj, w1, b1, w2, b2) in enumerate(self.block_weights):
-            qkv = G.ln_linear(x, parts, blocks[i], G.SCALE1, G.SHIFT1, wqkv, bqkv, l, eps, pdl=pdl)
-            o = _attention.attend_step(qkv.view(B, l, -1), scale, kv[i, 0], kv[i, 1], start, pdl=pdl)
-            parts = G.linear_residual(o.reshape(B * l, C), wproj, bproj, x, blocks[i], G.GAMMA1, l, pdl=pdl)
-            h = G.ln_linear(x, parts, blocks[i], G.SCALE2, G.SHIFT2, w1, b1, l, eps, gelu=True, pdl=pdl)
-            parts = G.linear_residual(h, w2, b2, x, blocks[i], G.GAMMA2, l, pdl=pdl)
-        return x.view(B, l, C)
 
     def _small_step(self, x_BlC: torch.Tensor, kv: torch.Tensor, start: int) -> bool:
         """Whether this step runs as one `small_step` kernel (few rows; on CPU only when asked)."""

@@ -89,12 +89,11 @@ def step_kernel_available(qkv_BlC3: torch.Tensor, k_cache: torch.Tensor) -> bool
 
 
 def attend_step(qkv_BlC3: torch.Tensor, scale_H: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                start: int, config: tuple[int, int, int, int] | None = None, pdl: bool = False) -> torch.Tensor:
+                start: int, config: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """A block's attention from its raw qkv (B, l, 3C): q/k norms, q scale, the step's keys and values
     written into the caches (L, B, H, d) at [start, start + l), attention over [0, start + l):
     (B, l, H, d) contiguous. The Triton kernel where `step_kernel_available`, else `attend_step_ref`.
-    scale_H: the per-head q scale (H or (H, 1)), float32. pdl: launched by programmatic dependent launch
-    (sm_90+; the kernel waits for the previous one before its first read: `block_gemm`)."""
+    scale_H: the per-head q scale (H or (H, 1)), float32."""
     if not step_kernel_available(qkv_BlC3, k_cache) or v_cache.stride(-1) != 1:
         return attend_step_ref(qkv_BlC3, scale_H, k_cache, v_cache, start)
     B, l = qkv_BlC3.shape[:2]
@@ -104,8 +103,7 @@ def attend_step(qkv_BlC3: torch.Tensor, scale_H: torch.Tensor, k_cache: torch.Te
     grid = (triton.cdiv(l, bm), B * H)
     _attend_step_kernel[grid](qkv_BlC3, scale_H.float().reshape(H).contiguous(), k_cache, v_cache, o, l, start, H,
                               *qkv_BlC3.stride()[:2], *k_cache.stride()[:3], *v_cache.stride()[:3], *o.stride()[:3],
-                              BLOCK_M=bm, BLOCK_N=bn, D=d, PDL=pdl, num_warps=warps, num_stages=stages,
-                              **({"launch_pdl": True} if pdl else {}))
+                              BLOCK_M=bm, BLOCK_N=bn, D=d, num_warps=warps, num_stages=stages)
     return o
 
 
@@ -151,10 +149,7 @@ if triton is not None:
     @triton.jit
     def _attend_step_kernel(QKV, S, K, V, O, l, start, H,
                             sxb, sxt, skt, skb, skh, svt, svb, svh, sob, sot, soh,
-                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr, PDL: tl.constexpr):
-        if PDL:
-            tl.extra.cuda.gdc_wait()
-            tl.extra.cuda.gdc_launch_dependents()
+                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr):
         pid_m = tl.program_id(0)
         bh = tl.program_id(1)
         b = bh // H

@@ -142,25 +142,23 @@ def test_fast_sampling_is_seeded_and_cached(pipe_test):
     assert len(rt._mods) == 2 and len(rt._plans) == 1
 
 
-@pytest.mark.parametrize("path", ["per-block", "small_step", "block_gemm"])
-def test_fast_logits_match_reference(pipe_test, path):
+@pytest.mark.parametrize("fused", [False, True], ids=["per-block", "small_step"])
+def test_fast_logits_match_reference(pipe_test, fused):
     """The fast path's pieces (token prep, the blocks with their cache, head) against the reference's logits;
-    `small_step` (every block of a step as one op: its CPU definition here) on every step or none, or
-    every step through the `block_gemm` path's wiring (its references here)."""
+    `small_step` (every block of a step as one op: its CPU definition here) on every step or none."""
     sched = Schedule.parse([1, 3, 5])
     g = torch.Generator().manual_seed(0)
     codes = [torch.randint(0, pipe_test.model.cfg.vocab_size, (2, h, w), generator=g) for h, w in sched]
     labels = torch.tensor([2, 3])
     ref = pipe_test.teacher_forced_logits(labels, codes, sched)
-    rt = FastRuntime(pipe_test.model, pipe_test.vae, use_graphs=False, fused_small_steps=path == "small_step")
-    blocks_of = rt._transformer_fused if path == "block_gemm" else rt.transformer
+    rt = FastRuntime(pipe_test.model, pipe_test.vae, use_graphs=False, fused_small_steps=fused)
     from flexvar.kv_cache import KVCache
     cfg = pipe_test.model.cfg
     cond, blocks, head = rt.modulation(tuple(labels.tolist()))
     cache = KVCache(cfg.depth, sched.total_tokens, 2, cfg.heads, cfg.head_dim)
     for si, hw in enumerate(sched):
         x = (cond[:, None] + pipe_test.model.pos_start + rt.positions(hw)[None]) if si == 0 else rt.next_tokens(codes[si - 1], hw)
-        x = blocks_of(x, blocks, cache.kv, sched.offsets[si])
+        x = rt.transformer(x, blocks, cache.kv, sched.offsets[si])
         assert rel_err(rt.logits(x, head), ref[si]) < 1e-5
 
 
@@ -303,3 +301,18 @@ def test_group_norm_chunks_divide_the_pixels():
     for P, B in [(2304, 3), (147456, 32), (7, 1), (1, 64), (36, 2)]:
         n = chunks(P, B)
         assert P % n == 0 and 1 <= n <= 256 and (B * n <= 512 or n == 1)
+
+
+def test_transformer_leaves_its_input_unless_overwrite(pipe_test):
+    """`transformer` returns a new x and leaves its argument as it was; with overwrite=True (the generation
+    loop's own buffer) the small_step path may update a contiguous x in place, to the same values."""
+    cfg = pipe_test.model.cfg
+    rt = FastRuntime(pipe_test.model, pipe_test.vae, use_graphs=False, fused_small_steps=True)
+    _, blocks, _ = rt.modulation((1, cfg.null_class))
+    from flexvar.kv_cache import KVCache
+    x = torch.randn(2, 3, cfg.width, generator=torch.Generator().manual_seed(9))
+    before = x.clone()
+    a = rt.transformer(x, blocks, KVCache(cfg.depth, 8, 2, cfg.heads, cfg.head_dim).kv, 2)
+    assert torch.equal(x, before) and a.data_ptr() != x.data_ptr()
+    b = rt.transformer(x, blocks, KVCache(cfg.depth, 8, 2, cfg.heads, cfg.head_dim).kv, 2, overwrite=True)
+    assert b.data_ptr() == x.data_ptr() and torch.equal(b, a)

@@ -218,60 +218,6 @@ def test_attend_step_kernel(dtype, B, l, H, d, L, start):
         assert ulps <= (1e-3 if dtype == torch.float16 else 8e-3)  # a rounding step at most
 
 
-@pytest.mark.parametrize("pdl", [False, True], ids=["plain", "pdl"])
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("M, C, L, R", [(50, 1024, 25, 2), (72, 1024, 36, 2), (512, 1024, 256, 2), (338, 1536, 169, 2),
-                                        (200, 1280, 25, 8), (130, 128, 13, 10), (64, 256, 1, 64)], ids=str)
-def test_block_gemm_kernels(dtype, M, C, L, R, pdl):
-    """The block's fused GEMMs against their float32 references from the same rounded operands, on rows
-    of several images with large row means: qkv (LN + modulation in the A loads), proj + residual (x in
-    place, and its parts = row_parts_ref over the program's columns), fc1 (LN from those parts + GELU),
-    fc2 + residual; several tile configurations, with and without programmatic dependent launch."""
-    from flexvar.kernels import block_gemm as G
-    if pdl and not G.pdl_supported(torch.device("cuda")):
-        pytest.skip("programmatic dependent launch needs sm_90")
-    g = torch.Generator("cuda").manual_seed(M + C)
-    x0 = torch.randn(M, C, device="cuda", generator=g) * 3 + torch.randn(M, 1, device="cuda", generator=g) * 20
-    mod = (torch.randn(R, 6, C, device="cuda", generator=g) * 0.5).to(dtype)
-    def w_b(n, k):
-        return ((torch.randn(n, k, device="cuda", generator=g) / k ** 0.5).to(dtype),
-                torch.randn(n, device="cuda", generator=g).to(dtype))
-    (wq, bq), (wp, bp), (w1, b1), (w2, b2) = w_b(3 * C, C), w_b(C, C), w_b(4 * C, C), w_b(C, 4 * C)
-    o = torch.randn(M, C, device="cuda", generator=g).to(dtype)
-    tol = 4e-3 if dtype == torch.float16 else 2e-2
-    assert G.kernels_available(x0, wq)
-    for cfg in {G.gemm_config(M, C, C), (64, 32, 64, 4, 3), (128, 128, 64, 8, 3)}:
-        x = x0.clone()
-        qkv = G.ln_linear(x, G.row_parts(x, pdl), mod, G.SCALE1, G.SHIFT1, wq, bq, L, 1e-6, pdl=pdl, config=cfg)
-        assert qkv.dtype == dtype and rel_err(qkv.float(), G.ln_linear_ref(x0, mod, 2, 4, wq, bq, L, 1e-6).float()) < tol
-        x1 = G.linear_residual_ref(o, wp, bp, x0, mod, G.GAMMA1, L)
-        parts = G.linear_residual(o, wp, bp, x, mod, G.GAMMA1, L, pdl=pdl, config=cfg)
-        assert rel_err(x, x1) < 1e-5 and parts.shape == (C // cfg[1], M, 2)
-        assert rel_err(parts, G.row_parts_ref(x, cfg[1])) < 1e-5
-        h = G.ln_linear(x, parts, mod, G.SCALE2, G.SHIFT2, w1, b1, L, 1e-6, gelu=True, pdl=pdl, config=cfg)
-        assert rel_err(h.float(), G.ln_linear_ref(x, mod, 3, 5, w1, b1, L, 1e-6, gelu=True).float()) < tol
-        x2 = G.linear_residual_ref(h, w2, b2, x, mod, G.GAMMA2, L)
-        G.linear_residual(h, w2, b2, x, mod, G.GAMMA2, L, pdl=pdl, config=cfg)
-        assert rel_err(x, x2) < 1e-5, cfg
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_fast_block_gemm_matches_per_block_path(models, dtype):
-    """The fast runtime's logits with every step through `block_gemm` (PDL as the device allows) and through
-    the compiled per-block path, teacher-forced, in a CUDA graph-free run."""
-    from flexvar.bench.precision import fast_teacher_forced
-    model, vae = copy.deepcopy(models[0]).to(dtype), copy.deepcopy(models[1]).to(dtype)
-    sched = Schedule.parse("256-10")
-    g = torch.Generator("cuda").manual_seed(4)
-    codes = [torch.randint(0, model.cfg.vocab_size, (3, h, w), device="cuda", generator=g) for h, w in sched]
-    rt = FastRuntime(model, vae, use_graphs=False, fused_small_steps=False, block_gemm_rows=1 << 20)
-    assert rt._block_gemms(torch.zeros(6, 16, model.cfg.width, device="cuda"), torch.zeros(1, 1, 1, 1, 2, 64, device="cuda", dtype=dtype))
-    on = fast_teacher_forced(rt, [1, 2, 3], codes, sched)
-    off = fast_teacher_forced(FastRuntime(model, vae, use_graphs=False, fused_small_steps=False, block_gemm_rows=0),
-                              [1, 2, 3], codes, sched)
-    assert max(rel_err(x.float(), y.float()) for x, y in zip(on, off)) < (5e-3 if dtype == torch.float16 else 3e-2)
-
-
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("B, C, H, W, mu", [(2, 128, 16, 16, 0.0), (4, 128, 256, 256, 3.0), (3, 256, 20, 12, -2.0),
                                             (1, 512, 16, 16, 0.5), (2, 128, 48, 48, 10.0), (5, 64, 7, 9, 0.0),
@@ -311,20 +257,20 @@ def test_fast_decoder_group_norm_op(models):
 
 
 def test_small_step_in_a_cuda_graph(models):
-    """The fast runtime's fp16 steps of <= 32 rows (the default limit) run as small_step inside the captured graph; replay =
+    """The fast runtime's fp16 steps of <= 32 rows run as small_step inside the captured graph; replay =
     eager, and the per-block path gives the same logits to fp16 accuracy."""
     model, vae = copy.deepcopy(models[0]).half(), copy.deepcopy(models[1]).half()
     sched, p = Schedule.parse("256-10"), SamplingParams(top_k=1, top_p=0.0)
-    fused = FastRuntime(model, vae, use_graphs=True)
+    fused = FastRuntime(model, vae, use_graphs=True, small_step_rows=32)
     kv = torch.zeros(model.cfg.depth, 2, sched.total_tokens, 4, model.cfg.heads, 64, device="cuda", dtype=torch.half)
     assert fused._small_step(torch.zeros(4, 4, model.cfg.width, device="cuda"), kv, 1)  # 16 rows
     assert not fused._small_step(torch.zeros(4, 9, model.cfg.width, device="cuda"), kv, 5)  # 36 > 32 rows
     a = [c.clone() for c in fused.generate([5, 6], sched, p, 11)[0]]
-    b = FastRuntime(model, vae, use_graphs=False).generate([5, 6], sched, p, 11)[0]
+    b = FastRuntime(model, vae, use_graphs=False, small_step_rows=32).generate([5, 6], sched, p, 11)[0]
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     from flexvar.bench.precision import fast_teacher_forced
     codes = [c.clone() for c in a]
-    on = fast_teacher_forced(FastRuntime(model, vae, use_graphs=False), [5, 6], codes, sched)
+    on = fast_teacher_forced(FastRuntime(model, vae, use_graphs=False, small_step_rows=32), [5, 6], codes, sched)
     off = fast_teacher_forced(FastRuntime(model, vae, use_graphs=False, fused_small_steps=False), [5, 6], codes, sched)
     assert max(rel_err(x.float(), y.float()) for x, y in zip(on, off)) < 5e-3
 

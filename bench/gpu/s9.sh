@@ -3,7 +3,9 @@
 #   bash bench/gpu/s9.sh a   # block_gemm v1: its GPU tests, then the per-step probe (paths and tile sweep)
 #   bash bench/gpu/s9.sh b   # v2 (parts in one load): tests, each fused GEMM alone vs cuBLAS, the per-step probe
 #   bash bench/gpu/s9.sh c   # v3 (ln_linear tiles each image's rows): GPU tests of the touched paths, each GEMM alone
-#   bash bench/gpu/s9.sh d   # batch 1 A/B (d16, d24): block_gemm off, then small_step for steps of <= 32 / 8 / 2 rows / none
+#   bash bench/gpu/s9.sh d   # batch 1 A/B: the head input compiled and one copy for the guided rows (this tree against
+#                            # d10d7c2, carried as old/), small_step for steps of <= 32 / 8 / 2 rows / none (d16, d24)
+#   bash bench/gpu/s9.sh e   # all of tests/test_gpu.py on the new defaults; the NCHW decoder at batch 1 against channels-last
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
@@ -27,10 +29,20 @@ elif [ "$1" = c ]; then
   timeout 150 python3 bench/gpu/block_gemm_probe.py --depths d16 --kernels 50,128,512 2>&1 | grep -v Warning \
     | tee "$OUT/block_gemm_kernels.log"
 elif [ "$1" = d ]; then
-  timeout 330 flexvar bench --dtype fp16 --depths 16 --batches 1 --schedules 256-10 \
-    --impls fast,fast-bg0,fast-bg0-rows8,fast-bg0-rows2,fast-bg0-nosmall --repeat 7 --no-breakdown \
+  # the same run: this tree's runtime (its small_step row limits as variants), then d10d7c2's (carried in old/)
+  timeout 240 flexvar bench --dtype fp16 --depths 16 --batches 1 --schedules 256-10 \
+    --impls fast,fast-rows8,fast-rows2,fast-nosmall --repeat 7 --no-breakdown \
     --out "$OUT/ab_rows_d16.json" 2>&1 | grep -E "^bench: ran|^\||rror"
-  timeout 250 flexvar bench --dtype fp16 --depths 24 --batches 1 --schedules 256-10 \
-    --impls fast-bg0,fast-bg0-rows8,fast-bg0-nosmall --repeat 5 --no-breakdown \
-    --out "$OUT/ab_rows_d24.json" 2>&1 | grep -E "^bench: ran|^\||rror"
+  rm -rf /tmp/oldpkg && mkdir -p /tmp/oldpkg/flexvar && cp -r old/flexvar/* /tmp/oldpkg/flexvar/ \
+    && for d in kernels bench export engines; do cp -r old/$d /tmp/oldpkg/flexvar/$d; done
+  (cd /tmp && PYTHONPATH=/tmp/oldpkg timeout 150 python3 -m flexvar bench --dtype fp16 --depths 16 --batches 1 \
+    --schedules 256-10 --impls fast --repeat 7 --no-breakdown --out "$OUT/ab_rows_d16_old.json" 2>&1 \
+    | grep -E "^bench: ran|^\||rror")
+  timeout 170 flexvar bench --dtype fp16 --depths 24 --batches 1 --schedules 256-10 \
+    --impls fast,fast-rows8 --repeat 5 --no-breakdown --out "$OUT/ab_rows_d24.json" 2>&1 | grep -E "^bench: ran|^\||rror"
+elif [ "$1" = e ]; then
+  timeout 340 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider > "$L/gpu_tests.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$L/gpu_tests.log" | tail -6
+  timeout 130 flexvar bench --dtype fp16 --depths 16 --batches 1 --schedules 256-10 --impls fast,fast-nchw \
+    --repeat 7 --no-breakdown --out "$OUT/ab_nchw_d16.json" 2>&1 | grep -E "^bench: ran|^\||rror"
 fi
