@@ -6,6 +6,7 @@
 #   bash bench/gpu/s9.sh d   # batch 1 A/B: the head input compiled and one copy for the guided rows (this tree against
 #                            # d10d7c2, carried as old/), small_step for steps of <= 32 / 8 / 2 rows / none (d16, d24)
 #   bash bench/gpu/s9.sh e   # all of tests/test_gpu.py on the new defaults; the NCHW decoder at batch 1 against channels-last
+#   bash bench/gpu/s9.sh f   # the committed runtime, eager and fast in one run: d16 (with the stage breakdown), d24
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
@@ -45,4 +46,9 @@ elif [ "$1" = e ]; then
   echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$L/gpu_tests.log" | tail -6
   timeout 130 flexvar bench --dtype fp16 --depths 16 --batches 1 --schedules 256-10 --impls fast,fast-nchw \
     --repeat 7 --no-breakdown --out "$OUT/ab_nchw_d16.json" 2>&1 | grep -E "^bench: ran|^\||rror"
+elif [ "$1" = f ]; then
+  timeout 250 flexvar bench --dtype fp16 --depths 16 --batches 1,32 --schedules 256-10 --impls eager,fast \
+    --repeat 7 --out "$OUT/final_d16_256_10.json" 2>&1 | grep -E "^bench: ran|^\| d|rror"
+  timeout 240 flexvar bench --dtype fp16 --depths 24 --batches 1,32 --schedules 256-10 --impls eager,fast \
+    --repeat 5 --no-breakdown --out "$OUT/final_d24.json" 2>&1 | grep -E "^bench: ran|^\| d|rror"
 fi
