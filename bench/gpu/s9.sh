@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Session 9 device calls.
+#   a, b, c ran the Triton block GEMMs (kernels/block_gemm.py, bench/gpu/block_gemm_probe.py; v3 is commit 4b73260,
+#   removed in 576b946), so at later commits they fail for want of those files:
 #   bash bench/gpu/s9.sh a   # block_gemm v1: its GPU tests, then the per-step probe (paths and tile sweep)
 #   bash bench/gpu/s9.sh b   # v2 (parts in one load): tests, each fused GEMM alone vs cuBLAS, the per-step probe
 #   bash bench/gpu/s9.sh c   # v3 (ln_linear tiles each image's rows): GPU tests of the touched paths, each GEMM alone
