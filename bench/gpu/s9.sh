@@ -9,6 +9,7 @@
 #                            # d10d7c2, carried as old/), small_step for steps of <= 32 / 8 / 2 rows / none (d16, d24)
 #   bash bench/gpu/s9.sh e   # all of tests/test_gpu.py on the new defaults; the NCHW decoder at batch 1 against channels-last
 #   bash bench/gpu/s9.sh f   # the committed runtime, eager and fast in one run: d16 (with the stage breakdown), d24
+#   bash bench/gpu/s9.sh g   # the committed runtime: bench.precision (fp16, bf16 against float32); d20, eager and fast
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
@@ -53,4 +54,9 @@ elif [ "$1" = f ]; then
     --repeat 7 --out "$OUT/final_d16_256_10.json" 2>&1 | grep -E "^bench: ran|^\| d|rror"
   timeout 240 flexvar bench --dtype fp16 --depths 24 --batches 1,32 --schedules 256-10 --impls eager,fast \
     --repeat 5 --no-breakdown --out "$OUT/final_d24.json" 2>&1 | grep -E "^bench: ran|^\| d|rror"
+elif [ "$1" = g ]; then
+  timeout 170 python3 -m flexvar.bench.precision --depth d16 --batch 8 --dtypes bf16,fp16 \
+    --out "$OUT/precision_d16.json" 2>&1 | tail -12
+  timeout 240 flexvar bench --dtype fp16 --depths 20 --batches 1,32 --schedules 256-10 --impls eager,fast \
+    --repeat 5 --no-breakdown --out "$OUT/final_d20.json" 2>&1 | grep -E "^bench: ran|^\| d|rror"
 fi
