@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flexvar.fast import FastRuntime, finish_step, qkv_step
+from flexvar.fast import FastRuntime, finish_step, head_input, qkv_step
 from flexvar.images import from_uint8, pixels_uint8
 from flexvar.model import FlexVAR
 from flexvar.vqvae import VQVAE
@@ -78,8 +78,7 @@ class _StepModule(nn.Module):
             x = finish_step(x, blocks[i], o, wproj, bproj, w1, b1, w2, b2, self.eps)
             new.append((k, v))
         m = self.model
-        h = F.layer_norm(x, (m.cfg.width,), eps=self.eps) * (1 + head[:, 0:1].float()) + head[:, 1:2].float()
-        logits = F.linear(h.to(m.head.weight.dtype), m.head.weight, m.head.bias).float()
+        logits = F.linear(head_input(x, head, m.head.weight, self.eps), m.head.weight, m.head.bias).float()
         return (logits, *[k for k, _ in new], *[v for _, v in new])
 
 

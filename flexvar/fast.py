@@ -36,7 +36,7 @@ from .kernels.group_norm import group_norm_silu
 from .kernels import guided_sample, next_tokens, qk_norm_cache, small_step, small_step_fits
 from .kernels import load as load_kernels
 from .kv_cache import KVCache
-from .model import FlexVAR, layer_norm
+from .model import FlexVAR
 from .sampling import SamplingParams, guidance_weight, step_top_k
 from .schedule import Schedule
 from .vqvae import VQVAE
@@ -136,11 +136,11 @@ def fc1_gelu(h_NC: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor) -> torch.Te
     return F.gelu(F.linear(h_NC, w1, b1), approximate="tanh")
 
 
-def head_input(x_BlC: torch.Tensor, head_B2C: torch.Tensor, eps: float, dtype: torch.dtype) -> torch.Tensor:
-    """The head's input LN(x) (1 + scale) + shift in float32, rounded to `dtype` (one fused kernel when
-    compiled)."""
-    x = layer_norm(x_BlC.float(), eps)
-    return (x * (1 + head_B2C[:, 0:1].float()) + head_B2C[:, 1:2].float()).to(dtype)
+def head_input(x_BlC: torch.Tensor, head_B2C: torch.Tensor, w_head: torch.Tensor, eps: float) -> torch.Tensor:
+    """The head's input LN(x) (1 + scale) + shift in float32, rounded to the head weight's dtype (one fused
+    kernel when compiled). The width comes from the weight: a constant when exported."""
+    x = F.layer_norm(x_BlC.float(), (w_head.shape[1],), eps=eps)
+    return (x * (1 + head_B2C[:, 0:1].float()) + head_B2C[:, 1:2].float()).to(w_head.dtype)
 
 
 def _has_mm_out_dtype(device) -> bool:
@@ -325,12 +325,10 @@ class FastRuntime:
         return next_tokens(prev_Bhw, self.proj_VC, self.model.word_embed.bias, self.positions(hw), hw,
                            self._taps[key], use_kernel=self.use_kernels)
 
-    def transformer(self, x_BlC: torch.Tensor, blocks: torch.Tensor, kv: torch.Tensor, start: int,
-                    overwrite: bool = False) -> torch.Tensor:
+    def transformer(self, x_BlC: torch.Tensor, blocks: torch.Tensor, kv: torch.Tensor, start: int) -> torch.Tensor:
         """Every block on one step's tokens x (2B, l, C) float32, given the label set's block
         modulation (depth, 2B, 6, C); writes the step's keys/values into kv (depth, 2, L, 2B, H, d)
-        at [start, start + l). Returns x after the last block; x_BlC itself is left as it was unless
-        `overwrite` (then a contiguous x may be updated in place).
+        at [start, start + l). Returns x after the last block.
 
         Per block: the compiled qkv projection, the attention (by default `attend_step`: q/k norms, the
         cache write and attention over the cache in one Triton kernel; else `qk_norm_cache` and `attend`
@@ -340,8 +338,7 @@ class FastRuntime:
         `_small_step` accepts run all of this as one `small_step` kernel instead."""
         eps, W = self.model.cfg.norm_eps, self.block_weights
         if self._small_step(x_BlC, kv, start):
-            if not (overwrite and x_BlC.is_contiguous()):
-                x_BlC = x_BlC.clone(memory_format=torch.contiguous_format)  # updated in place
+            x_BlC = x_BlC.clone(memory_format=torch.contiguous_format)  # updated in place
             small_step(x_BlC, blocks, kv, self.step_weights, start, eps, use_kernel=self.use_kernels)
             return x_BlC
         end = start + x_BlC.shape[1]
@@ -373,7 +370,7 @@ class FastRuntime:
 
     def logits(self, x_BlC: torch.Tensor, head_B2C: torch.Tensor) -> torch.Tensor:
         """Head in the model's dtype with float32 logits (bf16/fp16 GEMM with fp32 output on CUDA)."""
-        x = self.head_input(x_BlC, head_B2C, self.model.cfg.norm_eps, self.dtype)
+        x = self.head_input(x_BlC, head_B2C, self.head_w, self.model.cfg.norm_eps)
         B, l, C = x.shape
         if self.dtype == torch.float32:
             out = x.reshape(-1, C) @ self.head_w.t()
@@ -398,7 +395,7 @@ class FastRuntime:
                     x = t.new_empty((2 * B, *t.shape[1:]), dtype=torch.float32)
                     x.view(2, *t.shape).copy_(t)
             with stage("transformer"):
-                x = self.transformer(x, plan.blocks, plan.cache.kv, sched.offsets[si], overwrite=True)
+                x = self.transformer(x, plan.blocks, plan.cache.kv, sched.offsets[si])
                 logits = self.logits(x, plan.head)
             with stage("sampling"):
                 idx = guided_sample(logits, plan.seed, guidance_weight(si, len(sched), hw, p), p.guidance,

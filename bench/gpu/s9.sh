@@ -10,6 +10,8 @@
 #   bash bench/gpu/s9.sh e   # all of tests/test_gpu.py on the new defaults; the NCHW decoder at batch 1 against channels-last
 #   bash bench/gpu/s9.sh f   # the committed runtime, eager and fast in one run: d16 (with the stage breakdown), d24
 #   bash bench/gpu/s9.sh g   # the committed runtime: bench.precision (fp16, bf16 against float32); d20, eager and fast
+#   bash bench/gpu/s9.sh h   # after the review (head_input shared with the export graph): the runtime's logits, greedy,
+#                            # graph and attention tests; tests/test_gpu_engines.py
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
@@ -59,4 +61,10 @@ elif [ "$1" = g ]; then
     --out "$OUT/precision_d16.json" 2>&1 | tail -12
   timeout 240 flexvar bench --dtype fp16 --depths 20 --batches 1,32 --schedules 256-10 --impls eager,fast \
     --repeat 5 --no-breakdown --out "$OUT/final_d20.json" 2>&1 | grep -E "^bench: ran|^\| d|rror"
+elif [ "$1" = h ]; then
+  timeout 240 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider \
+    -k "low_precision or graph or greedy or logits or attention" > "$L/gpu_tests.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$L/gpu_tests.log" | tail -6
+  timeout 300 python3 -m pytest -m gpu tests/test_gpu_engines.py -q -p no:cacheprovider > "$L/gpu_engines.log" 2>&1
+  echo "engine tests rc=$?"; grep -E "passed|failed|Error|skipped" "$L/gpu_engines.log" | tail -4
 fi
