@@ -33,7 +33,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from .images import pixels_uint8
 from .kernels import attention as _attention
 from .kernels.group_norm import group_norm_silu
-from .kernels import guided_sample, next_tokens, qk_norm_cache, small_step, small_step_fits
+from .kernels import guided_sample, l2_prefetch, next_tokens, qk_norm_cache, small_step, small_step_fits
 from .kernels import load as load_kernels
 from .kv_cache import KVCache
 from .model import FlexVAR
@@ -205,8 +205,9 @@ class FastRuntime:
                  compile_blocks: bool | None = None, channels_last: bool | None = None,
                  compile_decoder: bool | None = None, fused_small_steps: bool | None = None,
                  small_step_rows: int = 8, tune: tuple[str, ...] = (), attention: str | None = None,
-                 group_norm_op: bool | None = None, group_norm_min_batch: int = 8, max_plans: int = 8,
-                 max_label_sets: int = 64):
+                 group_norm_op: bool | None = None, group_norm_min_batch: int = 8,
+                 prefetch_bytes: int = 32 << 20, prefetch_rows: int = 1024, prefetch_stream: bool = False,
+                 max_plans: int = 8, max_label_sets: int = 64):
         """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
         dynamic shapes (once per process), the channels-last decoder compiled per output shape, and
         steps of at most `small_step_rows` token rows (guidance included: batch 1's first two steps at
@@ -221,7 +222,13 @@ class FastRuntime:
         `attend`; "sdpa" (default otherwise) = `qk_norm_cache` + SDPA.
         group_norm_op: for decodes of at least `group_norm_min_batch` images, the decoder's GroupNorms
         (+ SiLU) as the `group_norm_silu` op (Triton kernels; default on CUDA with the kernels on)
-        instead of what Inductor generates for them (faster at batch 32, slower at batch 1 on the H100)."""
+        instead of what Inductor generates for them (faster at batch 32, slower at batch 1 on the H100).
+        prefetch_bytes: in steps of at most `prefetch_rows` token rows on the per-block path (where the
+        GEMMs wait on their weights), the `l2_prefetch` hint before each block's attention: the block's
+        proj, fc1 and fc2 weights and the next block's qkv weights (or the head's), up to this many
+        bytes; the first block's weights of such a step before the previous step's sampling. 0: off.
+        prefetch_stream: issue it on a second stream (forked from and joined to the main one) instead
+        of in line."""
         if attention not in (None, "step", "triton", "sdpa"):
             raise ValueError(f"attention takes 'step', 'triton' or 'sdpa', not {attention!r}")
         unknown = set(tune) - {"blocks", "decoder"}
@@ -260,6 +267,9 @@ class FastRuntime:
         use_gn_op = cuda and use_kernels if group_norm_op is None else group_norm_op
         self.decoder_gn = with_group_norm_op(self.decoder) if use_gn_op else None  # same parameters
         self.group_norm_min_batch = group_norm_min_batch
+        self.prefetch_bytes = prefetch_bytes if cuda and use_kernels else 0
+        self.prefetch_rows = prefetch_rows
+        self._pf_stream = torch.cuda.Stream(self.device) if self.prefetch_bytes and prefetch_stream else None
         if cuda if compile_decoder is None else compile_decoder:
             # static shapes: Inductor's channels-last conv layouts and fused GroupNorm+SiLU need them;
             # one compile per output shape, paid when a plan is first built
@@ -344,7 +354,10 @@ class FastRuntime:
         end = start + x_BlC.shape[1]
         qkv = self.qkv_proj(x_BlC, blocks[0], W[0][0], W[0][1], eps)
         fused = self.attention == "step" and _attention.step_kernel_available(qkv, kv)
+        prefetch = self._prefetches(x_BlC)
         for i, (_, _, scale, *second) in enumerate(W):
+            if prefetch:  # this block's second-half weights and the next block's qkv (the head's after the last)
+                self._prefetch(W[i][3], W[i][5], W[i][7], W[i + 1][0] if i + 1 < len(W) else self.head_w)
             if fused:
                 o = _attention.attend_step(qkv, scale, kv[i, 0], kv[i, 1], start).transpose(1, 2)
             else:
@@ -355,7 +368,22 @@ class FastRuntime:
                                              eps)
             else:
                 x_BlC = self.finish_step(x_BlC, blocks[i], o, *second, eps)
+        if prefetch and self._pf_stream is not None:
+            torch.cuda.current_stream(self.device).wait_stream(self._pf_stream)
         return x_BlC
+
+    def _prefetches(self, x_BlC: torch.Tensor) -> bool:
+        """Whether a step of these rows on the per-block path issues `l2_prefetch` hints."""
+        return bool(self.prefetch_bytes) and x_BlC.shape[0] * x_BlC.shape[1] <= self.prefetch_rows
+
+    def _prefetch(self, *weights: torch.Tensor) -> None:
+        """`l2_prefetch` of the weights (in order, up to prefetch_bytes), in line or on the second stream."""
+        if self._pf_stream is None:
+            l2_prefetch(weights, self.prefetch_bytes)
+            return
+        self._pf_stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self._pf_stream):
+            l2_prefetch(weights, self.prefetch_bytes)
 
     def _small_step(self, x_BlC: torch.Tensor, kv: torch.Tensor, start: int) -> bool:
         """Whether this step runs as one `small_step` kernel (few rows; on CPU only when asked)."""
@@ -397,6 +425,8 @@ class FastRuntime:
             with stage("transformer"):
                 x = self.transformer(x, plan.blocks, plan.cache.kv, sched.offsets[si])
                 logits = self.logits(x, plan.head)
+            if si + 1 < len(sched) and self.prefetch_bytes:
+                self._prefetch_step_start(plan, si + 1)
             with stage("sampling"):
                 idx = guided_sample(logits, plan.seed, guidance_weight(si, len(sched), hw, p), p.guidance,
                                     step_top_k(hw, p), p.top_p, si, use_kernel=self.use_kernels).view(B, *hw)
@@ -406,6 +436,18 @@ class FastRuntime:
         if plan.decode:
             with stage("decode"):
                 plan.image.copy_(self.decode(plan.codes[-1]))
+
+    def _prefetch_step_start(self, plan: _Plan, si: int) -> None:
+        """Before a step's sampling: prefetch the first block's qkv, proj and fc1 weights of step si when
+        that step takes the per-block path with prefetches (its rows within prefetch_rows, not small_step)."""
+        h, w = plan.schedule.steps[si]
+        rows = 2 * plan.B * h * w
+        if rows > self.prefetch_rows or (self.fused_small_steps and rows <= self.small_step_rows):
+            return
+        W = self.block_weights[0]
+        self._prefetch(W[0], W[3], W[5])
+        if self._pf_stream is not None:
+            torch.cuda.current_stream(self.device).wait_stream(self._pf_stream)
 
     @torch.no_grad()
     def profile(self, labels_B: list[int], schedule: Schedule, params: SamplingParams, seed: int,

@@ -5,6 +5,7 @@ its slowest non-convolution kernels at batch 32: Inductor's reductions over the 
 at a third of the memory bandwidth. Here the activations are read as a (B * H * W, C) matrix:
   1. stats: one program per (image, chunk of rows) reads its rows once and reduces them to a mean
      and a sum of squared deviations per group (per channel from the chunk's first row as a shift,
+     kept per (row slot, channel) in registers through the loop and summed over the rows after it,
      then combined over the group's channels exactly), into a small float32 workspace;
   2. apply: one program per (image, chunk) combines the chunks' partials (equal counts, so the
      combination is exact), and writes (x - mean) * rstd * weight + bias, then SiLU if asked, in
@@ -50,7 +51,7 @@ def kernel_available(x: torch.Tensor, groups: int) -> bool:
             and 32 <= C <= 1024 and groups & (groups - 1) == 0 and x.shape[2] * x.shape[3] >= 1)
 
 
-def chunks(P: int, B: int, target: int = 512) -> int:
+def chunks(P: int, B: int, target: int = 1024) -> int:
     """Chunks of rows per image: the largest divisor of P (pixels) with B * chunks <= target, at least 1,
     and at most 256 (the apply kernel combines all of an image's partials in one block)."""
     want = max(1, min(256, target // max(B, 1), P))
@@ -80,7 +81,7 @@ def _group_norm_silu_cuda(x, weight, bias, groups, eps, silu):
     part = torch.empty(B, n, groups, 2, device=x.device, dtype=torch.float32)
     y = torch.empty_like(x, memory_format=torch.channels_last)
     block = max(1, min(64, 8192 // C))
-    _gn_stats_kernel[(B, n)](x, part, P, rows, C=C, G=groups, BLOCK_P=block, num_warps=4)
+    _gn_stats_kernel[(B, n)](x, part, P, rows, C=C, G=groups, BLOCK_P=max(1, min(32, 4096 // C)), num_warps=4)
     _gn_apply_kernel[(B, n)](x, y, part, weight, bias, P, rows, n, float(eps), C=C, G=groups, BLOCK_P=block,
                              NCH=triton.next_power_of_2(n), SILU=bool(silu), num_warps=4)
     return y
@@ -107,17 +108,21 @@ if triton is not None:
         row0 = c * rows
         base = X + b.to(tl.int64) * P * C
         shift = tl.load(base + row0 * C + rc).to(tl.float32)
-        s1 = tl.zeros([C], tl.float32)
-        s2 = tl.zeros([C], tl.float32)
+        # (BLOCK_P, C) partial sums in registers: the loop is loads and adds only, no reduction across
+        # warps (and no barrier) per iteration; the rows are summed once after it
+        s1 = tl.zeros([BLOCK_P, C], tl.float32)
+        s2 = tl.zeros([BLOCK_P, C], tl.float32)
         for r0 in range(0, rows, BLOCK_P):
             rp = r0 + tl.arange(0, BLOCK_P)
             m = rp < rows
             x = tl.load(base + (row0 + rp)[:, None] * C + rc[None, :], mask=m[:, None], other=0.0).to(tl.float32)
             d = tl.where(m[:, None], x - shift[None, :], 0.0)
-            s1 += tl.sum(d, 0)
-            s2 += tl.sum(d * d, 0)
-        mean_c = tl.reshape(shift + s1 / rows, [G, C // G])  # per channel over the chunk's rows
-        m2_c = tl.reshape(s2 - s1 * s1 / rows, [G, C // G])
+            s1 += d
+            s2 += d * d
+        t1 = tl.sum(s1, 0)
+        t2 = tl.sum(s2, 0)
+        mean_c = tl.reshape(shift + t1 / rows, [G, C // G])  # per channel over the chunk's rows
+        m2_c = tl.reshape(t2 - t1 * t1 / rows, [G, C // G])
         mean_g = tl.sum(mean_c, 1) / (C // G)
         dev = mean_c - mean_g[:, None]
         m2_g = tl.sum(m2_c, 1) + rows * tl.sum(dev * dev, 1)
