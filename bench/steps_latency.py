@@ -83,17 +83,11 @@ def measure_ceilings(device) -> dict:
 
 
 def _rows(variant: str) -> dict:
-    """small_step_rows of a fast-...-rowsN variant, the L2 prefetch's budget of -pfN (MiB; -pf0: off) and
-    -pfside (on a second stream): only what the variant names."""
-    out = {}
+    """small_step_rows of a fast-...-rowsN variant ({} when the variant names none)."""
     for part in variant.split("-"):
         if part.startswith("rows") and part[4:].isdigit():
-            out["small_step_rows"] = int(part[4:])
-        elif part.startswith("pf") and part[2:].isdigit():
-            out["prefetch_bytes"] = int(part[2:]) << 20
-        elif part == "pfside":
-            out["prefetch_stream"] = True
-    return out
+            return {"small_step_rows": int(part[4:])}
+    return {}
 
 
 class Impls:
@@ -311,7 +305,7 @@ def parse_args(argv=None):
                     help="schedules separated by ';'")
     ap.add_argument("--impls", default="eager,compile,fast" if cuda else "eager,fast",
                     help="eager, compile, fast, fast-VARIANT (VARIANT joins nographs, nokernels, nocompile, nchw, "
-                         "nocdec, nosmall, sdpa/triton (qk_norm_cache + SDPA / the Triton attend, not attend_step), ingn (Inductor's GroupNorm in the decoder, not the Triton op), rowsN (small_step for steps of <= N rows), pfN (L2 prefetch budget in MiB, pf0 off), pfside (prefetch on a second stream), tdec/tblk (coordinate-descent "
+                         "nocdec, nosmall, sdpa/triton (qk_norm_cache + SDPA / the Triton attend, not attend_step), ingn (Inductor's GroupNorm in the decoder, not the Triton op), rowsN (small_step for steps of <= N rows), tdec/tblk (coordinate-descent "
                          "tuning of the decoder/block kernels) with '-'), onnxruntime, aoti, tensorrt")
     ap.add_argument("--dtype", default="bf16" if cuda else "fp32", help="fast runtime dtype: bf16, fp16, fp32")
     ap.add_argument("--autocast", default="fp16", help="autocast dtype of the eager baselines on GPU")

@@ -33,13 +33,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from .images import pixels_uint8
 from .kernels import attention as _attention
 from .kernels.group_norm import group_norm_silu
-from .kernels import guided_sample, l2_prefetch, next_tokens, qk_norm_cache, small_step, small_step_fits
+from .kernels import guided_sample, next_tokens, qk_norm_cache, small_step, small_step_fits
 from .kernels import load as load_kernels
 from .kv_cache import KVCache
 from .model import FlexVAR
 from .sampling import SamplingParams, guidance_weight, step_top_k
 from .schedule import Schedule
-from .vqvae import VQVAE
+from .vqvae import VQVAE, AttnBlock
 
 _M32 = 0xFFFFFFFF
 # in this order of preference (bench/attn_backends.py on the H100, fp16, d16 shapes, the cache views:
@@ -171,11 +171,50 @@ class _GroupNormOp(nn.Module):
 
 def with_group_norm_op(decoder: nn.Module) -> nn.Module:
     """A copy of the decoder (same parameters, not copied) whose GroupNorms are `_GroupNormOp`s."""
-    dec = copy.deepcopy(decoder, memo={id(t): t for t in list(decoder.parameters()) + list(decoder.buffers())})
+    dec = _share_copy(decoder)
     for parent in list(dec.modules()):
         for name, child in parent.named_children():
             if isinstance(child, nn.GroupNorm) and child.affine:
                 setattr(parent, name, _GroupNormOp(child))
+    return dec
+
+
+class _ProductAttnBlock(nn.Module):
+    """A decoder AttnBlock (sharing its modules) whose attention is two batched products and a float32
+    softmax instead of SDPA: with the tokenizer's single head of 128-512 channels, SDPA runs its
+    memory-efficient kernel (~22 us per block at batch 1 on the H100 for 16x16 latents), while the products
+    are one GEMM each. Taken for at most `max_tokens` positions (the scores are (B, hw, hw) float32);
+    more fall back to the block's own SDPA. Same computation as `vqvae.AttnBlock.forward`."""
+
+    def __init__(self, blk: AttnBlock, max_tokens: int = 1024):
+        super().__init__()
+        self.blk, self.max_tokens = blk, max_tokens
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        blk = self.blk
+        B, C, H, W = x.shape
+        if H * W > self.max_tokens:
+            return blk(x)
+        h = blk.norm(x)
+        q, k, v = (m(h).flatten(2) for m in (blk.q, blk.k, blk.v))  # (B, C, HW)
+        s = torch.bmm(q.transpose(1, 2), k).float() * C ** -0.5  # (B, HW, HW)
+        p = torch.softmax(s, dim=-1).to(v.dtype)
+        o = torch.bmm(p, v.transpose(1, 2))  # (B, HW, C): channels-last memory
+        return x + blk.proj_out(o.view(B, H, W, C).permute(0, 3, 1, 2))
+
+
+def _share_copy(module: nn.Module) -> nn.Module:
+    """A structural copy of the module with the same parameters and buffers (not copied)."""
+    return copy.deepcopy(module, memo={id(t): t for t in list(module.parameters()) + list(module.buffers())})
+
+
+def with_product_attention(decoder: nn.Module) -> nn.Module:
+    """A copy of the decoder (same parameters) whose AttnBlocks are `_ProductAttnBlock`s."""
+    dec = _share_copy(decoder)
+    for parent in list(dec.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, AttnBlock):
+                setattr(parent, name, _ProductAttnBlock(child))
     return dec
 
 
@@ -205,9 +244,8 @@ class FastRuntime:
                  compile_blocks: bool | None = None, channels_last: bool | None = None,
                  compile_decoder: bool | None = None, fused_small_steps: bool | None = None,
                  small_step_rows: int = 8, tune: tuple[str, ...] = (), attention: str | None = None,
-                 group_norm_op: bool | None = None, group_norm_min_batch: int = 8,
-                 prefetch_bytes: int = 32 << 20, prefetch_rows: int = 1024, prefetch_stream: bool = False,
-                 max_plans: int = 8, max_label_sets: int = 64):
+                 group_norm_op: bool | None = None, group_norm_min_batch: int = 8, max_plans: int = 8,
+                 max_label_sets: int = 64):
         """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
         dynamic shapes (once per process), the channels-last decoder compiled per output shape, and
         steps of at most `small_step_rows` token rows (guidance included: batch 1's first two steps at
@@ -222,13 +260,7 @@ class FastRuntime:
         `attend`; "sdpa" (default otherwise) = `qk_norm_cache` + SDPA.
         group_norm_op: for decodes of at least `group_norm_min_batch` images, the decoder's GroupNorms
         (+ SiLU) as the `group_norm_silu` op (Triton kernels; default on CUDA with the kernels on)
-        instead of what Inductor generates for them (faster at batch 32, slower at batch 1 on the H100).
-        prefetch_bytes: in steps of at most `prefetch_rows` token rows on the per-block path (where the
-        GEMMs wait on their weights), the `l2_prefetch` hint before each block's attention: the block's
-        proj, fc1 and fc2 weights and the next block's qkv weights (or the head's), up to this many
-        bytes; the first block's weights of such a step before the previous step's sampling. 0: off.
-        prefetch_stream: issue it on a second stream (forked from and joined to the main one) instead
-        of in line."""
+        instead of what Inductor generates for them (faster at batch 32, slower at batch 1 on the H100)."""
         if attention not in (None, "step", "triton", "sdpa"):
             raise ValueError(f"attention takes 'step', 'triton' or 'sdpa', not {attention!r}")
         unknown = set(tune) - {"blocks", "decoder"}
@@ -261,15 +293,12 @@ class FastRuntime:
             self.qkv_proj = torch.compile(qkv_proj, dynamic=True, options=opts)
             self.finish_qkv = torch.compile(finish_qkv, dynamic=True, options=opts)
             self.finish_step = torch.compile(finish_step, dynamic=True, options=opts)
-        self.decoder = vae.decoder
+        self.decoder = with_product_attention(vae.decoder) if cuda and use_kernels else vae.decoder
         if self.channels_last:
             self.decoder = self.decoder.to(memory_format=torch.channels_last)
         use_gn_op = cuda and use_kernels if group_norm_op is None else group_norm_op
         self.decoder_gn = with_group_norm_op(self.decoder) if use_gn_op else None  # same parameters
         self.group_norm_min_batch = group_norm_min_batch
-        self.prefetch_bytes = prefetch_bytes if cuda and use_kernels else 0
-        self.prefetch_rows = prefetch_rows
-        self._pf_stream = torch.cuda.Stream(self.device) if self.prefetch_bytes and prefetch_stream else None
         if cuda if compile_decoder is None else compile_decoder:
             # static shapes: Inductor's channels-last conv layouts and fused GroupNorm+SiLU need them;
             # one compile per output shape, paid when a plan is first built
@@ -354,10 +383,7 @@ class FastRuntime:
         end = start + x_BlC.shape[1]
         qkv = self.qkv_proj(x_BlC, blocks[0], W[0][0], W[0][1], eps)
         fused = self.attention == "step" and _attention.step_kernel_available(qkv, kv)
-        prefetch = self._prefetches(x_BlC)
         for i, (_, _, scale, *second) in enumerate(W):
-            if prefetch:  # this block's second-half weights and the next block's qkv (the head's after the last)
-                self._prefetch(W[i][3], W[i][5], W[i][7], W[i + 1][0] if i + 1 < len(W) else self.head_w)
             if fused:
                 o = _attention.attend_step(qkv, scale, kv[i, 0], kv[i, 1], start).transpose(1, 2)
             else:
@@ -368,22 +394,7 @@ class FastRuntime:
                                              eps)
             else:
                 x_BlC = self.finish_step(x_BlC, blocks[i], o, *second, eps)
-        if prefetch and self._pf_stream is not None:
-            torch.cuda.current_stream(self.device).wait_stream(self._pf_stream)
         return x_BlC
-
-    def _prefetches(self, x_BlC: torch.Tensor) -> bool:
-        """Whether a step of these rows on the per-block path issues `l2_prefetch` hints."""
-        return bool(self.prefetch_bytes) and x_BlC.shape[0] * x_BlC.shape[1] <= self.prefetch_rows
-
-    def _prefetch(self, *weights: torch.Tensor) -> None:
-        """`l2_prefetch` of the weights (in order, up to prefetch_bytes), in line or on the second stream."""
-        if self._pf_stream is None:
-            l2_prefetch(weights, self.prefetch_bytes)
-            return
-        self._pf_stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(self._pf_stream):
-            l2_prefetch(weights, self.prefetch_bytes)
 
     def _small_step(self, x_BlC: torch.Tensor, kv: torch.Tensor, start: int) -> bool:
         """Whether this step runs as one `small_step` kernel (few rows; on CPU only when asked)."""
@@ -425,8 +436,6 @@ class FastRuntime:
             with stage("transformer"):
                 x = self.transformer(x, plan.blocks, plan.cache.kv, sched.offsets[si])
                 logits = self.logits(x, plan.head)
-            if si + 1 < len(sched) and self.prefetch_bytes:
-                self._prefetch_step_start(plan, si + 1)
             with stage("sampling"):
                 idx = guided_sample(logits, plan.seed, guidance_weight(si, len(sched), hw, p), p.guidance,
                                     step_top_k(hw, p), p.top_p, si, use_kernel=self.use_kernels).view(B, *hw)
@@ -436,18 +445,6 @@ class FastRuntime:
         if plan.decode:
             with stage("decode"):
                 plan.image.copy_(self.decode(plan.codes[-1]))
-
-    def _prefetch_step_start(self, plan: _Plan, si: int) -> None:
-        """Before a step's sampling: prefetch the first block's qkv, proj and fc1 weights of step si when
-        that step takes the per-block path with prefetches (its rows within prefetch_rows, not small_step)."""
-        h, w = plan.schedule.steps[si]
-        rows = 2 * plan.B * h * w
-        if rows > self.prefetch_rows or (self.fused_small_steps and rows <= self.small_step_rows):
-            return
-        W = self.block_weights[0]
-        self._prefetch(W[0], W[3], W[5])
-        if self._pf_stream is not None:
-            torch.cuda.current_stream(self.device).wait_stream(self._pf_stream)
 
     @torch.no_grad()
     def profile(self, labels_B: list[int], schedule: Schedule, params: SamplingParams, seed: int,

@@ -16,8 +16,6 @@ Ops:
   small_step:    every block of one step of few token rows in one cooperative kernel: LayerNorms,
                  modulation, GEMMs, q/k norms, cache write, attention, residuals
                  (include/flexvar/small_step.h).
-  l2_prefetch:   a hint: byte ranges (weights) fetched into the L2 cache ahead of the kernels that read
-                 them; no result and no effect on any value (include/flexvar/l2_prefetch.h).
 """
 from __future__ import annotations
 
@@ -39,7 +37,6 @@ _lib.define("qk_norm_cache(Tensor qkv, Tensor scale, Tensor(a!) k_cache, Tensor(
 _lib.define("small_step(Tensor(a!) x, Tensor mods, Tensor(b!) kv, Tensor[] wqkv, Tensor[] bqkv, Tensor[] qscale, "
             "Tensor[] wproj, Tensor[] bproj, Tensor[] w1, Tensor[] b1, Tensor[] w2, Tensor[] b2, int start, "
             "float eps) -> ()")
-_lib.define("l2_prefetch(Tensor[] tensors, int max_bytes) -> ()")
 
 RULE_CODES = {"ramp": 0, "constant": 1}  # the rule argument of the op (flexvar_guidance_t)
 MAX_SAMPLE_VOCAB = 16 * 1024  # the kernel holds a row in registers: up to 16 values per thread, 1024 threads
@@ -240,32 +237,6 @@ def small_step(x_RlC: torch.Tensor, mods: torch.Tensor, kv: torch.Tensor, weight
         torch.ops.flexvar.small_step(x_RlC, mods, kv, *weights, int(start), float(eps))
     else:
         small_step_ref(x_RlC, mods, kv, *weights, start, eps)
-
-
-# ---- L2 prefetch -------------------------------------------------------------------------------------
-L2_PREFETCH_MAX_TENSORS = 8  # include/flexvar/l2_prefetch.h
-
-
-@torch.library.impl(_lib, "l2_prefetch", "CPU")
-def _l2_prefetch_cpu(tensors, max_bytes):
-    """A cache hint has no effect on any value: nothing to do without a GPU."""
-
-
-@torch.library.register_fake("flexvar::l2_prefetch")
-def _l2_prefetch_fake(tensors, max_bytes):
-    return None
-
-
-def l2_prefetch(tensors, max_bytes: int, use_kernel: bool = True) -> bool:
-    """Fetch the contiguous CUDA `tensors` (in order, up to `max_bytes` in all) into the L2 cache on the
-    current stream: a hint, with no effect on any value. True when the kernel was enqueued; False (nothing
-    done) on CPU, without the built kernels, or for tensors it does not take."""
-    ts = [t for t in tensors if t is not None]
-    if (not use_kernel or not ts or max_bytes <= 0 or len(ts) > L2_PREFETCH_MAX_TENSORS
-            or not all(t.is_cuda and t.is_contiguous() and t.device == ts[0].device for t in ts) or not load()):
-        return False
-    torch.ops.flexvar.l2_prefetch(ts, int(max_bytes))
-    return True
 
 
 # ---- loading the compiled kernels ---------------------------------------------------------------

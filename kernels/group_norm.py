@@ -7,8 +7,8 @@ at a third of the memory bandwidth. Here the activations are read as a (B * H * 
      and a sum of squared deviations per group (per channel from the chunk's first row as a shift,
      kept per (row slot, channel) in registers through the loop and summed over the rows after it,
      then combined over the group's channels exactly), into a small float32 workspace;
-  2. apply: one program per (image, chunk) combines the chunks' partials (equal counts, so the
-     combination is exact), and writes (x - mean) * rstd * weight + bias, then SiLU if asked, in
+  2. apply: one program per (image, chunk; its own, coarser, chunks) combines the statistics chunks'
+     partials (equal counts, so the combination is exact), and writes (x - mean) * rstd * weight + bias, then SiLU if asked, in
      the input's dtype and layout.
 Three passes over the tensor in all (read, read, write). Statistics and the normalisation are
 float32; the result is rounded once (F.group_norm then F.silu in fp16 round twice).
@@ -76,14 +76,14 @@ def _group_norm_silu_cuda(x, weight, bias, groups, eps, silu):
         return group_norm_silu_ref(x, weight, bias, groups, eps, silu)
     B, C, H, W = x.shape
     P = H * W
-    n = chunks(P, B)
-    rows = P // n
+    n = chunks(P, B)  # statistics: more, shorter programs (their loop waits on each load)
+    na = chunks(P, B, target=512)  # apply: fewer, longer ones (each first combines the n partials)
     part = torch.empty(B, n, groups, 2, device=x.device, dtype=torch.float32)
     y = torch.empty_like(x, memory_format=torch.channels_last)
-    block = max(1, min(64, 8192 // C))
-    _gn_stats_kernel[(B, n)](x, part, P, rows, C=C, G=groups, BLOCK_P=max(1, min(32, 4096 // C)), num_warps=4)
-    _gn_apply_kernel[(B, n)](x, y, part, weight, bias, P, rows, n, float(eps), C=C, G=groups, BLOCK_P=block,
-                             NCH=triton.next_power_of_2(n), SILU=bool(silu), num_warps=4)
+    _gn_stats_kernel[(B, n)](x, part, P, P // n, C=C, G=groups, BLOCK_P=max(1, min(32, 4096 // C)), num_warps=4)
+    _gn_apply_kernel[(B, na)](x, y, part, weight, bias, P, P // na, n, P // n, float(eps), C=C, G=groups,
+                              BLOCK_P=max(1, min(64, 8192 // C)), NCH=triton.next_power_of_2(n), SILU=bool(silu),
+                              num_warps=4)
     return y
 
 
@@ -132,7 +132,7 @@ if triton is not None:
         tl.store(out + 1, m2_g)
 
     @triton.jit
-    def _gn_apply_kernel(X, Y, PART, Wt, Bs, P, rows, n, eps, C: tl.constexpr, G: tl.constexpr,
+    def _gn_apply_kernel(X, Y, PART, Wt, Bs, P, rows, n, stat_rows, eps, C: tl.constexpr, G: tl.constexpr,
                          BLOCK_P: tl.constexpr, NCH: tl.constexpr, SILU: tl.constexpr):
         b = tl.program_id(0)
         c = tl.program_id(1)
@@ -144,7 +144,7 @@ if triton is not None:
         m2s = tl.load(part + 1, mask=mk[:, None], other=0.0)
         mean = tl.sum(means, 0) / n
         dev = tl.where(mk[:, None], means - mean[None, :], 0.0)
-        count = rows * (C // G)  # values per group in one chunk
+        count = stat_rows * (C // G)  # values per group in one statistics chunk
         var = (tl.sum(m2s, 0) + count * tl.sum(dev * dev, 0)) / (count * n)
         rstd = 1.0 / tl.sqrt_rn(tl.maximum(var, 0.0) + eps)
         rc = tl.arange(0, C)

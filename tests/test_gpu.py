@@ -321,47 +321,6 @@ def test_graph_replay_equals_eager_bf16(models):
     assert all(torch.equal(x, y) for x, y in zip(a, again))
 
 
-def test_l2_prefetch_op_takes_any_ranges():
-    """The hint runs on whole, unaligned, sub-16-byte and budget-cut ranges without a fault and writes nothing;
-    what it does not take (non-contiguous, too many tensors, no budget) is refused before any launch."""
-    x = torch.randn(1 << 20, device="cuda", generator=torch.Generator("cuda").manual_seed(5))
-    before = x.clone()
-    assert K.l2_prefetch([x, x[3:1001], x[:3], x[5:6]], 1 << 30)
-    assert K.l2_prefetch([x[1:], x], 100)  # the budget ends inside the first range
-    assert not K.l2_prefetch([x], 0)
-    assert not K.l2_prefetch([x.view(1024, 1024).t()], 1 << 20)
-    assert not K.l2_prefetch([x] * (K.L2_PREFETCH_MAX_TENSORS + 1), 1 << 20)
-    with pytest.raises(RuntimeError, match="contiguous"):
-        torch.ops.flexvar.l2_prefetch([x.view(1024, 1024).t()], 1 << 20)
-    torch.cuda.synchronize()
-    assert torch.equal(x, before)
-
-
-@pytest.mark.parametrize("stream", [False, True], ids=["inline", "second-stream"])
-def test_l2_prefetch_leaves_generation_unchanged(models, monkeypatch, stream):
-    """With the L2 prefetch hints before every block's attention (in line, or forked onto a second stream and
-    joined, inside the captured graph) the codes and pixels equal those without them, replay after replay."""
-    import flexvar.fast as fast
-    calls = []
-
-    def counted(*a, **k):
-        calls.append(K.l2_prefetch(*a, **k))
-        return calls[-1]
-
-    monkeypatch.setattr(fast, "l2_prefetch", counted)
-    model, vae = copy.deepcopy(models[0]).bfloat16(), copy.deepcopy(models[1]).bfloat16()
-    sched, p = Schedule.parse("256-10"), SamplingParams()
-    on = FastRuntime(model, vae, prefetch_bytes=32 << 20, prefetch_rows=1 << 20, prefetch_stream=stream)
-    off = FastRuntime(model, vae, prefetch_bytes=0)
-    codes, img = on.generate([5, 6], sched, p, 11)
-    a, a_img = [c.clone() for c in codes], img.clone()
-    assert calls and all(calls), "no prefetch was issued"
-    b, b_img = off.generate([5, 6], sched, p, 11)
-    assert all(torch.equal(x, y) for x, y in zip(a, b)) and torch.equal(a_img, b_img)
-    again, again_img = on.generate([5, 6], sched, p, 11)
-    assert all(torch.equal(x, y) for x, y in zip(a, again)) and torch.equal(a_img, again_img)
-
-
 def test_inpaint_with_cuda_graphs_equals_reference(models):
     """Forced codes as plan buffers of a captured graph: greedy in-painting equals the reference runtime."""
     from flexvar import editing

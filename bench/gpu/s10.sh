@@ -2,8 +2,11 @@
 # Session 10 device calls.
 #   bash bench/gpu/s10.sh a   # the L2 prefetch op and the GroupNorm statistics kernel: their GPU tests; d16 batch 1
 #                            # with the prefetch off / in line (32 MiB) / on a second stream / 48 MiB, one run
-#   bash bench/gpu/s10.sh b   # batch 32 A/B against the previous runtime (a38f374, carried as old/); d24 batch 1
-#                            # with the prefetch off / in line / on a second stream
+#                            # (a ran at b46fa3a; the prefetch was removed after it, so a fails at later commits)
+#   bash bench/gpu/s10.sh b   # the GroupNorm statistics kernel: its GPU tests; batch 32 A/B against the previous
+#                            # runtime (a38f374, carried as old/)
+#   bash bench/gpu/s10.sh c   # GroupNorm apply with its own chunks, the decoder's attention as two products: their
+#                            # GPU tests; d16 batch 1 and 32 against a38f374 (old/) in the same call
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
@@ -20,13 +23,25 @@ if [ "${1:-a}" = a ]; then
     --impls fast-pf0,fast,fast-pfside,fast-pf48 --repeat 9 --no-breakdown --out "$OUT/ab_prefetch_d16.json" 2>&1 \
     | grep -E "^bench: ran|^\||rror"
 elif [ "$1" = b ]; then
-  timeout 170 flexvar bench --dtype fp16 --depths 16 --batches 32 --schedules 256-10 --impls fast,fast-pf0 --repeat 7 \
+  timeout 100 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -x -k "group_norm" \
+    > "$L/gpu_tests.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error|error" "$L/gpu_tests.log" | tail -12
+  timeout 150 flexvar bench --dtype fp16 --depths 16 --batches 32 --schedules 256-10 --impls fast --repeat 7 \
     --no-breakdown --out "$OUT/ab_b32_d16.json" 2>&1 | grep -E "^bench: ran|^\||rror"
   oldpkg
   (cd /tmp && PYTHONPATH=/tmp/oldpkg timeout 120 python3 -m flexvar bench --dtype fp16 --depths 16 --batches 32 \
     --schedules 256-10 --impls fast --repeat 7 --no-breakdown --out "$OUT/ab_b32_d16_old.json" 2>&1 \
     | grep -E "^bench: ran|^\||rror")
-  timeout 200 flexvar bench --dtype fp16 --depths 24 --batches 1 --schedules 256-10 \
-    --impls fast-pf0,fast,fast-pfside --repeat 7 --no-breakdown --out "$OUT/ab_prefetch_d24.json" 2>&1 \
-    | grep -E "^bench: ran|^\||rror"
+  timeout 150 python3 -m flexvar.bench.profile_fast --depth d16 --batch 32 --graph 2>&1 | grep -E "^profile|^by cat|_gn_" \
+    | tee "$OUT/profile_b32.txt"
+elif [ "$1" = c ]; then
+  timeout 200 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider \
+    -k "group_norm or decoder or greedy or graph_replay" > "$L/gpu_tests.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error|error" "$L/gpu_tests.log" | tail -12
+  timeout 170 flexvar bench --dtype fp16 --depths 16 --batches 1,32 --schedules 256-10 --impls fast --repeat 9 \
+    --no-breakdown --out "$OUT/ab_c_d16.json" 2>&1 | grep -E "^bench: ran|^\||rror"
+  oldpkg
+  (cd /tmp && PYTHONPATH=/tmp/oldpkg timeout 150 python3 -m flexvar bench --dtype fp16 --depths 16 --batches 1,32 \
+    --schedules 256-10 --impls fast --repeat 9 --no-breakdown --out "$OUT/ab_c_d16_old.json" 2>&1 \
+    | grep -E "^bench: ran|^\||rror")
 fi

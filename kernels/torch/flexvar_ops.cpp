@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "flexvar/guided_sample.h"
-#include "flexvar/l2_prefetch.h"
 #include "flexvar/next_tokens.h"
 #include "flexvar/qk_norm_cache.h"
 #include "flexvar/small_step.h"
@@ -147,23 +146,6 @@ void small_step_cuda(at::Tensor& x, const at::Tensor& mods, at::Tensor& kv, at::
   C10_CUDA_CHECK(flexvar_small_step(&a, fdt, at::cuda::getCurrentCUDAStream()));
 }
 
-void l2_prefetch_cuda(at::TensorList tensors, int64_t max_bytes) {
-  TORCH_CHECK((int64_t)tensors.size() <= FLEXVAR_L2_PREFETCH_MAX_RANGES, "at most ", FLEXVAR_L2_PREFETCH_MAX_RANGES,
-              " tensors per prefetch");
-  TORCH_CHECK(max_bytes >= 0, "max_bytes must be >= 0");
-  flexvar_l2_ranges_t r{};
-  for (const at::Tensor& t : tensors) {
-    TORCH_CHECK(t.is_cuda() && t.is_contiguous(), "l2_prefetch takes contiguous CUDA tensors");
-    TORCH_CHECK(t.device() == tensors[0].device(), "all tensors must be on one CUDA device");
-    r.ptr[r.n] = t.data_ptr();
-    r.bytes[r.n] = (int64_t)t.numel() * (int64_t)t.element_size();
-    ++r.n;
-  }
-  if (r.n == 0) return;
-  const at::cuda::CUDAGuard guard(tensors[0].device());
-  C10_CUDA_CHECK(flexvar_l2_prefetch(&r, max_bytes, at::cuda::getCurrentCUDAStream()));
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(flexvar, CUDA, m) {
@@ -171,5 +153,4 @@ TORCH_LIBRARY_IMPL(flexvar, CUDA, m) {
   m.impl("guided_sample", &guided_sample_cuda);
   m.impl("qk_norm_cache", &qk_norm_cache_cuda);
   m.impl("small_step", &small_step_cuda);
-  m.impl("l2_prefetch", &l2_prefetch_cuda);
 }
