@@ -35,6 +35,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", type=int, default=25)
     ap.add_argument("--graph", action="store_true", help="profile a CUDA-graph replay instead of an eager run")
     ap.add_argument("--dtype", default="fp16", choices=["fp16", "bf16"])
+    ap.add_argument("--decode-kernels", action="store_true",
+                    help="list the decode's kernels (after the last sampling) by full name: count and total us")
     ap.add_argument("--timeline", help="write every kernel's (name, start us, duration us) here and print per-step spans")
     args = ap.parse_args(argv)
     dt = torch.float16 if args.dtype == "fp16" else torch.bfloat16
@@ -62,6 +64,17 @@ def main(argv=None) -> int:
     print("by category: " + "; ".join(f"{k} {n} kernels {ms:.2f} ms" for k, (n, ms) in
                                       sorted(groups.items(), key=lambda kv: -kv[1][1])))
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=args.rows, max_name_column_width=70))
+    if args.decode_kernels:
+        kernels = sorted(((e.name, e.time_range.start, e.time_range.end - e.time_range.start) for e in ev),
+                         key=lambda k: k[1])
+        last = max((i for i, k in enumerate(kernels) if "guided_sample" in k[0]), default=-1)
+        tally = defaultdict(lambda: [0, 0.0])
+        for name, _, d in kernels[last + 1:]:
+            tally[name][0] += 1
+            tally[name][1] += d
+        print(f"decode: {sum(t for _, t in tally.values()):.1f} us of kernels in {len(kernels) - last - 1}")
+        for name, (n, t) in sorted(tally.items(), key=lambda kv: -kv[1][1]):
+            print(f"  {t:9.1f} us {n:4d}x  {name[:160]}")
     if args.timeline:
         kernels = sorted(((e.name, e.time_range.start, e.time_range.end - e.time_range.start) for e in ev),
                          key=lambda k: k[1])

@@ -4,12 +4,13 @@ The tokenizer decoder's GroupNorms (32 groups, channels-last fp16/bf16 in the fa
 its slowest non-convolution kernels at batch 32: Inductor's reductions over the strided groups ran
 at a third of the memory bandwidth. Here the activations are read as a (B * H * W, C) matrix:
   1. stats: one program per (image, chunk of rows) reads its rows once and reduces them to a mean
-     and a sum of squared deviations per group (per channel from the chunk's first row as a shift,
-     kept per (row slot, channel) in registers through the loop and summed over the rows after it,
-     then combined over the group's channels exactly), into a small float32 workspace;
-  2. apply: one program per (image, chunk; its own, coarser, chunks) combines the statistics chunks'
-     partials (equal counts, so the combination is exact), and writes (x - mean) * rstd * weight + bias, then SiLU if asked, in
-     the input's dtype and layout.
+     and a sum of squared deviations per group: per channel from the chunk's first row as a shift,
+     kept per (row slot, channel) in registers through the loop (whose loads are pipelined two
+     iterations ahead through shared memory) and summed over the rows after it, then combined over
+     the group's channels exactly; into a small float32 workspace;
+  2. apply: one program per (image, chunk; coarser chunks than the statistics') combines the
+     statistics' partials (equal counts, so the combination is exact), and writes
+     (x - mean) * rstd * weight + bias, then SiLU if asked, in the input's dtype and layout.
 Three passes over the tensor in all (read, read, write). Statistics and the normalisation are
 float32; the result is rounded once (F.group_norm then F.silu in fp16 round twice).
 
@@ -112,7 +113,7 @@ if triton is not None:
         # warps (and no barrier) per iteration; the rows are summed once after it
         s1 = tl.zeros([BLOCK_P, C], tl.float32)
         s2 = tl.zeros([BLOCK_P, C], tl.float32)
-        for r0 in range(0, rows, BLOCK_P):
+        for r0 in tl.range(0, rows, BLOCK_P, num_stages=3):  # loads 2 iterations ahead (cp.async)
             rp = r0 + tl.arange(0, BLOCK_P)
             m = rp < rows
             x = tl.load(base + (row0 + rp)[:, None] * C + rc[None, :], mask=m[:, None], other=0.0).to(tl.float32)
@@ -154,7 +155,7 @@ if triton is not None:
         shift = tl.load(Bs + rc).to(tl.float32) - mean_c * scale
         row0 = c * rows
         off = b.to(tl.int64) * P * C
-        for r0 in range(0, rows, BLOCK_P):
+        for r0 in tl.range(0, rows, BLOCK_P, num_stages=3):
             rp = r0 + tl.arange(0, BLOCK_P)
             m = rp < rows
             idx = off + (row0 + rp)[:, None] * C + rc[None, :]

@@ -7,6 +7,11 @@
 #                            # runtime (a38f374, carried as old/)
 #   bash bench/gpu/s10.sh c   # GroupNorm apply with its own chunks, the decoder's attention as two products: their
 #                            # GPU tests; d16 batch 1 and 32 against a38f374 (old/) in the same call
+#   bash bench/gpu/s10.sh d   # the decode's kernels by full name (graph replay), d16 batch 1 and 32
+#   (then onnxruntime-gpu 1.31.1 carried in five calls, ../shared/hooks/gpu-wheels.sh, and tests/test_gpu_engines.py
+#    run with it: PYTHONPATH=/tmp/site python3 -m pytest -m gpu tests/test_gpu_engines.py -q -rs)
+#   bash bench/gpu/s10.sh e   # GroupNorm loops pipelined, cuDNN benchmark mode for the decoder: GPU tests; d16 batch 1
+#                            # and 32 with and without the benchmark mode, and be94062 (old/) in the same call
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
@@ -43,5 +48,21 @@ elif [ "$1" = c ]; then
   oldpkg
   (cd /tmp && PYTHONPATH=/tmp/oldpkg timeout 150 python3 -m flexvar bench --dtype fp16 --depths 16 --batches 1,32 \
     --schedules 256-10 --impls fast --repeat 9 --no-breakdown --out "$OUT/ab_c_d16_old.json" 2>&1 \
+    | grep -E "^bench: ran|^\||rror")
+elif [ "$1" = d ]; then
+  for b in 1 32; do
+    timeout 200 python3 -m flexvar.bench.profile_fast --depth d16 --batch $b --graph --decode-kernels --rows 0 2>&1 \
+      | grep -vE "Warning|warn_once|^-|Name|^$|Self" > "$OUT/decode_kernels_b$b.txt"
+    head -30 "$OUT/decode_kernels_b$b.txt"
+  done
+elif [ "$1" = e ]; then
+  timeout 200 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider \
+    -k "group_norm or decoder or graph_replay or greedy" > "$L/gpu_tests.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error|error" "$L/gpu_tests.log" | tail -12
+  timeout 200 flexvar bench --dtype fp16 --depths 16 --batches 1,32 --schedules 256-10 --impls fast,fast-noconvtune \
+    --repeat 9 --no-breakdown --out "$OUT/ab_e_d16.json" 2>&1 | grep -E "^bench: ran|^\||rror"
+  oldpkg
+  (cd /tmp && PYTHONPATH=/tmp/oldpkg timeout 150 python3 -m flexvar bench --dtype fp16 --depths 16 --batches 1,32 \
+    --schedules 256-10 --impls fast --repeat 9 --no-breakdown --out "$OUT/ab_e_d16_old.json" 2>&1 \
     | grep -E "^bench: ran|^\||rror")
 fi
