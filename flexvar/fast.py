@@ -49,17 +49,6 @@ _SDPA_BACKENDS = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBac
                   SDPBackend.MATH]
 
 
-@contextmanager
-def _cudnn_benchmark(on: bool):
-    """cuDNN's benchmark mode (algorithms timed per shape) set to `on` inside, restored after."""
-    before = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = on
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = before
-
-
 def _no_stage(name):
     return nullcontext()
 
@@ -255,8 +244,7 @@ class FastRuntime:
                  compile_blocks: bool | None = None, channels_last: bool | None = None,
                  compile_decoder: bool | None = None, fused_small_steps: bool | None = None,
                  small_step_rows: int = 8, tune: tuple[str, ...] = (), attention: str | None = None,
-                 group_norm_op: bool | None = None, group_norm_min_batch: int = 8, conv_autotune: bool | None = None,
-                 max_plans: int = 8,
+                 group_norm_op: bool | None = None, group_norm_min_batch: int = 8, max_plans: int = 8,
                  max_label_sets: int = 64):
         """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
         dynamic shapes (once per process), the channels-last decoder compiled per output shape, and
@@ -272,10 +260,7 @@ class FastRuntime:
         `attend`; "sdpa" (default otherwise) = `qk_norm_cache` + SDPA.
         group_norm_op: for decodes of at least `group_norm_min_batch` images, the decoder's GroupNorms
         (+ SiLU) as the `group_norm_silu` op (Triton kernels; default on CUDA with the kernels on)
-        instead of what Inductor generates for them (faster at batch 32, slower at batch 1 on the H100).
-        conv_autotune: the decoder's convolutions under cuDNN's benchmark mode (each shape's algorithms
-        timed on its first call, in a plan's warm-up run before capture; the global flag is set only
-        around the decode). Default: on CUDA."""
+        instead of what Inductor generates for them (faster at batch 32, slower at batch 1 on the H100)."""
         if attention not in (None, "step", "triton", "sdpa"):
             raise ValueError(f"attention takes 'step', 'triton' or 'sdpa', not {attention!r}")
         unknown = set(tune) - {"blocks", "decoder"}
@@ -314,7 +299,6 @@ class FastRuntime:
         use_gn_op = cuda and use_kernels if group_norm_op is None else group_norm_op
         self.decoder_gn = with_group_norm_op(self.decoder) if use_gn_op else None  # same parameters
         self.group_norm_min_batch = group_norm_min_batch
-        self.conv_autotune = cuda if conv_autotune is None else conv_autotune
         if cuda if compile_decoder is None else compile_decoder:
             # static shapes: Inductor's channels-last conv layouts and fused GroupNorm+SiLU need them;
             # one compile per output shape, paid when a plan is first built
@@ -347,8 +331,7 @@ class FastRuntime:
         if self.channels_last:
             z = z.contiguous(memory_format=torch.channels_last)
         gn = self.decoder_gn is not None and z.shape[0] >= self.group_norm_min_batch
-        with _cudnn_benchmark(self.conv_autotune):
-            img = (self.decoder_gn if gn else self.decoder)(z)
+        img = (self.decoder_gn if gn else self.decoder)(z)
         return pixels_uint8(img)
 
     # ---- cached per shape / per label set -------------------------------------------------

@@ -277,20 +277,6 @@ def test_fast_attention_option(pipe_test):
     assert FastRuntime(pipe_test.model, pipe_test.vae).attention == "sdpa"  # CPU default
 
 
-def test_conv_autotune_is_set_only_around_the_decode(pipe_test, monkeypatch):
-    """conv_autotune turns cuDNN's benchmark mode on for the decoder's call only, and restores the flag."""
-    seen = []
-    rt = FastRuntime(pipe_test.model, pipe_test.vae, conv_autotune=True)
-    monkeypatch.setattr(rt, "decoder", lambda z: seen.append(torch.backends.cudnn.benchmark) or pipe_test.vae.decoder(z))
-    before = torch.backends.cudnn.benchmark
-    codes = torch.zeros(1, 2, 2, dtype=torch.long)
-    with torch.no_grad():
-        img = rt.decode(codes)
-        rt.conv_autotune = False
-        rt.decode(codes)
-    assert seen == [True, False] and torch.backends.cudnn.benchmark == before and img.dtype == torch.uint8
-
-
 def test_product_attention_decoder_is_the_decoder(pipe_test):
     """The fast runtime's decoder with its attention blocks as two products and a float32 softmax shares the
     tokenizer's parameters and decodes as the tokenizer does (float32, to 1e-5), channels-last too; past

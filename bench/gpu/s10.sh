@@ -11,7 +11,9 @@
 #   (then onnxruntime-gpu 1.31.1 carried in five calls, ../shared/hooks/gpu-wheels.sh, and tests/test_gpu_engines.py
 #    run with it: PYTHONPATH=/tmp/site python3 -m pytest -m gpu tests/test_gpu_engines.py -q -rs)
 #   bash bench/gpu/s10.sh e   # GroupNorm loops pipelined, cuDNN benchmark mode for the decoder: GPU tests; d16 batch 1
-#                            # and 32 with and without the benchmark mode, and be94062 (old/) in the same call
+#                            # and 32 with and without the benchmark mode, and be94062 (old/) in the same call (e ran at
+#                            # 79ec878; the benchmark mode was removed after it, so its fast-noconvtune fails later)
+#   bash bench/gpu/s10.sh f   # the committed runtime, eager and fast in one run: d16 (with the stage breakdown), d24
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
@@ -65,4 +67,9 @@ elif [ "$1" = e ]; then
   (cd /tmp && PYTHONPATH=/tmp/oldpkg timeout 150 python3 -m flexvar bench --dtype fp16 --depths 16 --batches 1,32 \
     --schedules 256-10 --impls fast --repeat 9 --no-breakdown --out "$OUT/ab_e_d16_old.json" 2>&1 \
     | grep -E "^bench: ran|^\||rror")
+elif [ "$1" = f ]; then
+  timeout 270 flexvar bench --dtype fp16 --depths 16 --batches 1,32 --schedules 256-10 --impls eager,fast \
+    --repeat 7 --out "$OUT/final_d16_256_10.json" 2>&1 | grep -E "^bench: ran|^\| d|rror"
+  timeout 250 flexvar bench --dtype fp16 --depths 24 --batches 1,32 --schedules 256-10 --impls eager,fast \
+    --repeat 5 --no-breakdown --out "$OUT/final_d24.json" 2>&1 | grep -E "^bench: ran|^\| d|rror"
 fi
