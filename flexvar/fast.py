@@ -12,6 +12,10 @@ Steps of few token rows (batch 1's first steps) run every block in one cooperati
 kernel (`flexvar.kernels.attention.attend_step`: q/k norms, the cache write and attention over the
 cache), or in float32 `qk_norm_cache` + SDPA on the cache's views (`FastRuntime.transformer`).
 
+The decoder on CUDA is a copy sharing the tokenizer's parameters whose attention blocks are two batched
+products and a float32 softmax (`_ProductAttnBlock`), and, from `group_norm_min_batch` images on, whose
+GroupNorms are the `group_norm_silu` op.
+
 Guidance, top-k, top-p and the draw are one op (`flexvar.kernels.guided_sample`: one CUDA kernel,
 or its PyTorch reference): the uniform of each token is a counter-based hash of (seed, step, token)
 read from device memory, so a replay needs no host synchronisation and a seed gives the same draws
