@@ -13,7 +13,7 @@ kernel (`flexvar.kernels.attention.attend_step`: q/k norms, the cache write and 
 cache), or in float32 `qk_norm_cache` + SDPA on the cache's views (`FastRuntime.transformer`).
 
 The decoder on CUDA is a copy sharing the tokenizer's parameters whose attention blocks are two batched
-products and a float32 softmax (`_ProductAttnBlock`), and, from `group_norm_min_batch` images on, whose
+products and a float32 softmax (`product_attention`), and, from `group_norm_min_batch` images on, whose
 GroupNorms are the `group_norm_silu` op.
 
 Guidance, top-k, top-p and the draw are one op (`flexvar.kernels.guided_sample`: one CUDA kernel,
@@ -43,7 +43,7 @@ from .kv_cache import KVCache
 from .model import FlexVAR
 from .sampling import SamplingParams, guidance_weight, step_top_k
 from .schedule import Schedule
-from .vqvae import VQVAE, AttnBlock
+from .vqvae import VQVAE, AttnBlock, spatial_attention
 
 _M32 = 0xFFFFFFFF
 # in this order of preference (bench/attn_backends.py on the H100, fp16, d16 shapes, the cache views:
@@ -183,28 +183,17 @@ def with_group_norm_op(decoder: nn.Module) -> nn.Module:
     return dec
 
 
-class _ProductAttnBlock(nn.Module):
-    """A decoder AttnBlock (sharing its modules) whose attention is two batched products and a float32
-    softmax instead of SDPA: with the tokenizer's single head of 128-512 channels, SDPA runs its
-    memory-efficient kernel (~22 us per block at batch 1 on the H100 for 16x16 latents), while the products
-    are one GEMM each. Taken for at most `max_tokens` positions (the scores are (B, hw, hw) float32);
-    more fall back to the block's own SDPA. Same computation as `vqvae.AttnBlock.forward`."""
-
-    def __init__(self, blk: AttnBlock, max_tokens: int = 1024):
-        super().__init__()
-        self.blk, self.max_tokens = blk, max_tokens
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        blk = self.blk
-        B, C, H, W = x.shape
-        if H * W > self.max_tokens:
-            return blk(x)
-        h = blk.norm(x)
-        q, k, v = (m(h).flatten(2) for m in (blk.q, blk.k, blk.v))  # (B, C, HW)
-        s = torch.bmm(q.transpose(1, 2), k).float() * C ** -0.5  # (B, HW, HW)
-        p = torch.softmax(s, dim=-1).to(v.dtype)
-        o = torch.bmm(p, v.transpose(1, 2))  # (B, HW, C): channels-last memory
-        return x + blk.proj_out(o.view(B, H, W, C).permute(0, 3, 1, 2))
+def product_attention(q_BNC: torch.Tensor, k_BNC: torch.Tensor, v_BNC: torch.Tensor,
+                      max_tokens: int = 1024) -> torch.Tensor:
+    """`vqvae.spatial_attention` as two batched products and a float32 softmax: for the tokenizer's one
+    head of 128-512 channels SDPA has no flash or cuDNN kernel and runs its memory-efficient one (~22 us
+    per block at batch 1 on the H100 for 16x16 latents), while each product is one GEMM. The scores are
+    (B, N, N) float32, so past `max_tokens` positions `spatial_attention` runs instead."""
+    N, C = q_BNC.shape[1:]
+    if N > max_tokens:
+        return spatial_attention(q_BNC, k_BNC, v_BNC)
+    s = torch.bmm(q_BNC, k_BNC.transpose(1, 2)).float() * C ** -0.5
+    return torch.bmm(torch.softmax(s, dim=-1).to(v_BNC.dtype), v_BNC)
 
 
 def _share_copy(module: nn.Module) -> nn.Module:
@@ -213,12 +202,11 @@ def _share_copy(module: nn.Module) -> nn.Module:
 
 
 def with_product_attention(decoder: nn.Module) -> nn.Module:
-    """A copy of the decoder (same parameters) whose AttnBlocks are `_ProductAttnBlock`s."""
+    """A copy of the decoder (same parameters) whose attention blocks attend with `product_attention`."""
     dec = _share_copy(decoder)
-    for parent in list(dec.modules()):
-        for name, child in parent.named_children():
-            if isinstance(child, AttnBlock):
-                setattr(parent, name, _ProductAttnBlock(child))
+    for m in dec.modules():
+        if isinstance(m, AttnBlock):
+            m.attend = product_attention
     return dec
 
 

@@ -37,8 +37,16 @@ class ResBlock(nn.Module):
         return skip + h
 
 
+def spatial_attention(q_BNC: torch.Tensor, k_BNC: torch.Tensor, v_BNC: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(C)) v over the N positions, one head: (B, N, C)."""
+    return F.scaled_dot_product_attention(q_BNC[:, None], k_BNC[:, None], v_BNC[:, None])[:, 0]
+
+
 class AttnBlock(nn.Module):
-    """Single-head spatial self-attention over the h*w positions, scale 1/sqrt(c)."""
+    """Single-head spatial self-attention over the h*w positions, scale 1/sqrt(c). `attend` computes the
+    attention itself (`spatial_attention`); a copy may set another function of the same definition."""
+
+    attend = staticmethod(spatial_attention)
 
     def __init__(self, c: int):
         super().__init__()
@@ -49,7 +57,7 @@ class AttnBlock(nn.Module):
         B, C, H, W = x.shape
         h = self.norm(x)
         q, k, v = (m(h).flatten(2).transpose(1, 2) for m in (self.q, self.k, self.v))  # (B, HW, C)
-        o = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]
+        o = self.attend(q, k, v)
         return x + self.proj_out(o.transpose(1, 2).reshape(B, C, H, W))
 
 

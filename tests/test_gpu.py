@@ -239,6 +239,21 @@ def test_group_norm_silu_kernel(dtype, B, C, H, W, mu):
         assert rel_err(out.float(), ref) < (2e-3 if dtype == torch.float16 else 1e-2), silu
 
 
+@pytest.mark.parametrize("dtype, tol", [(torch.float16, 5e-3), (torch.bfloat16, 2e-2)], ids=["fp16", "bf16"])
+def test_product_attention_near_float32(dtype, tol):
+    """The fast decoder's attention (two products, float32 softmax) in fp16/bf16 against SDPA in float32 on the
+    same rounded inputs, at the tokenizer's shapes (16x16 latents with 512 channels, 32x32 with 256)."""
+    from flexvar.fast import product_attention
+    from flexvar.vqvae import spatial_attention
+    g = torch.Generator("cuda").manual_seed(7)
+    for B, N, C in [(1, 256, 512), (4, 1024, 256), (3, 60, 128)]:
+        q, k, v = ((torch.randn(B, N, C, device="cuda", generator=g) * 2).to(dtype) for _ in range(3))
+        out = product_attention(q, k, v)
+        ref = spatial_attention(q.float(), k.float(), v.float())
+        assert out.dtype == dtype and out.shape == (B, N, C)
+        assert rel_err(out.float(), ref) < tol, (B, N, C)
+
+
 def test_fast_decoder_group_norm_op(models):
     """The compiled channels-last fp16 decoder with the GroupNorm op = without it, to fp16 accuracy; every
     GroupNorm on that path ran the Triton kernels (none fell back to the reference)."""

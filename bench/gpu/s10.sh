@@ -14,6 +14,8 @@
 #                            # and 32 with and without the benchmark mode, and be94062 (old/) in the same call (e ran at
 #                            # 79ec878; the benchmark mode was removed after it, so its fast-noconvtune fails later)
 #   bash bench/gpu/s10.sh f   # the committed runtime, eager and fast in one run: d16 (with the stage breakdown), d24
+#   bash bench/gpu/s10.sh g   # after the review (the decoder's attention as a hook of vqvae.AttnBlock): the product
+#                            # attention, decoder, fp32-greedy and graph GPU tests; d16 batch 1 and 32, fast
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
@@ -72,4 +74,10 @@ elif [ "$1" = f ]; then
     --repeat 7 --out "$OUT/final_d16_256_10.json" 2>&1 | grep -E "^bench: ran|^\| d|rror"
   timeout 250 flexvar bench --dtype fp16 --depths 24 --batches 1,32 --schedules 256-10 --impls eager,fast \
     --repeat 5 --no-breakdown --out "$OUT/final_d24.json" 2>&1 | grep -E "^bench: ran|^\| d|rror"
+elif [ "$1" = g ]; then
+  timeout 260 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider \
+    -k "product_attention or decoder or greedy or graph_replay" > "$L/gpu_tests.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error|error" "$L/gpu_tests.log" | tail -12
+  timeout 150 flexvar bench --dtype fp16 --depths 16 --batches 1,32 --schedules 256-10 --impls fast --repeat 9 \
+    --no-breakdown --out "$OUT/review_d16.json" 2>&1 | grep -E "^bench: ran|^\||rror"
 fi
