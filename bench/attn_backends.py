@@ -3,6 +3,11 @@ keys/values as permuted views of the token-major cache prefix, one layer of a sc
 
     python -m flexvar.bench.attn_backends [--heads 16] [--head-dim 64] [--schedule 256-10] [--batches 1,32]
     python -m flexvar.bench.attn_backends --backends cudnn,triton --sweep
+    python -m flexvar.bench.attn_backends --backends step,step-old,qknorm --old-kernels old/kernels
+
+Backend `step` is `attend_step` (the block's attention from raw qkv, the cache write included),
+`step-old` the same function from another checkout's kernels folder (--old-kernels, for A/B in
+one run), `qknorm` the two kernels it replaces (`qk_norm_cache` + `attend`).
 
 Each (backend, step) is captured in a CUDA graph of 20 calls and replayed; prints microseconds per
 call, per step and summed over the schedule (multiply by the depth for a generation). `triton` is
@@ -12,12 +17,14 @@ first); --sweep also times every configuration of it per step and prints the fas
 from __future__ import annotations
 
 import argparse
+import importlib.util
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from flexvar.kernels.attention import attend, attend_config, attend_ref
+from flexvar.kernels import qk_norm_cache
+from flexvar.kernels.attention import attend, attend_config, attend_ref, attend_step, attend_step_ref
 from flexvar.schedule import Schedule
 
 BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
@@ -50,6 +57,23 @@ def time_graph(fn, calls: int = 20, replays: int = 10) -> float:
     return sorted(out)[len(out) // 2]
 
 
+def load_old(kernels_dir: str):
+    """`attention.py` of another checkout's kernels folder as a standalone module (its `attend_step`)."""
+    spec = importlib.util.spec_from_file_location("old_attention", f"{kernels_dir}/attention.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def step_operands(B: int, l: int, H: int, d: int, start: int, L: int):
+    """Raw qkv (2B, l, 3C) and per-head scale of one step, fp16, and fresh caches (L, 2B, H, d)."""
+    qkv = torch.randn(2 * B, l, 3 * H * d, device="cuda", dtype=torch.float16) * 3
+    scale = torch.rand(H, 1, device="cuda") * 20 + 1
+    kc = F.normalize(torch.randn(L, 2 * B, H, d, device="cuda"), dim=-1).half()
+    vc = torch.randn(L, 2 * B, H, d, device="cuda", dtype=torch.float16)
+    return qkv, scale, kc, vc
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--heads", type=int, default=16)
@@ -57,8 +81,10 @@ def main(argv=None) -> int:
     ap.add_argument("--schedule", default="256-10")
     ap.add_argument("--batches", default="1,32")
     ap.add_argument("--backends", default="flash,efficient,cudnn,triton")
-    ap.add_argument("--sweep", action="store_true", help="time every Triton configuration per step")
+    ap.add_argument("--sweep", action="store_true", help="time every Triton configuration of `attend` per step")
+    ap.add_argument("--old-kernels", help="kernels folder of another checkout, for the `step-old` backend")
     args = ap.parse_args(argv)
+    old = load_old(args.old_kernels) if args.old_kernels else None
     sched, H, d = Schedule.parse(args.schedule), args.heads, args.head_dim
     print(f"attention: {torch.cuda.get_device_name()}, torch {torch.__version__}, fp16, H={H} d={d}, {sched}")
     for B in (int(b) for b in args.batches.split(",")):
@@ -68,6 +94,20 @@ def main(argv=None) -> int:
             for si, (h, w) in enumerate(sched):
                 end = sched.offsets[si] + h * w
                 q = torch.randn(2 * B, h * w, H, d, device="cuda", dtype=torch.float16)
+
+                if name in ("step", "step-old", "qknorm"):
+                    start = sched.offsets[si]
+                    qkv, scale, k0, v0 = step_operands(B, h * w, H, d, start, sched.total_tokens)
+                    kr, vr = k0.clone(), v0.clone()
+                    ref = attend_step_ref(qkv, scale, kr, vr, start).float()
+                    fn = {"step": lambda: attend_step(qkv, scale, k0, v0, start),
+                          "step-old": lambda: old.attend_step(qkv, scale, k0, v0, start),
+                          "qknorm": lambda: attend(qk_norm_cache(qkv, scale, k0, v0, start), k0, v0, end)}[name]
+                    err = ((fn().float() - ref).norm() / ref.norm()).item()
+                    if err > 5e-3 or not torch.equal(v0[start:end], vr[start:end]):
+                        raise SystemExit(f"attention: {name} differs from attend_step_ref by {err:.3g} (B={B}, step {si + 1})")
+                    per.append(time_graph(fn))
+                    continue
 
                 if name == "triton":
                     err = (attend(q, kc, vc, end).float() - attend_ref(q, kc, vc, end).float()).abs().max().item()

@@ -12,9 +12,10 @@ runtime's CUDA graph. fp16/bf16 only; float32 keeps SDPA's memory-efficient kern
 
 `attend_step` also does the block's attention prologue in the same kernel (what `qk_norm_cache`
 does): it reads the step's raw qkv (B, l, 3C), L2-normalises q (and scales it) and the step's own
-keys on the fly, and the first query block of every (batch row, head) writes the step's normalised
-keys and values into the cache; the earlier tokens come from the cache. One kernel per block
-instead of two, and q is never written out.
+keys on the fly; the earlier tokens' keys come from the cache. Extra programs of the same launch
+write the step's normalised keys and values into the cache (the attention programs never read them
+there), so no attention program waits on that write. One kernel per block instead of two, and q is
+never written out.
 
 `attend_ref` and `attend_step_ref` are the definitions; Triton is optional (absent on CPU builds of torch): `attend`
 falls back to the reference where the kernel cannot run.
@@ -93,15 +94,17 @@ def attend_step(qkv_BlC3: torch.Tensor, scale_H: torch.Tensor, k_cache: torch.Te
     """A block's attention from its raw qkv (B, l, 3C): q/k norms, q scale, the step's keys and values
     written into the caches (L, B, H, d) at [start, start + l), attention over [0, start + l):
     (B, l, H, d) contiguous. The Triton kernel where `step_kernel_available`, else `attend_step_ref`.
-    scale_H: the per-head q scale (H or (H, 1)), float32."""
+    scale_H: the per-head q scale (H or (H, 1)), float32. config overrides `attend_config` (benchmarks)."""
     if not step_kernel_available(qkv_BlC3, k_cache) or v_cache.stride(-1) != 1:
         return attend_step_ref(qkv_BlC3, scale_H, k_cache, v_cache, start)
     B, l = qkv_BlC3.shape[:2]
     H, d = k_cache.shape[2:]
     o = torch.empty(B, l, H, d, device=qkv_BlC3.device, dtype=qkv_BlC3.dtype)
     bm, bn, warps, stages = config or attend_config(l)
-    grid = (triton.cdiv(l, bm), B * H)
-    _attend_step_kernel[grid](qkv_BlC3, scale_H.float().reshape(H).contiguous(), k_cache, v_cache, o, l, start, H,
+    n_qb = triton.cdiv(l, bm)
+    # the attention programs, then the programs that write the step's keys and values into the caches
+    grid = (n_qb + triton.cdiv(l, bn), B * H)
+    _attend_step_kernel[grid](qkv_BlC3, scale_H.float().reshape(H).contiguous(), k_cache, v_cache, o, l, start, H, n_qb,
                               *qkv_BlC3.stride()[:2], *k_cache.stride()[:3], *v_cache.stride()[:3], *o.stride()[:3],
                               BLOCK_M=bm, BLOCK_N=bn, D=d, num_warps=warps, num_stages=stages)
     return o
@@ -147,47 +150,47 @@ if triton is not None:
         tl.store(O + b * sob + h * soh + rm[:, None] * sot + rd[None, :], o.to(O.dtype.element_ty), mask=qmask)
 
     @triton.jit
-    def _attend_step_kernel(QKV, S, K, V, O, l, start, H,
+    def _attend_step_kernel(QKV, S, K, V, O, l, start, H, n_qb,
                             sxb, sxt, skt, skb, skh, svt, svb, svh, sob, sot, soh,
                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr):
-        pid_m = tl.program_id(0)
+        pid = tl.program_id(0)
         bh = tl.program_id(1)
         b = bh // H
         h = bh % H
         C = H * D
-        rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         rd = tl.arange(0, D)
-        qmask = rm[:, None] < l
         xp = QKV + b * sxb + h * D
-        q = tl.load(xp + rm[:, None] * sxt + rd[None, :], mask=qmask, other=0.0).to(tl.float32)
-        q = q / tl.maximum(tl.sqrt(tl.sum(q * q, 1)), 1e-12)[:, None] * tl.load(S + h)
-        q = q.to(QKV.dtype.element_ty)
-        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-        l_i = tl.zeros([BLOCK_M], tl.float32)
-        acc = tl.zeros([BLOCK_M, D], tl.float32)
         kp = K + b * skb + h * skh
         vp = V + b * svb + h * svh
-        for n0 in range(0, start, BLOCK_N):  # earlier steps: normalised keys from the cache
-            rn = n0 + tl.arange(0, BLOCK_N)
-            nmask = rn < start
-            k = tl.load(kp + rn[None, :] * skt + rd[:, None], mask=nmask[None, :], other=0.0)  # (D, BLOCK_N)
-            v = tl.load(vp + rn[:, None] * svt + rd[None, :], mask=nmask[:, None], other=0.0)  # (BLOCK_N, D)
-            m_i, l_i, acc = _key_block(q, k, v, nmask, m_i, l_i, acc)
-        if pid_m == 0:  # the first query block writes the step's normalised keys and values into the cache
-            for t0 in range(0, l, BLOCK_N):
+        if pid >= n_qb:  # a write program: BLOCK_N of the step's normalised keys and values into the caches
+            rt = (pid - n_qb) * BLOCK_N + tl.arange(0, BLOCK_N)
+            tmask = rt < l
+            k = tl.load(xp + C + rt[:, None] * sxt + rd[None, :], mask=tmask[:, None], other=0.0).to(tl.float32)
+            k = k / tl.maximum(tl.sqrt(tl.sum(k * k, 1)), 1e-12)[:, None]
+            tl.store(kp + (start + rt[:, None]) * skt + rd[None, :], k.to(K.dtype.element_ty), mask=tmask[:, None])
+            v = tl.load(xp + 2 * C + rt[:, None] * sxt + rd[None, :], mask=tmask[:, None], other=0.0)
+            tl.store(vp + (start + rt[:, None]) * svt + rd[None, :], v, mask=tmask[:, None])
+        else:  # query block pid over every key: the cache's [0, start), then the step's own
+            rm = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+            qmask = rm[:, None] < l
+            q = tl.load(xp + rm[:, None] * sxt + rd[None, :], mask=qmask, other=0.0).to(tl.float32)
+            q = q / tl.maximum(tl.sqrt(tl.sum(q * q, 1)), 1e-12)[:, None] * tl.load(S + h)
+            q = q.to(QKV.dtype.element_ty)
+            m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+            l_i = tl.zeros([BLOCK_M], tl.float32)
+            acc = tl.zeros([BLOCK_M, D], tl.float32)
+            for n0 in range(0, start, BLOCK_N):  # earlier steps: normalised keys from the cache
+                rn = n0 + tl.arange(0, BLOCK_N)
+                nmask = rn < start
+                k = tl.load(kp + rn[None, :] * skt + rd[:, None], mask=nmask[None, :], other=0.0)  # (D, BLOCK_N)
+                v = tl.load(vp + rn[:, None] * svt + rd[None, :], mask=nmask[:, None], other=0.0)  # (BLOCK_N, D)
+                m_i, l_i, acc = _key_block(q, k, v, nmask, m_i, l_i, acc)
+            for t0 in range(0, l, BLOCK_N):  # this step's keys: normalised here from the raw qkv
                 rt = t0 + tl.arange(0, BLOCK_N)
                 tmask = rt < l
-                k = tl.load(xp + C + rt[:, None] * sxt + rd[None, :], mask=tmask[:, None], other=0.0).to(tl.float32)
-                k = k / tl.maximum(tl.sqrt(tl.sum(k * k, 1)), 1e-12)[:, None]
-                tl.store(kp + (start + rt[:, None]) * skt + rd[None, :], k.to(K.dtype.element_ty), mask=tmask[:, None])
+                k = tl.load(xp + C + rt[None, :] * sxt + rd[:, None], mask=tmask[None, :], other=0.0).to(tl.float32)
+                k = (k / tl.maximum(tl.sqrt(tl.sum(k * k, 0)), 1e-12)[None, :]).to(QKV.dtype.element_ty)
                 v = tl.load(xp + 2 * C + rt[:, None] * sxt + rd[None, :], mask=tmask[:, None], other=0.0)
-                tl.store(vp + (start + rt[:, None]) * svt + rd[None, :], v, mask=tmask[:, None])
-        for t0 in range(0, l, BLOCK_N):  # this step's keys: normalised here from the raw qkv
-            rt = t0 + tl.arange(0, BLOCK_N)
-            tmask = rt < l
-            k = tl.load(xp + C + rt[None, :] * sxt + rd[:, None], mask=tmask[None, :], other=0.0).to(tl.float32)
-            k = (k / tl.maximum(tl.sqrt(tl.sum(k * k, 0)), 1e-12)[None, :]).to(QKV.dtype.element_ty)
-            v = tl.load(xp + 2 * C + rt[:, None] * sxt + rd[None, :], mask=tmask[:, None], other=0.0)
-            m_i, l_i, acc = _key_block(q, k, v, tmask, m_i, l_i, acc)
-        o = acc / l_i[:, None]
-        tl.store(O + b * sob + h * soh + rm[:, None] * sot + rd[None, :], o.to(O.dtype.element_ty), mask=qmask)
+                m_i, l_i, acc = _key_block(q, k, v, tmask, m_i, l_i, acc)
+            o = acc / l_i[:, None]
+            tl.store(O + b * sob + h * soh + rm[:, None] * sot + rd[None, :], o.to(O.dtype.element_ty), mask=qmask)

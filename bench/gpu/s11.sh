@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Session 11 device calls.
+#   bash bench/gpu/s11.sh a   # attend_step with separate cache-write programs and key splits: the attention GPU
+#                            # tests and the runtime's; per-step micro-benchmark (new with every split count, the
+#                            # previous attend_step from old/, qk_norm_cache + attend); d16 batch 1 and 32, d24
+#                            # batch 1 against 8ef24a7 (carried as old/) in the same call (a ran with the key splits,
+#                            # removed after it; the GPU tests ran past their time limit: too many compiles)
+#   bash bench/gpu/s11.sh b   # attend_step with separate cache-write programs (no splits): all of tests/test_gpu.py;
+#                            # per-step micro-benchmark against 8ef24a7's attend_step (old/) and qk_norm_cache + attend
+set -uo pipefail
+OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
+python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
+python3 -c "import flexvar.kernels as K; print('kernels built:', K.load())" 2>&1 | tail -3
+oldpkg() {
+  rm -rf /tmp/oldpkg && mkdir -p /tmp/oldpkg/flexvar && cp -r old/flexvar/* /tmp/oldpkg/flexvar/ \
+    && for d in kernels bench export engines; do cp -r old/$d /tmp/oldpkg/flexvar/$d; done
+}
+if [ "${1:-a}" = a ]; then
+  timeout 200 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider \
+    -k "attend_step or attention_kernel or triton_attention or greedy or graph_replay" > "$L/gpu_tests.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error|error" "$L/gpu_tests.log" | tail -12
+  timeout 120 python3 -m flexvar.bench.attn_backends --backends step,step-old,qknorm --old-kernels old/kernels \
+    --sweep 2>&1 | tee "$OUT/attn_step.log"
+  timeout 60 python3 -m flexvar.bench.attn_backends --backends step,step-old --old-kernels old/kernels --heads 24 \
+    --batches 1 --sweep 2>&1 | tee "$OUT/attn_step_h24.log"
+  timeout 150 flexvar bench --dtype fp16 --depths 16 --batches 1,32 --schedules 256-10 --impls fast --repeat 9 \
+    --no-breakdown --out "$OUT/ab_a_d16.json" 2>&1 | grep -E "^bench: ran|^\||rror"
+  oldpkg
+  (cd /tmp && PYTHONPATH=/tmp/oldpkg timeout 110 python3 -m flexvar bench --dtype fp16 --depths 16 --batches 1,32 \
+    --schedules 256-10 --impls fast --repeat 9 --no-breakdown --out "$OUT/ab_a_d16_old.json" 2>&1 \
+    | grep -E "^bench: ran|^\||rror")
+  timeout 100 flexvar bench --dtype fp16 --depths 24 --batches 1 --schedules 256-10 --impls fast --repeat 9 \
+    --no-breakdown --out "$OUT/ab_a_d24.json" 2>&1 | grep -E "^bench: ran|^\||rror"
+  (cd /tmp && PYTHONPATH=/tmp/oldpkg timeout 80 python3 -m flexvar bench --dtype fp16 --depths 24 --batches 1 \
+    --schedules 256-10 --impls fast --repeat 9 --no-breakdown --out "$OUT/ab_a_d24_old.json" 2>&1 \
+    | grep -E "^bench: ran|^\||rror")
+elif [ "$1" = b ]; then
+  timeout 380 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider > "$OUT/gpu_tests.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests.log" | tail -8
+  timeout 60 python3 -m flexvar.bench.attn_backends --backends step,step-old,qknorm --old-kernels old/kernels \
+    2>&1 | tee "$OUT/attn_step.log"
+fi
