@@ -7,6 +7,9 @@
 #                            # removed after it; the GPU tests ran past their time limit: too many compiles)
 #   bash bench/gpu/s11.sh b   # attend_step with separate cache-write programs (no splits): all of tests/test_gpu.py;
 #                            # per-step micro-benchmark against 8ef24a7's attend_step (old/) and qk_norm_cache + attend
+#   bash bench/gpu/s11.sh c   # guided_sample's persistent kernel (next row staged by cp.async): its GPU tests and the
+#                            # runtime's; the sampling probe by part, new and 8ef24a7 (old/, kernels built apart in
+#                            # /tmp/oldk); d16 batch 1 and 32, d24 batch 1, new and old, in the same call
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
@@ -39,4 +42,25 @@ elif [ "$1" = b ]; then
   echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests.log" | tail -8
   timeout 60 python3 -m flexvar.bench.attn_backends --backends step,step-old,qknorm --old-kernels old/kernels \
     2>&1 | tee "$OUT/attn_step.log"
+elif [ "$1" = c ]; then
+  oldpkg
+  (cd /tmp && FLEXVAR_KERNELS_CACHE=/tmp/oldk PYTHONPATH=/tmp/oldpkg python3 -c "import flexvar.kernels as K; K.load()" \
+    > "$L/old_build.log" 2>&1) &
+  timeout 200 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider \
+    -k "guided_sample or greedy or graph_replay" > "$OUT/gpu_tests_c.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_c.log" | tail -8
+  wait
+  python3 bench/gpu/sample_probe.py 2>&1 | sed 's/^/new /' | tee "$OUT/sample_probe.log"
+  (cd /tmp && FLEXVAR_KERNELS_CACHE=/tmp/oldk PYTHONPATH=/tmp/oldpkg python3 "$OLDPWD/bench/gpu/sample_probe.py" 2>&1) \
+    | sed 's/^/old /' | tee -a "$OUT/sample_probe.log"
+  for run in new old; do
+    if [ $run = new ]; then pre=""; else pre="env FLEXVAR_KERNELS_CACHE=/tmp/oldk PYTHONPATH=/tmp/oldpkg"; fi
+    (cd /tmp && $pre timeout 120 python3 -m flexvar bench --dtype fp16 --depths 16 --batches 1,32 --schedules 256-10 \
+      --impls fast --repeat 9 --no-breakdown --out "$OUT/ab_c_d16_$run.json" 2>&1 | grep -E "^bench: ran|^\||rror")
+  done
+  for run in new old; do
+    if [ $run = new ]; then pre=""; else pre="env FLEXVAR_KERNELS_CACHE=/tmp/oldk PYTHONPATH=/tmp/oldpkg"; fi
+    (cd /tmp && $pre timeout 90 python3 -m flexvar bench --dtype fp16 --depths 24 --batches 1 --schedules 256-10 \
+      --impls fast --repeat 9 --no-breakdown --out "$OUT/ab_c_d24_$run.json" 2>&1 | grep -E "^bench: ran|^\||rror")
+  done
 fi
