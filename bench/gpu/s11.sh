@@ -9,7 +9,12 @@
 #                            # per-step micro-benchmark against 8ef24a7's attend_step (old/) and qk_norm_cache + attend
 #   bash bench/gpu/s11.sh c   # guided_sample's persistent kernel (next row staged by cp.async): its GPU tests and the
 #                            # runtime's; the sampling probe by part, new and 8ef24a7 (old/, kernels built apart in
-#                            # /tmp/oldk); d16 batch 1 and 32, d24 batch 1, new and old, in the same call
+#                            # /tmp/oldk); d16 batch 1 and 32, d24 batch 1, new and old, in the same call (c ran with the
+#                            # persistent kernel from 1 row per SM on; from 4 rows per SM on after it)
+#   bash bench/gpu/s11.sh d   # guided_sample's GPU tests; d16 256 px, 6/8/10/13 steps, batch 1/8/32/64, eager and fast
+#   bash bench/gpu/s11.sh e   # d16 384-11, 512-12 and 1:2 (256x512, 10 steps), batch 1/32, eager and fast; d20 256-10
+#   bash bench/gpu/s11.sh f   # the final runtime, eager and fast in one run: d16 256-10 (with the stage breakdown), d24;
+#                            # bench.precision (bf16, fp16)
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
@@ -63,4 +68,23 @@ elif [ "$1" = c ]; then
     (cd /tmp && $pre timeout 90 python3 -m flexvar bench --dtype fp16 --depths 24 --batches 1 --schedules 256-10 \
       --impls fast --repeat 9 --no-breakdown --out "$OUT/ab_c_d24_$run.json" 2>&1 | grep -E "^bench: ran|^\||rror")
   done
+elif [ "$1" = d ]; then
+  timeout 120 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "guided_sample" \
+    > "$L/gpu_tests_d.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$L/gpu_tests_d.log" | tail -8
+  timeout 400 flexvar bench --dtype fp16 --depths 16 --batches 1,8,32,64 --schedules '256-6;256-8;256-10;256-13' \
+    --impls eager,fast --repeat 5 --no-breakdown --out "$OUT/d16_256px.json" 2>&1 | grep -E "^bench: ran|^\||rror"
+elif [ "$1" = e ]; then
+  timeout 330 flexvar bench --dtype fp16 --depths 16 --batches 1,32 \
+    --schedules '384-11;512-12;1x2,2x4,3x6,4x8,5x10,6x12,8x16,10x20,13x26,16x32' --impls eager,fast --repeat 5 \
+    --no-breakdown --out "$OUT/d16_384_512_wide.json" 2>&1 | grep -E "^bench: ran|^\||rror"
+  timeout 160 flexvar bench --dtype fp16 --depths 20 --batches 1,32 --schedules 256-10 --impls eager,fast \
+    --repeat 5 --no-breakdown --out "$OUT/d20.json" 2>&1 | grep -E "^bench: ran|^\| d|rror"
+elif [ "$1" = f ]; then
+  timeout 200 flexvar bench --dtype fp16 --depths 16 --batches 1,32 --schedules 256-10 --impls eager,fast \
+    --repeat 7 --out "$OUT/final_d16_256_10.json" 2>&1 | grep -E "^bench: ran|^\| d|rror"
+  timeout 170 flexvar bench --dtype fp16 --depths 24 --batches 1,32 --schedules 256-10 --impls eager,fast \
+    --repeat 5 --no-breakdown --out "$OUT/final_d24.json" 2>&1 | grep -E "^bench: ran|^\| d|rror"
+  timeout 130 python3 -m flexvar.bench.precision --depth d16 --batch 8 --dtypes bf16,fp16 \
+    --out "$OUT/precision_d16.json" 2>&1 | tail -8
 fi
