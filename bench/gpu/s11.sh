@@ -15,6 +15,8 @@
 #   bash bench/gpu/s11.sh e   # d16 384-11, 512-12 and 1:2 (256x512, 10 steps), batch 1/32, eager and fast; d20 256-10
 #   bash bench/gpu/s11.sh f   # the final runtime, eager and fast in one run: d16 256-10 (with the stage breakdown), d24;
 #                            # bench.precision (bf16, fp16)
+#   bash bench/gpu/s11.sh g   # after the review (the persistent kernel's static shared memory read from the kernel):
+#                            # the guided_sample tests; the CUDA C++ host test (it embeds the changed kernel library)
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
@@ -87,4 +89,10 @@ elif [ "$1" = f ]; then
     --repeat 5 --no-breakdown --out "$OUT/final_d24.json" 2>&1 | grep -E "^bench: ran|^\| d|rror"
   timeout 130 python3 -m flexvar.bench.precision --depth d16 --batch 8 --dtypes bf16,fp16 \
     --out "$OUT/precision_d16.json" 2>&1 | tail -8
+elif [ "$1" = g ]; then
+  timeout 100 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "guided_sample or graph_replay" \
+    > "$OUT/gpu_tests_g.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_g.log" | tail -8
+  timeout 420 python3 -m pytest -m gpu tests/test_gpu_host.py -q -p no:cacheprovider > "$OUT/gpu_host.log" 2>&1
+  echo "host tests rc=$?"; grep -E "passed|failed|Error|skipped" "$OUT/gpu_host.log" | tail -6
 fi

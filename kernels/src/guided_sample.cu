@@ -1,8 +1,8 @@
 // Guidance + top-k + top-p + draw: see include/flexvar/guided_sample.h for the rule.
 // One block per row (256 to 1024 threads by vocabulary size); thread t holds g[t + THREADS j] in
-// registers (PER values). With more rows than SMs, persistent blocks that stage the next row's
-// logits in shared memory (cp.async) while they sample the current one. The k-th largest is found by a 3-pass radix select (integer histograms in
-// shared memory); the top-p cut, when the survivors fit one per thread, by sorting them (bitonic)
+// registers (PER values); from 4 rows per SM on, persistent blocks that stage the next row's logits
+// in shared memory (cp.async) while they sample the current one. The k-th largest is found by a
+// 3-pass radix select (integer histograms in shared memory); the top-p cut, when the survivors fit one per thread, by sorting them (bitonic)
 // and scanning their masses in descending order, else by a 31-step bisection over the survivors
 // packed into shared memory in a fixed order; the draw scans the kept masses in vocabulary order.
 #include "flexvar/guided_sample.h"
@@ -319,7 +319,8 @@ __global__ void __launch_bounds__(THREADS) guided_sample_kernel(
                            row, V, a, b, rule, top_k, top_p, seed, step, out);
 }
 
-// More rows than blocks (one block per SM): each block takes rows blockIdx.x, + gridDim.x, ..., and
+// More rows than blocks (as many blocks as fit on the SMs at once, one per SM at V = 8912): each
+// block takes rows blockIdx.x, + gridDim.x, ..., and
 // copies the next row's logits into shared memory while it samples the current one, so the loads
 // of a row overlap the selection and the draw of the one before (the row's own work is unchanged).
 template <int THREADS, int PER>
@@ -349,7 +350,8 @@ struct DeviceLimits {
   int sms = 0, smem_optin = 0;
 };
 
-// The current device's SM count and opt-in shared memory per block (read once per device).
+// The current device's SM count and opt-in shared memory per block (read once per device; threads that
+// race here write the same values, and a half-written entry only sends a launch to the per-row kernel).
 static cudaError_t device_limits(DeviceLimits& lim) {
   static DeviceLimits cache[64];
   int dev = 0;
@@ -374,13 +376,13 @@ cudaError_t launch(const float* logits, int B, int l, int V, float a, float b, i
   cudaError_t e = device_limits(lim);
   if (e != cudaSuccess) return e;
   const int rows = B * l, Vp = (V + 3) & ~3;
-  // static shared memory of sample_row: the histogram, the sort buffer and a few words per warp
-  const size_t fixed = kRadixBins * sizeof(int) + 2 * THREADS * sizeof(float) + 1024;
   const size_t smem_persistent = (size_t)5 * Vp * sizeof(float);
+  auto kernel = guided_sample_persistent_kernel<THREADS, PER>;
+  cudaFuncAttributes attr;
+  if ((e = cudaFuncGetAttributes(&attr, kernel)) != cudaSuccess) return e;
   // from 4 rows per SM on (H100, V = 8912: batch 32's step 10, 8,192 rows, 1,215 vs 1,334 us; at 2 rows per
-  // SM, batch 1's step 10, no gain)
-  if (rows >= 4 * lim.sms && smem_persistent + fixed <= (size_t)lim.smem_optin) {
-    auto kernel = guided_sample_persistent_kernel<THREADS, PER>;
+  // SM, batch 1's step 10, no gain), where its shared memory fits (not at V = 8912 on an A100's 163 KB)
+  if (rows >= 4 * lim.sms && smem_persistent + attr.sharedSizeBytes <= (size_t)lim.smem_optin) {
     if ((e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_persistent)) !=
         cudaSuccess)
       return e;

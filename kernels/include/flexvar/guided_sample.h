@@ -1,5 +1,6 @@
 /* Guidance + top-k + top-p + one seeded draw per token in one pass over the vocabulary, without
- * sorting it. One thread block per (image, token) row:
+ * sorting it. One thread block per (image, token) row (from 4 rows per SM on, persistent blocks that
+ * take row after row and copy the next one into shared memory while they sample the current one):
  *
  *   g[v]   = ramp:     (1 + t) * cond[v] - t * uncond[v]     (1 + t and t rounded to float32 from
  *                      double, then float32 products and sum without FMA, as PyTorch computes it)
