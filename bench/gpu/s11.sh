@@ -17,6 +17,7 @@
 #                            # bench.precision (bf16, fp16)
 #   bash bench/gpu/s11.sh g   # after the review (the persistent kernel's static shared memory read from the kernel):
 #                            # the guided_sample tests; the CUDA C++ host test (it embeds the changed kernel library)
+#   bash bench/gpu/s11.sh h   # kernels of a graph replay of the final runtime by name, d16 batch 1 and 32 (profiles/)
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
@@ -95,4 +96,10 @@ elif [ "$1" = g ]; then
   echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_g.log" | tail -8
   timeout 420 python3 -m pytest -m gpu tests/test_gpu_host.py -q -p no:cacheprovider > "$OUT/gpu_host.log" 2>&1
   echo "host tests rc=$?"; grep -E "passed|failed|Error|skipped" "$OUT/gpu_host.log" | tail -6
+elif [ "$1" = h ]; then
+  for b in 1 32; do
+    timeout 200 python3 -m flexvar.bench.profile_fast --depth d16 --batch $b --graph --rows 45 2>&1 \
+      | grep -vE "Warning|warn_once" > "$OUT/graph_b$b.txt"
+    grep -E "^profile|^by cat" "$OUT/graph_b$b.txt"
+  done
 fi
