@@ -64,9 +64,10 @@ def main(argv=None) -> int:
     print("by category: " + "; ".join(f"{k} {n} kernels {ms:.2f} ms" for k, (n, ms) in
                                       sorted(groups.items(), key=lambda kv: -kv[1][1])))
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=args.rows, max_name_column_width=70))
-    if args.decode_kernels:
-        kernels = sorted(((e.name, e.time_range.start, e.time_range.end - e.time_range.start) for e in ev),
-                         key=lambda k: k[1])
+    # (name, start us, duration us) in launch order
+    kernels = sorted(((e.name, e.time_range.start, e.time_range.end - e.time_range.start) for e in ev),
+                     key=lambda k: k[1])
+    if args.decode_kernels:  # what runs after the last step's sampling
         last = max((i for i, k in enumerate(kernels) if "guided_sample" in k[0]), default=-1)
         tally = defaultdict(lambda: [0, 0.0])
         for name, _, d in kernels[last + 1:]:
@@ -76,8 +77,6 @@ def main(argv=None) -> int:
         for name, (n, t) in sorted(tally.items(), key=lambda kv: -kv[1][1]):
             print(f"  {t:9.1f} us {n:4d}x  {name[:160]}")
     if args.timeline:
-        kernels = sorted(((e.name, e.time_range.start, e.time_range.end - e.time_range.start) for e in ev),
-                         key=lambda k: k[1])
         for line in step_spans(kernels):
             print(line)
         with open(args.timeline, "w") as f:

@@ -54,14 +54,15 @@ def test_next_tokens_kernel(dtype, src, dst, C):
                                                    (2, 33, 4096, 0, 0.0), (4, 9, 7, 3, 0.9), (2, 40, 300, 300, 0.99),
                                                    (1, 5, 16384, 2000, 0.9), (2, 100, 1000, 1, 0.0),
                                                    (2, 64, 8912, 900, 0.95), (1, 3, 8912, 1024, 0.8),
-                                                   (3, 7, 600, 200, 0.7), (8, 80, 8912, 900, 0.95),
-                                                   (6, 100, 8911, 900, 0.95), (6, 100, 8912, 1, 0.0)], ids=str)
+                                                   (3, 7, 600, 200, 0.7), (8, None, 8912, 900, 0.95),
+                                                   (6, None, 8911, 900, 0.95), (6, None, 8912, 1, 0.0)], ids=str)
 def test_guided_sample_kernel(B, l, V, top_k, top_p, rule):
     """Codes equal the reference's except, rarely, where float32 sums of the two land on either side
-    of a draw's boundary; greedy (top_k = 1) codes always equal. 4 rows per SM and more (the 600 to 640
-    rows of the last three, on an H100) run the persistent kernel that stages rows in shared memory, with
-    16-byte copies (V = 8912) and 4-byte ones (V = 8911)."""
+    of a draw's boundary; greedy (top_k = 1) codes always equal. l = None: enough tokens for 4 rows per SM
+    and more (on this device), where the persistent kernel runs: it stages rows in shared memory, with
+    16-byte copies (V = 8912) and 4-byte ones (V = 8911), and its blocks take unequal numbers of rows."""
     assert K.load()
+    l = l or persistent_tokens(B)
     g = torch.Generator("cuda").manual_seed(B * 1000 + V + top_k)
     logits = torch.randn(2 * B, l, V, device="cuda", generator=g) * 2
     seed = torch.randint(0, 2**40, (1,), device="cuda", generator=g)
@@ -77,19 +78,27 @@ def test_guided_sample_kernel(B, l, V, top_k, top_p, rule):
     assert (kept.gather(-1, out.cpu()[..., None]) > 0).all()  # every code is a kept one
 
 
+def persistent_tokens(B: int) -> int:
+    """Tokens per image for at least 4 sampled rows per SM on this device, plus a remainder."""
+    return -(-4 * torch.cuda.get_device_properties(0).multi_processor_count // B) + 7
+
+
 def test_guided_sample_kernel_with_ties():
     """Many equal logits (integers): top-k and top-p keep or drop a tie group whole, as the reference does;
-    the sorted top-p path (<= 1024 survivors) and the bisection (more) alike."""
+    the sorted top-p path (<= 1024 survivors) and the bisection (more) alike; 128 rows (one block per row)
+    and 4 rows per SM and more (the persistent kernel)."""
     assert K.load()
     g = torch.Generator("cuda").manual_seed(9)
-    logits = (torch.randn(40, 32, 8912, device="cuda", generator=g) * 3).round()  # 640 rows: the persistent kernel
     seed = torch.tensor([123], device="cuda")
-    for top_k, top_p in [(900, 0.95), (300, 0.5), (0, 0.9), (2000, 0.6)]:
+    cases = [(top_k, top_p, B, l) for B, l in [(4, 32), (20, persistent_tokens(20))]
+             for top_k, top_p in [(900, 0.95), (300, 0.5), (0, 0.9), (2000, 0.6)]]
+    for top_k, top_p, B, l in cases:
+        logits = (torch.randn(2 * B, l, 8912, device="cuda", generator=g) * 3).round()
         out = torch.ops.flexvar.guided_sample(logits, seed, 1.5, 1, top_k, top_p, 2)
         ref = K.guided_sample_ref(logits.cpu(), seed.cpu(), 1.5, 1, top_k, top_p, 2)
-        assert (out.cpu() == ref).float().mean().item() >= 0.99, (top_k, top_p)
+        assert (out.cpu() == ref).float().mean().item() >= 0.99, (top_k, top_p, B)
         kept = K.kept_mass_ref(guide(logits.cpu(), 1.5, "constant"), top_k, top_p)
-        assert (kept.gather(-1, out.cpu()[..., None]) > 0).all(), (top_k, top_p)
+        assert (kept.gather(-1, out.cpu()[..., None]) > 0).all(), (top_k, top_p, B)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])

@@ -17,13 +17,8 @@
 #   bash bench/gpu/s10.sh g   # after the review (the decoder's attention as a hook of vqvae.AttnBlock): the product
 #                            # attention, decoder, fp32-greedy and graph GPU tests; d16 batch 1 and 32, fast
 set -uo pipefail
-OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
-python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
-python3 -c "import flexvar.kernels as K; print('kernels built:', K.load())" 2>&1 | tail -3
-oldpkg() {
-  rm -rf /tmp/oldpkg && mkdir -p /tmp/oldpkg/flexvar && cp -r old/flexvar/* /tmp/oldpkg/flexvar/ \
-    && for d in kernels bench export engines; do cp -r old/$d /tmp/oldpkg/flexvar/$d; done
-}
+# (the set-up below, shared since session 11's review, is the one these calls ran with)
+. bench/gpu/setup.sh
 if [ "${1:-a}" = a ]; then
   timeout 150 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -x -k "l2_prefetch or group_norm" \
     > "$L/gpu_tests.log" 2>&1

@@ -18,14 +18,12 @@
 #   bash bench/gpu/s11.sh g   # after the review (the persistent kernel's static shared memory read from the kernel):
 #                            # the guided_sample tests; the CUDA C++ host test (it embeds the changed kernel library)
 #   bash bench/gpu/s11.sh h   # kernels of a graph replay of the final runtime by name, d16 batch 1 and 32 (profiles/)
+#   bash bench/gpu/s11.sh i   # after the second review (sampling tests sized by the SM count, the kernel's attributes
+#                            # read only for the persistent mode, profile_fast's kernel list built once): the
+#                            # guided_sample and graph-replay tests; profile_fast --decode-kernels --timeline at batch 1
 set -uo pipefail
-OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
-python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
-python3 -c "import flexvar.kernels as K; print('kernels built:', K.load())" 2>&1 | tail -3
-oldpkg() {
-  rm -rf /tmp/oldpkg && mkdir -p /tmp/oldpkg/flexvar && cp -r old/flexvar/* /tmp/oldpkg/flexvar/ \
-    && for d in kernels bench export engines; do cp -r old/$d /tmp/oldpkg/flexvar/$d; done
-}
+# (the set-up below, shared since session 11's review, is the one these calls ran with)
+. bench/gpu/setup.sh
 if [ "${1:-a}" = a ]; then
   timeout 200 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider \
     -k "attend_step or attention_kernel or triton_attention or greedy or graph_replay" > "$L/gpu_tests.log" 2>&1
@@ -102,4 +100,10 @@ elif [ "$1" = h ]; then
       | grep -vE "Warning|warn_once" > "$OUT/graph_b$b.txt"
     grep -E "^profile|^by cat" "$OUT/graph_b$b.txt"
   done
+elif [ "$1" = i ]; then
+  timeout 150 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "guided_sample or graph_replay" \
+    > "$OUT/gpu_tests_i.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_i.log" | tail -8
+  timeout 200 python3 -m flexvar.bench.profile_fast --depth d16 --batch 1 --graph --rows 0 --decode-kernels \
+    --timeline /tmp/timeline.json 2>&1 | grep -E "^profile|^decode|^step|^  " | head -20
 fi

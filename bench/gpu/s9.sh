@@ -13,9 +13,8 @@
 #   bash bench/gpu/s9.sh h   # after the review (head_input shared with the export graph): the runtime's logits, greedy,
 #                            # graph and attention tests; tests/test_gpu_engines.py
 set -uo pipefail
-OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
-python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
-python3 -c "import flexvar.kernels as K; print('kernels built:', K.load())" 2>&1 | tail -3
+# (the set-up below, shared since session 11's review, is the one these calls ran with)
+. bench/gpu/setup.sh
 if [ "${1:-a}" = a ]; then
   timeout 200 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -x -k "block_gemm" > "$L/gpu_tests.log" 2>&1
   echo "gpu tests rc=$?"; grep -E "passed|failed|Error|error" "$L/gpu_tests.log" | tail -12

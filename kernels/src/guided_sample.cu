@@ -378,11 +378,12 @@ cudaError_t launch(const float* logits, int B, int l, int V, float a, float b, i
   const int rows = B * l, Vp = (V + 3) & ~3;
   const size_t smem_persistent = (size_t)5 * Vp * sizeof(float);
   auto kernel = guided_sample_persistent_kernel<THREADS, PER>;
-  cudaFuncAttributes attr;
-  if ((e = cudaFuncGetAttributes(&attr, kernel)) != cudaSuccess) return e;
+  cudaFuncAttributes attr{};
   // from 4 rows per SM on (H100, V = 8912: batch 32's step 10, 8,192 rows, 1,215 vs 1,334 us; at 2 rows per
-  // SM, batch 1's step 10, no gain), where its shared memory fits (not at V = 8912 on an A100's 163 KB)
-  if (rows >= 4 * lim.sms && smem_persistent + attr.sharedSizeBytes <= (size_t)lim.smem_optin) {
+  // SM, batch 1's step 10, no gain), where its shared memory fits (not at V = 8912 on an A100's 163 KB);
+  // the kernel's attributes are read only then (fewer rows, batch 1's steps, ask nothing more of the driver)
+  if (rows >= 4 * lim.sms && (e = cudaFuncGetAttributes(&attr, kernel)) == cudaSuccess &&
+      smem_persistent + attr.sharedSizeBytes <= (size_t)lim.smem_optin) {
     if ((e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_persistent)) !=
         cudaSuccess)
       return e;
@@ -395,6 +396,7 @@ cudaError_t launch(const float* logits, int B, int l, int V, float a, float b, i
                                                        step, out);
     return cudaGetLastError();
   }
+  if (e != cudaSuccess) return e;
   const size_t smem = (size_t)V * sizeof(float);
   if (smem > 32 * 1024) {  // with the static arrays, past the 48 KB default
     e = cudaFuncSetAttribute(guided_sample_kernel<THREADS, PER>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
