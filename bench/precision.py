@@ -30,6 +30,7 @@ from flexvar import Pipeline, engine_runtime
 from flexvar.bench.steps_latency import engine_subdir
 from flexvar.config import FlexVARConfig, VQVAEConfig
 from flexvar.export.graphs import make_buckets
+from flexvar.fast import guidance_coefficients
 from flexvar.random_weights import random_tokenizer, random_transformer
 from flexvar.sampling import SamplingParams, guidance_weight, guide
 from flexvar.schedule import Schedule
@@ -41,12 +42,14 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def fast_teacher_forced(rt, labels, codes, sched):
-    """[cond; uncond] logits of every step through the fast runtime's own step, given codes."""
+def fast_teacher_forced(rt, labels, codes, sched, p: SamplingParams = SamplingParams()):
+    """Guided logits (B, l, V) of every step through the fast runtime's own step (`guided_logits`, what its
+    generation samples), given codes."""
     from flexvar.kv_cache import KVCache
     cfg, B = rt.model.cfg, len(labels)
     cond, blocks, head = rt.modulation(tuple(labels) + (cfg.null_class,) * B)
     cache = KVCache(cfg.depth, sched.total_tokens, 2 * B, cfg.heads, cfg.head_dim, rt.dtype, rt.device)
+    coef = guidance_coefficients(sched, p).to(rt.device)
     out = []
     for si, hw in enumerate(sched):
         if si == 0:
@@ -54,7 +57,7 @@ def fast_teacher_forced(rt, labels, codes, sched):
         else:
             x = rt.next_tokens(codes[si - 1], hw).float().repeat(2, 1, 1)
         x = rt.transformer(x, blocks, cache.kv, sched.offsets[si])
-        out.append(rt.logits(x, head))
+        out.append(rt.guided_logits(x, head, coef[si]))
     return out
 
 
@@ -79,8 +82,9 @@ def fast_row(model, vae, dt, name, labels, sched, p, ref, dev, round_to=None) ->
         m, v = m.to(round_to).float(), v.to(round_to).float()
     pipe = Pipeline(m, v, device=dev, dtype=dt)
     codes = [c.to(dev) for c in ref.codes]
-    logits = fast_teacher_forced(pipe.fast_runtime, labels, codes, sched)
-    agree = [(_greedy(si, sched, p, lg) == codes[si]).float().mean().item() for si, lg in enumerate(logits)]
+    logits = fast_teacher_forced(pipe.fast_runtime, labels, codes, sched, p)
+    agree = [(lg.argmax(-1).view(-1, *sched.steps[si]) == codes[si]).float().mean().item()
+             for si, lg in enumerate(logits)]
     fast = pipe.generate(labels, sched, cfg=2.5, top_k=1, top_p=0.0)
     return _row("fast", name, agree, sched, fast.codes, fast.images, ref)
 

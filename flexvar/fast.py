@@ -16,8 +16,10 @@ The decoder on CUDA is a copy sharing the tokenizer's parameters whose attention
 products and a float32 softmax (`product_attention`), and, from `group_norm_min_batch` images on, whose
 GroupNorms are the `group_norm_silu` op.
 
-Guidance, top-k, top-p and the draw are one op (`flexvar.kernels.guided_sample`: one CUDA kernel,
-or its PyTorch reference): the uniform of each token is a counter-based hash of (seed, step, token)
+Guidance is applied to the head's input (`guided_head_input`: the head is linear and the two guidance
+weights sum to one), so the head runs on one row per token instead of two and the logits are already
+guided. Top-k, top-p and the draw are one op (`flexvar.kernels.guided_sample` with rule "none": one CUDA
+kernel, or its PyTorch reference): the uniform of each token is a counter-based hash of (seed, step, token)
 read from device memory, so a replay needs no host synchronisation and a seed gives the same draws
 on every device. Its codes therefore differ from the reference runtime's `torch.multinomial` stream
 for non-greedy sampling (same distribution); greedy codes are identical.
@@ -147,6 +149,27 @@ def head_input(x_BlC: torch.Tensor, head_B2C: torch.Tensor, w_head: torch.Tensor
     return (x * (1 + head_B2C[:, 0:1].float()) + head_B2C[:, 1:2].float()).to(w_head.dtype)
 
 
+def guided_head_input(x_2BlC: torch.Tensor, head_2B2C: torch.Tensor, coef_2: torch.Tensor, w_head: torch.Tensor,
+                      eps: float) -> torch.Tensor:
+    """The head's input with guidance applied, (B, l, C): a h_cond - b h_uncond of the two halves' `head_input`
+    in float32, rounded once to the head weight's dtype. The head is linear and a - b = 1 for both rules
+    (ramp: a = 1 + t, b = t; constant: a = t, b = t - 1), so the head of this is the guided logits, bias
+    included: half the head's rows and logits, and one rounding instead of two."""
+    h = F.layer_norm(x_2BlC.float(), (w_head.shape[1],), eps=eps)
+    h = h * (1 + head_2B2C[:, 0:1].float()) + head_2B2C[:, 1:2].float()
+    cond, uncond = h.chunk(2, dim=0)
+    return (coef_2[0] * cond - coef_2[1] * uncond).to(w_head.dtype)
+
+
+def guidance_coefficients(schedule: Schedule, params: SamplingParams) -> torch.Tensor:
+    """(steps, 2) float32: each step's (a, b) of `guided_head_input` (its guidance weight t by `guidance_weight`)."""
+    rows = []
+    for si, hw in enumerate(schedule):
+        t = guidance_weight(si, len(schedule), hw, params)
+        rows.append((1 + t, t) if params.guidance == "ramp" else (t, t - 1))
+    return torch.tensor(rows, dtype=torch.float64).float()
+
+
 def _has_mm_out_dtype(device) -> bool:
     """Whether torch.mm takes out_dtype (bf16/fp16 inputs, float32 output) here."""
     try:
@@ -222,6 +245,7 @@ class _Plan:
     blocks: torch.Tensor  # (depth, 2B, 6, C)
     head: torch.Tensor  # (2B, 2, C)
     seed: torch.Tensor  # (1,) int64
+    coef: torch.Tensor  # (steps, 2) float32: each step's guidance coefficients (`guidance_coefficients`)
     cache: KVCache
     codes: list  # (B, h, w) int64 per step
     image: torch.Tensor | None  # (B, H, W, 3) uint8
@@ -278,10 +302,11 @@ class FastRuntime:
             self.step_weights = tuple(list(ws) for ws in zip(*(
                 (w[0], w[1], w[2].reshape(-1).contiguous(), *w[3:]) for w in self.block_weights)))
         self.qkv_proj, self.finish_qkv, self.finish_step = qkv_proj, finish_qkv, finish_step
-        self.head_input = head_input
+        self.head_input, self.guided_head_input = head_input, guided_head_input
         if cuda if compile_blocks is None else compile_blocks:  # dynamic in the step's tokens and start
             opts = {"coordinate_descent_tuning": True} if "blocks" in tune else None
             self.head_input = torch.compile(head_input, dynamic=True)
+            self.guided_head_input = torch.compile(guided_head_input, dynamic=True)
             self.qkv_proj = torch.compile(qkv_proj, dynamic=True, options=opts)
             self.finish_qkv = torch.compile(finish_qkv, dynamic=True, options=opts)
             self.finish_step = torch.compile(finish_step, dynamic=True, options=opts)
@@ -411,6 +436,23 @@ class FastRuntime:
             out = (x.reshape(-1, C) @ self.head_w.t()).float()
         return (out + self.head_b).view(B, l, -1)
 
+    def guided_logits(self, x_2BlC: torch.Tensor, head_2B2C: torch.Tensor, coef_2: torch.Tensor,
+                      bias: bool = True) -> torch.Tensor:
+        """Guided float32 logits (B, l, V) of one step: the head of `guided_head_input` (coefficients (a, b)
+        from `guidance_coefficients`); equal to guiding `logits` up to rounding. bias=False leaves the head's
+        bias out, for `guided_sample` to add as it loads the row (no pass over the logits for it: with
+        out_dtype, torch.addmm writes the broadcast bias into the output before the GEMM)."""
+        x = self.guided_head_input(x_2BlC, head_2B2C, coef_2, self.head_w, self.model.cfg.norm_eps)
+        B, l, C = x.shape
+        x = x.reshape(-1, C)
+        if self.dtype == torch.float32:
+            out = x @ self.head_w.t()
+        elif self._mm_fp32_out:
+            out = torch.mm(x, self.head_w.t(), out_dtype=torch.float32)
+        else:
+            out = (x @ self.head_w.t()).float()
+        return (out + self.head_b if bias else out).view(B, l, -1)
+
     # ---- the whole generation on a plan's buffers --------------------------------------------
     def _body(self, plan: _Plan, stage=None) -> None:
         """The whole generation on the plan's buffers. `stage(name)`, if given, is a context manager
@@ -427,10 +469,10 @@ class FastRuntime:
                     x.view(2, *t.shape).copy_(t)
             with stage("transformer"):
                 x = self.transformer(x, plan.blocks, plan.cache.kv, sched.offsets[si])
-                logits = self.logits(x, plan.head)
+                logits = self.guided_logits(x, plan.head, plan.coef[si], bias=False)  # guided: (B, l, V)
             with stage("sampling"):
-                idx = guided_sample(logits, plan.seed, guidance_weight(si, len(sched), hw, p), p.guidance,
-                                    step_top_k(hw, p), p.top_p, si, use_kernel=self.use_kernels).view(B, *hw)
+                idx = guided_sample(logits, plan.seed, 0.0, "none", step_top_k(hw, p), p.top_p, si,
+                                    use_kernel=self.use_kernels, bias_V=self.head_b).view(B, *hw)
                 if plan.forced is not None:
                     idx = torch.where(plan.forced[si][1], plan.forced[si][0], idx)
                 plan.codes[si].copy_(idx)
@@ -472,6 +514,7 @@ class FastRuntime:
             blocks=torch.zeros(cfg.depth, 2 * B, 6, cfg.width, dtype=dt, device=dev),
             head=torch.zeros(2 * B, 2, cfg.width, dtype=dt, device=dev),
             seed=torch.zeros(1, dtype=torch.int64, device=dev),
+            coef=guidance_coefficients(schedule, params).to(dev),
             cache=KVCache(cfg.depth, schedule.total_tokens, 2 * B, cfg.heads, cfg.head_dim, dt, dev),
             codes=[torch.zeros(B, h, w, dtype=torch.long, device=dev) for h, w in schedule],
             image=torch.zeros(B, H, W, 3, dtype=torch.uint8, device=dev) if decode else None,

@@ -387,7 +387,7 @@ Result Host::generate(const Options& o) {
 #ifdef FLEXVAR_HOST_CUDA
       auto logits = out[0].to(torch::kFloat32).contiguous();
       auto idx = torch::empty({B, h, w}, torch::TensorOptions().dtype(torch::kLong).device(m.dev));
-      check_cuda(flexvar_guided_sample(logits.data_ptr<float>(), static_cast<int>(B), static_cast<int>(l),
+      check_cuda(flexvar_guided_sample(logits.data_ptr<float>(), nullptr, static_cast<int>(B), static_cast<int>(l),
                                        static_cast<int>(V), t,
                                        o.guidance == "ramp" ? FLEXVAR_GUIDANCE_RAMP : FLEXVAR_GUIDANCE_CONSTANT,
                                        static_cast<int>(std::min(k, V)), static_cast<float>(o.top_p),

@@ -32,13 +32,15 @@ HERE = Path(__file__).resolve().parent
 _lib = torch.library.Library("flexvar", "DEF")
 _lib.define("next_tokens(Tensor prev, Tensor proj, Tensor bias, Tensor pos, Tensor ry, Tensor wy, "
             "Tensor rx, Tensor wx) -> Tensor")
-_lib.define("guided_sample(Tensor logits, Tensor seed, float t, int rule, int top_k, float top_p, int step) -> Tensor")
+_lib.define("guided_sample(Tensor logits, Tensor seed, float t, int rule, int top_k, float top_p, int step, "
+            "Tensor? bias=None) -> Tensor")
 _lib.define("qk_norm_cache(Tensor qkv, Tensor scale, Tensor(a!) k_cache, Tensor(b!) v_cache, int start) -> Tensor")
 _lib.define("small_step(Tensor(a!) x, Tensor mods, Tensor(b!) kv, Tensor[] wqkv, Tensor[] bqkv, Tensor[] qscale, "
             "Tensor[] wproj, Tensor[] bproj, Tensor[] w1, Tensor[] b1, Tensor[] w2, Tensor[] b2, int start, "
             "float eps) -> ()")
 
-RULE_CODES = {"ramp": 0, "constant": 1}  # the rule argument of the op (flexvar_guidance_t)
+# the rule argument of the op (flexvar_guidance_t); "none": the logits (B, l, V) are already guided
+RULE_CODES = {"ramp": 0, "constant": 1, "none": 2}
 MAX_SAMPLE_VOCAB = 16 * 1024  # the kernel holds a row in registers: up to 16 values per thread, 1024 threads
 _M32 = 0xFFFFFFFF
 
@@ -104,15 +106,21 @@ def kept_mass_ref(g_BlV: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor
 
 
 def guided_sample_ref(logits_2BlV: torch.Tensor, seed_1: torch.Tensor, t: float, rule: int, top_k: int,
-                      top_p: float, step: int) -> torch.Tensor:
+                      top_p: float, step: int, bias_V: torch.Tensor | None = None) -> torch.Tensor:
     """Plain PyTorch: guidance, top-k, top-p, one inverse-CDF draw in vocabulary order: (2B, l, V) -> (B, l).
 
-    g = (1 + t) cond - t uncond (ramp, rule 0) or uncond + t (cond - uncond) (constant, rule 1);
+    g = (1 + t) cond - t uncond (ramp, rule 0) or uncond + t (cond - uncond) (constant, rule 1); rule 2
+    (none): the logits are (B, l, V), already guided, and g = logits (t unused); a float32 bias (V,), if
+    given, is added to every row of the logits first;
     top_k = 1 returns argmax g (first index on ties); else the code is the first v whose running sum
     of `kept_mass_ref` exceeds u * (its total), u = hashed_uniform(seed, step, row).
     """
-    cond, uncond = logits_2BlV.float().chunk(2, dim=0)
-    g = (1 + t) * cond - t * uncond if rule == 0 else uncond + t * (cond - uncond)
+    logits = logits_2BlV.float() if bias_V is None else logits_2BlV.float() + bias_V.float()
+    if rule == RULE_CODES["none"]:
+        g = logits
+    else:
+        cond, uncond = logits.chunk(2, dim=0)
+        g = (1 + t) * cond - t * uncond if rule == 0 else uncond + t * (cond - uncond)
     B, l, V = g.shape
     if top_k == 1 or V == 1:
         return g.argmax(-1)
@@ -124,23 +132,27 @@ def guided_sample_ref(logits_2BlV: torch.Tensor, seed_1: torch.Tensor, t: float,
 
 
 @torch.library.impl(_lib, "guided_sample", "CPU")
-def _guided_sample_cpu(logits, seed, t, rule, top_k, top_p, step):
-    return guided_sample_ref(logits, seed, t, rule, top_k, top_p, step)
+def _guided_sample_cpu(logits, seed, t, rule, top_k, top_p, step, bias=None):
+    return guided_sample_ref(logits, seed, t, rule, top_k, top_p, step, bias)
 
 
 @torch.library.register_fake("flexvar::guided_sample")
-def _guided_sample_fake(logits, seed, t, rule, top_k, top_p, step):
-    return logits.new_empty(logits.shape[0] // 2, logits.shape[1], dtype=torch.int64)
+def _guided_sample_fake(logits, seed, t, rule, top_k, top_p, step, bias=None):
+    rows = logits.shape[0] if rule == RULE_CODES["none"] else logits.shape[0] // 2
+    return logits.new_empty(rows, logits.shape[1], dtype=torch.int64)
 
 
 def guided_sample(logits_2BlV: torch.Tensor, seed_1: torch.Tensor, t: float, rule: str, top_k: int, top_p: float,
-                  step: int, use_kernel: bool = True) -> torch.Tensor:
-    """The fused kernel on CUDA when built (float32 logits, V <= MAX_SAMPLE_VOCAB), else `guided_sample_ref`."""
+                  step: int, use_kernel: bool = True, bias_V: torch.Tensor | None = None) -> torch.Tensor:
+    """The fused kernel on CUDA when built (float32 logits, V <= MAX_SAMPLE_VOCAB), else `guided_sample_ref`.
+    rule: "ramp" or "constant" on [conditional; unconditional] logits (2B, l, V), or "none" on logits
+    (B, l, V) that are already guided (`FastRuntime.guided_logits`); bias_V: float32 (V,) added to every row
+    first (the head's bias, so the head GEMM needs no pass of its own for it)."""
     r = RULE_CODES[rule]
     if use_kernel and logits_2BlV.is_cuda and logits_2BlV.shape[-1] <= MAX_SAMPLE_VOCAB and load():
         return torch.ops.flexvar.guided_sample(logits_2BlV.float(), seed_1, float(t), r, int(top_k), float(top_p),
-                                               int(step))
-    return guided_sample_ref(logits_2BlV, seed_1, t, r, top_k, top_p, step)
+                                               int(step), bias_V)
+    return guided_sample_ref(logits_2BlV, seed_1, t, r, top_k, top_p, step, bias_V)
 
 
 # ---- attention prologue: q/k normalisation + KV-cache write -------------------------------------

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 
 import flexvar.kernels as K
-from flexvar.fast import FastRuntime, bicubic_taps
+from flexvar.fast import FastRuntime, bicubic_taps, guidance_coefficients
 from flexvar.kernels import guided_sample_ref, hashed_uniform, kept_mass_ref
-from flexvar.sampling import SamplingParams, filter_top_k_top_p_, guide
+from flexvar.sampling import SamplingParams, filter_top_k_top_p_, guidance_weight, guide
 from flexvar.schedule import Schedule
 
 from conftest import rel_err
@@ -140,6 +140,44 @@ def test_fast_sampling_is_seeded_and_cached(pipe_test):
     c = rt.generate([3, 4], sched, p, seed=2, decode=False)[0]
     assert not torch.equal(a[-1], c[-1])
     assert len(rt._mods) == 2 and len(rt._plans) == 1
+
+
+def test_guided_sample_none_samples_guided_logits():
+    """Rule "none" on logits guided beforehand draws the same codes as the ramp / constant rules on both halves
+    (the same uniforms, the same float32 guidance arithmetic); a bias is added to every row first."""
+    g = torch.Generator().manual_seed(6)
+    both = torch.randn(6, 7, 300, generator=g) * 2
+    bias = torch.randn(300, generator=g) * 3
+    seed = torch.tensor([99])
+    for rule in ("ramp", "constant"):
+        for top_k, top_p in [(50, 0.9), (1, 0.0), (0, 0.0)]:
+            want = torch.ops.flexvar.guided_sample(both, seed, 1.3, K.RULE_CODES[rule], top_k, top_p, 5)
+            got = torch.ops.flexvar.guided_sample(guide(both, 1.3, rule), seed, 0.0, K.RULE_CODES["none"], top_k,
+                                                  top_p, 5)
+            assert got.shape == (3, 7) and torch.equal(got, want), (rule, top_k, top_p)
+            with_bias = torch.ops.flexvar.guided_sample(both - bias, seed, 1.3, K.RULE_CODES[rule], top_k, top_p, 5,
+                                                        bias)
+            unbiased = torch.ops.flexvar.guided_sample((both - bias) + bias, seed, 1.3, K.RULE_CODES[rule], top_k,
+                                                       top_p, 5)
+            assert torch.equal(with_bias, unbiased), (rule, top_k, top_p)
+    assert not torch.equal(torch.ops.flexvar.guided_sample(both, seed, 0.0, 2, 0, 0.0, 5, bias),
+                           torch.ops.flexvar.guided_sample(both, seed, 0.0, 2, 0, 0.0, 5))
+
+
+@pytest.mark.parametrize("guidance", ["ramp", "constant"])
+def test_guided_logits_are_the_guided_head(pipe_test, guidance):
+    """`guided_logits` (guidance on the head's input) = guiding the two halves' logits, every step's weight."""
+    rt = FastRuntime(pipe_test.model, pipe_test.vae, use_graphs=False)
+    sched, p = Schedule.parse([1, 2, 3, 5]), SamplingParams(cfg=2.5, guidance=guidance)
+    g = torch.Generator().manual_seed(8)
+    _, _, head = rt.modulation((4, 9, pipe_test.model.cfg.null_class, pipe_test.model.cfg.null_class))
+    coef = guidance_coefficients(sched, p)
+    for si, hw in enumerate(sched):
+        x = torch.randn(4, hw[0] * hw[1], pipe_test.model.cfg.width, generator=g) * 3
+        want = guide(rt.logits(x, head), guidance_weight(si, len(sched), hw, p), guidance)
+        got = rt.guided_logits(x, head, coef[si])
+        assert got.shape == (2, hw[0] * hw[1], pipe_test.model.cfg.vocab_size)
+        assert rel_err(got, want) < 1e-5, (si, rel_err(got, want))
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["per-block", "small_step"])

@@ -10,7 +10,7 @@ from flexvar import Pipeline
 from flexvar.config import FlexVARConfig, VQVAEConfig
 from flexvar.fast import FastRuntime, bicubic_taps
 from flexvar.random_weights import random_tokenizer, random_transformer
-from flexvar.sampling import SamplingParams, guide
+from flexvar.sampling import SamplingParams, guidance_weight, guide
 from flexvar.schedule import Schedule
 
 from conftest import rel_err, smooth_image
@@ -48,7 +48,7 @@ def test_next_tokens_kernel(dtype, src, dst, C):
     assert rel_err(out.cpu(), ref) < (1e-5 if dtype == torch.float32 else 1e-2)
 
 
-@pytest.mark.parametrize("rule", [0, 1])
+@pytest.mark.parametrize("rule", [0, 1, 2])
 @pytest.mark.parametrize("B, l, V, top_k, top_p", [(1, 1, 4096, 900, 0.95), (2, 256, 4096, 900, 0.95),
                                                    (3, 17, 8912, 0, 0.5), (1, 64, 8912, 600, 0.0),
                                                    (2, 33, 4096, 0, 0.0), (4, 9, 7, 3, 0.9), (2, 40, 300, 300, 0.99),
@@ -60,21 +60,26 @@ def test_guided_sample_kernel(B, l, V, top_k, top_p, rule):
     """Codes equal the reference's except, rarely, where float32 sums of the two land on either side
     of a draw's boundary; greedy (top_k = 1) codes always equal. l = None: enough tokens for 4 rows per SM
     and more (on this device), where the persistent kernel runs: it stages rows in shared memory, with
-    16-byte copies (V = 8912) and 4-byte ones (V = 8911), and its blocks take unequal numbers of rows."""
+    16-byte copies (V = 8912) and 4-byte ones (V = 8911), and its blocks take unequal numbers of rows.
+    Rule 2 (none): (B, l, V) logits already guided, sampled as given, plus a bias (the runtime's path)."""
     assert K.load()
     l = l or persistent_tokens(B)
     g = torch.Generator("cuda").manual_seed(B * 1000 + V + top_k)
-    logits = torch.randn(2 * B, l, V, device="cuda", generator=g) * 2
+    logits = torch.randn(B if rule == K.RULE_CODES["none"] else 2 * B, l, V, device="cuda", generator=g) * 2
     seed = torch.randint(0, 2**40, (1,), device="cuda", generator=g)
     t = 1.7
-    out = torch.ops.flexvar.guided_sample(logits, seed, t, rule, top_k, top_p, 4)
-    ref = K.guided_sample_ref(logits.cpu(), seed.cpu(), t, rule, top_k, top_p, 4)
+    bias = torch.randn(V, device="cuda", generator=g) if rule == K.RULE_CODES["none"] else None
+    out = torch.ops.flexvar.guided_sample(logits, seed, t, rule, top_k, top_p, 4, bias)
+    ref = K.guided_sample_ref(logits.cpu(), seed.cpu(), t, rule, top_k, top_p, 4, None if bias is None else bias.cpu())
     assert out.shape == (B, l) and out.dtype == torch.int64
-    assert torch.equal(out, torch.ops.flexvar.guided_sample(logits, seed, t, rule, top_k, top_p, 4))  # deterministic
+    assert torch.equal(out, torch.ops.flexvar.guided_sample(logits, seed, t, rule, top_k, top_p, 4, bias))  # deterministic
+    if bias is not None:
+        logits = logits + bias  # what the rest checks against
     same = (out.cpu() == ref).float().mean().item()
     assert same == 1.0 if top_k == 1 else same >= 0.99, same
     rule_name = next(n for n, c in K.RULE_CODES.items() if c == rule)
-    kept = K.kept_mass_ref(guide(logits.cpu(), t, rule_name), top_k, top_p)
+    guided = logits.cpu() if rule_name == "none" else guide(logits.cpu(), t, rule_name)
+    kept = K.kept_mass_ref(guided, top_k, top_p)
     assert (kept.gather(-1, out.cpu()[..., None]) > 0).all()  # every code is a kept one
 
 
@@ -297,8 +302,9 @@ def test_small_step_in_a_cuda_graph(models):
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     from flexvar.bench.precision import fast_teacher_forced
     codes = [c.clone() for c in a]
-    on = fast_teacher_forced(FastRuntime(model, vae, use_graphs=False, small_step_rows=32), [5, 6], codes, sched)
-    off = fast_teacher_forced(FastRuntime(model, vae, use_graphs=False, fused_small_steps=False), [5, 6], codes, sched)
+    on = fast_teacher_forced(FastRuntime(model, vae, use_graphs=False, small_step_rows=32), [5, 6], codes, sched, p)
+    off = fast_teacher_forced(FastRuntime(model, vae, use_graphs=False, fused_small_steps=False), [5, 6], codes, sched,
+                              p)
     assert max(rel_err(x.float(), y.float()) for x, y in zip(on, off)) < 5e-3
 
 
@@ -318,8 +324,8 @@ def test_fast_fp32_greedy_identical_to_reference(models, spec, guidance):
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float16, 5e-3), (torch.bfloat16, 2e-2)], ids=["fp16", "bf16"])
 def test_fast_low_precision_logits_near_reference(models, dtype, tol):
-    """The fast path in fp16/bf16 (compiled block halves, the qk_norm_cache kernel, cuDNN/flash attention
-    on the cache's views) against the float32 reference runtime, teacher-forced on the same codes."""
+    """The fast path in fp16/bf16 (compiled block halves, the attention kernel, the head on the guided input)
+    against the float32 reference runtime's guided logits, teacher-forced on the same codes."""
     from flexvar.bench.precision import fast_teacher_forced
     model, vae = models
     sched = Schedule.parse("256-10")
@@ -328,8 +334,10 @@ def test_fast_low_precision_logits_near_reference(models, dtype, tol):
     ref_pipe = Pipeline(copy.deepcopy(model), copy.deepcopy(vae), device="cuda", dtype=torch.float32, fast=False)
     null = model.cfg.null_class
     ref = ref_pipe.teacher_forced_logits([1, 2, null, null], [c.repeat(2, 1, 1) for c in codes], sched)
+    p = SamplingParams()
     out = fast_teacher_forced(FastRuntime(copy.deepcopy(model).to(dtype), copy.deepcopy(vae).to(dtype)), [1, 2],
-                              codes, sched)
+                              codes, sched, p)
+    ref = [guide(r, guidance_weight(si, len(sched), hw, p), p.guidance) for si, (r, hw) in enumerate(zip(ref, sched))]
     errs = [rel_err(a.float(), b.float()) for a, b in zip(out, ref)]
     assert max(errs) < tol, errs
 

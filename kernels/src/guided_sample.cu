@@ -134,7 +134,8 @@ __device__ __forceinline__ float sort_desc(float v, float* buf) {
 // One row: cond and unc point at its conditional and unconditional logits (global memory, or the
 // shared-memory copy staged by the persistent kernel); kept is V floats of shared memory.
 template <int THREADS, int PER>
-__device__ __forceinline__ void sample_row(const float* cond, const float* unc, float* kept, int row, int V, float a,
+__device__ __forceinline__ void sample_row(const float* cond, const float* unc, const float* __restrict__ bias,
+                                           float* kept, int row, int V, float a,
                                            float b, int rule, int top_k, float top_p, const int64_t* __restrict__ seed,
                                            int step, int64_t* __restrict__ out) {
   constexpr int kWarps = THREADS / 32;
@@ -155,10 +156,16 @@ __device__ __forceinline__ void sample_row(const float* cond, const float* unc, 
     valid[j] = i < V;
     g[j] = -INFINITY;
     if (valid[j]) {
-      const float c = cond[i], u = unc[i];
-      // explicit roundings: no FMA contraction, the same float32 arithmetic as PyTorch's
-      g[j] = rule == FLEXVAR_GUIDANCE_RAMP ? __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, u))
-                                           : __fadd_rn(u, __fmul_rn(b, __fsub_rn(c, u)));
+      const float bi = bias == nullptr ? 0.f : __ldg(bias + i);
+      const float c = bias == nullptr ? cond[i] : __fadd_rn(cond[i], bi);
+      if (rule == FLEXVAR_GUIDANCE_NONE) {
+        g[j] = c;
+      } else {
+        const float u = bias == nullptr ? unc[i] : __fadd_rn(unc[i], bi);
+        // explicit roundings: no FMA contraction, the same float32 arithmetic as PyTorch's
+        g[j] = rule == FLEXVAR_GUIDANCE_RAMP ? __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, u))
+                                             : __fadd_rn(u, __fmul_rn(b, __fsub_rn(c, u)));
+      }
       if (g[j] > m) m = g[j], am = i;  // i grows with j: the first index wins ties
     }
   }
@@ -287,22 +294,23 @@ __device__ __forceinline__ void cp_async4(float* smem, const float* gmem) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"((unsigned)__cvta_generic_to_shared(smem)), "l"(gmem));
 }
 
-// Row `row`'s conditional and unconditional logits into dst[0, V) and dst[Vp, Vp + V) with asynchronous
-// copies (16 bytes each where the rows are 16-byte aligned), committed as one group.
+// Row `row`'s conditional logits into dst[0, V) and, when `both`, its unconditional ones into
+// dst[Vp, Vp + V) with asynchronous copies (16 bytes each where the rows are 16-byte aligned),
+// committed as one group.
 __device__ __forceinline__ void stage_row(float* dst, const float* logits, int row, int B, int l, int V, int Vp,
-                                          bool wide) {
+                                          bool wide, bool both) {
   const int img = row / l, tok = row % l;
   const float* cond = logits + ((int64_t)img * l + tok) * V;
   const float* unc = logits + ((int64_t)(img + B) * l + tok) * V;
   if (wide) {
     for (int i = 4 * threadIdx.x; i < V; i += 4 * blockDim.x) {
       cp_async16(dst + i, cond + i);
-      cp_async16(dst + Vp + i, unc + i);
+      if (both) cp_async16(dst + Vp + i, unc + i);
     }
   } else {
     for (int i = threadIdx.x; i < V; i += blockDim.x) {
       cp_async4(dst + i, cond + i);
-      cp_async4(dst + Vp + i, unc + i);
+      if (both) cp_async4(dst + Vp + i, unc + i);
     }
   }
   asm volatile("cp.async.commit_group;\n" ::);
@@ -311,12 +319,13 @@ __device__ __forceinline__ void stage_row(float* dst, const float* logits, int r
 // One row per block (grid = rows), logits read from global memory in the row's first phase.
 template <int THREADS, int PER>
 __global__ void __launch_bounds__(THREADS) guided_sample_kernel(
-    const float* __restrict__ logits, int B, int l, int V, float a, float b, int rule, int top_k, float top_p,
-    const int64_t* __restrict__ seed, int step, int64_t* __restrict__ out) {
+    const float* __restrict__ logits, const float* __restrict__ bias, int B, int l, int V, float a, float b, int rule,
+    int top_k, float top_p, const int64_t* __restrict__ seed, int step, int64_t* __restrict__ out) {
   extern __shared__ float kept[];  // V floats: the survivors' masses (top-p), then the kept masses (draw)
   const int row = blockIdx.x, img = row / l, tok = row % l;
-  sample_row<THREADS, PER>(logits + ((int64_t)img * l + tok) * V, logits + ((int64_t)(img + B) * l + tok) * V, kept,
-                           row, V, a, b, rule, top_k, top_p, seed, step, out);
+  const float* cond = logits + ((int64_t)img * l + tok) * V;  // unguided: rows (B, l) of guided logits
+  sample_row<THREADS, PER>(cond, rule == FLEXVAR_GUIDANCE_NONE ? cond : logits + ((int64_t)(img + B) * l + tok) * V,
+                           bias, kept, row, V, a, b, rule, top_k, top_p, seed, step, out);
 }
 
 // More rows than blocks (as many blocks as fit on the SMs at once, one per SM at V = 8912): each
@@ -325,23 +334,25 @@ __global__ void __launch_bounds__(THREADS) guided_sample_kernel(
 // of a row overlap the selection and the draw of the one before (the row's own work is unchanged).
 template <int THREADS, int PER>
 __global__ void __launch_bounds__(THREADS) guided_sample_persistent_kernel(
-    const float* __restrict__ logits, int B, int l, int V, int Vp, bool wide, float a, float b, int rule, int top_k,
-    float top_p, const int64_t* __restrict__ seed, int step, int64_t* __restrict__ out) {
-  extern __shared__ float smem[];  // kept (Vp), then two stages of (cond, unc) (2 Vp each)
+    const float* __restrict__ logits, const float* __restrict__ bias, int B, int l, int V, int Vp, bool wide, float a,
+    float b, int rule, int top_k, float top_p, const int64_t* __restrict__ seed, int step, int64_t* __restrict__ out) {
+  extern __shared__ float smem[];  // kept (Vp), then two stages of (cond, unc) (2 Vp each; cond only unguided)
   float* kept = smem;
-  const int rows = B * l;
+  const bool both = rule != FLEXVAR_GUIDANCE_NONE;
+  const int rows = B * l, stage = both ? 2 * Vp : Vp;
   int row = blockIdx.x;
-  stage_row(smem + Vp, logits, row, B, l, V, Vp, wide);
+  stage_row(smem + Vp, logits, row, B, l, V, Vp, wide, both);
   for (int it = 0; row < rows; ++it, row += gridDim.x) {
-    float* cur = smem + Vp + (it & 1) * 2 * Vp;
+    float* cur = smem + Vp + (it & 1) * stage;
     if (row + gridDim.x < rows) {  // the buffer was last read in iteration it - 1, before its final barrier
-      stage_row(smem + Vp + ((it + 1) & 1) * 2 * Vp, logits, row + gridDim.x, B, l, V, Vp, wide);
+      stage_row(smem + Vp + ((it + 1) & 1) * stage, logits, row + gridDim.x, B, l, V, Vp, wide, both);
       asm volatile("cp.async.wait_group 1;\n" ::);  // all but the group just committed: the current row
     } else {
       asm volatile("cp.async.wait_group 0;\n" ::);
     }
     __syncthreads();  // every thread's copies of the current row have landed
-    sample_row<THREADS, PER>(cur, cur + Vp, kept, row, V, a, b, rule, top_k, top_p, seed, step, out);
+    sample_row<THREADS, PER>(cur, both ? cur + Vp : cur, bias, kept, row, V, a, b, rule, top_k, top_p, seed, step,
+                             out);
     __syncthreads();  // done with cur (and kept) before they are rewritten
   }
 }
@@ -370,13 +381,15 @@ static cudaError_t device_limits(DeviceLimits& lim) {
 }
 
 template <int THREADS, int PER>
-cudaError_t launch(const float* logits, int B, int l, int V, float a, float b, int rule, int top_k, float top_p,
+cudaError_t launch(const float* logits, const float* bias, int B, int l, int V, float a, float b, int rule, int top_k,
+                   float top_p,
                    const int64_t* seed, int step, int64_t* out, cudaStream_t stream) {
   DeviceLimits lim;
   cudaError_t e = device_limits(lim);
   if (e != cudaSuccess) return e;
   const int rows = B * l, Vp = (V + 3) & ~3;
-  const size_t smem_persistent = (size_t)5 * Vp * sizeof(float);
+  // kept + two stages of one row's logits (cond and unc; cond only when unguided)
+  const size_t smem_persistent = (size_t)(rule == FLEXVAR_GUIDANCE_NONE ? 3 : 5) * Vp * sizeof(float);
   auto kernel = guided_sample_persistent_kernel<THREADS, PER>;
   cudaFuncAttributes attr{};
   // from 4 rows per SM on (H100, V = 8912: batch 32's step 10, 8,192 rows, 1,215 vs 1,334 us; at 2 rows per
@@ -392,7 +405,7 @@ cudaError_t launch(const float* logits, int B, int l, int V, float a, float b, i
       return e;
     const int grid = std::min(rows, std::max(1, per_sm) * lim.sms);
     const bool wide = V % 4 == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0;
-    kernel<<<grid, THREADS, smem_persistent, stream>>>(logits, B, l, V, Vp, wide, a, b, rule, top_k, top_p, seed,
+    kernel<<<grid, THREADS, smem_persistent, stream>>>(logits, bias, B, l, V, Vp, wide, a, b, rule, top_k, top_p, seed,
                                                        step, out);
     return cudaGetLastError();
   }
@@ -402,25 +415,26 @@ cudaError_t launch(const float* logits, int B, int l, int V, float a, float b, i
     e = cudaFuncSetAttribute(guided_sample_kernel<THREADS, PER>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
   }
-  guided_sample_kernel<THREADS, PER><<<rows, THREADS, smem, stream>>>(logits, B, l, V, a, b, rule, top_k, top_p,
+  guided_sample_kernel<THREADS, PER><<<rows, THREADS, smem, stream>>>(logits, bias, B, l, V, a, b, rule, top_k, top_p,
                                                                      seed, step, out);
   return cudaGetLastError();
 }
 
 }  // namespace
 
-extern "C" cudaError_t flexvar_guided_sample(const float* logits, int B, int l, int V, double t,
+extern "C" cudaError_t flexvar_guided_sample(const float* logits, const float* bias, int B, int l, int V, double t,
                                              flexvar_guidance_t rule, int top_k, float top_p, const int64_t* seed,
                                              int step, int64_t* out, cudaStream_t stream) {
   if (B < 0 || l < 0 || V < 1 || V > kMaxVocab || top_k < 0) return cudaErrorInvalidValue;
-  if (rule != FLEXVAR_GUIDANCE_RAMP && rule != FLEXVAR_GUIDANCE_CONSTANT) return cudaErrorInvalidValue;
+  if (rule != FLEXVAR_GUIDANCE_RAMP && rule != FLEXVAR_GUIDANCE_CONSTANT && rule != FLEXVAR_GUIDANCE_NONE)
+    return cudaErrorInvalidValue;
   if ((int64_t)B * l == 0) return cudaSuccess;
   if ((int64_t)B * l > INT_MAX) return cudaErrorInvalidValue;
   // the scalars as PyTorch rounds them: (1 + t) and t from double to float32
   const float a = rule == FLEXVAR_GUIDANCE_RAMP ? (float)(1.0 + t) : 0.f, b = (float)t;
-  if (V <= 256) return launch<256, 1>(logits, B, l, V, a, b, rule, top_k, top_p, seed, step, out, stream);
-  if (V <= 1024) return launch<256, 4>(logits, B, l, V, a, b, rule, top_k, top_p, seed, step, out, stream);
-  if (V <= 4096) return launch<512, 8>(logits, B, l, V, a, b, rule, top_k, top_p, seed, step, out, stream);
-  if (V <= 10240) return launch<1024, 10>(logits, B, l, V, a, b, rule, top_k, top_p, seed, step, out, stream);
-  return launch<1024, 16>(logits, B, l, V, a, b, rule, top_k, top_p, seed, step, out, stream);
+  if (V <= 256) return launch<256, 1>(logits, bias, B, l, V, a, b, rule, top_k, top_p, seed, step, out, stream);
+  if (V <= 1024) return launch<256, 4>(logits, bias, B, l, V, a, b, rule, top_k, top_p, seed, step, out, stream);
+  if (V <= 4096) return launch<512, 8>(logits, bias, B, l, V, a, b, rule, top_k, top_p, seed, step, out, stream);
+  if (V <= 10240) return launch<1024, 10>(logits, bias, B, l, V, a, b, rule, top_k, top_p, seed, step, out, stream);
+  return launch<1024, 16>(logits, bias, B, l, V, a, b, rule, top_k, top_p, seed, step, out, stream);
 }

@@ -6,6 +6,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -54,18 +55,26 @@ at::Tensor next_tokens_cuda(const at::Tensor& prev, const at::Tensor& proj, cons
 }
 
 at::Tensor guided_sample_cuda(const at::Tensor& logits, const at::Tensor& seed, double t, int64_t rule, int64_t top_k,
-                              double top_p, int64_t step) {
-  TORCH_CHECK(logits.dim() == 3 && logits.scalar_type() == at::kFloat && logits.size(0) % 2 == 0,
-              "logits must be float32 (2B, l, V)");
+                              double top_p, int64_t step, const std::optional<at::Tensor>& bias) {
+  const bool guided = rule == FLEXVAR_GUIDANCE_NONE;  // (B, l, V) already guided
+  TORCH_CHECK(logits.dim() == 3 && logits.scalar_type() == at::kFloat && (guided || logits.size(0) % 2 == 0),
+              "logits must be float32 (2B, l, V), or (B, l, V) with rule 2 (none)");
   TORCH_CHECK(seed.numel() == 1 && seed.scalar_type() == at::kLong, "seed must be one int64");
   TORCH_CHECK(logits.is_cuda() && seed.device() == logits.device(), "logits and seed must be on one CUDA device");
-  TORCH_CHECK(rule == FLEXVAR_GUIDANCE_RAMP || rule == FLEXVAR_GUIDANCE_CONSTANT, "rule must be 0 (ramp) or 1 (constant)");
+  TORCH_CHECK(rule == FLEXVAR_GUIDANCE_RAMP || rule == FLEXVAR_GUIDANCE_CONSTANT || guided,
+              "rule must be 0 (ramp), 1 (constant) or 2 (none)");
   TORCH_CHECK(top_k >= 0 && top_p >= 0 && top_p <= 1, "top_k >= 0 and 0 <= top_p <= 1");
   const at::cuda::CUDAGuard guard(logits.device());
   auto lg = logits.contiguous();
-  const int64_t B = logits.size(0) / 2, l = logits.size(1), V = logits.size(2);
+  const int64_t B = guided ? logits.size(0) : logits.size(0) / 2, l = logits.size(1), V = logits.size(2);
+  at::Tensor bc;
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == V && bias->scalar_type() == at::kFloat &&
+                    bias->device() == logits.device(), "bias must be float32 (V,) on the logits' device");
+    bc = bias->contiguous();
+  }
   auto out = at::empty({B, l}, logits.options().dtype(at::kLong));
-  C10_CUDA_CHECK(flexvar_guided_sample(lg.data_ptr<float>(), B, l, V, t, static_cast<flexvar_guidance_t>(rule),
+  C10_CUDA_CHECK(flexvar_guided_sample(lg.data_ptr<float>(), bc.defined() ? bc.data_ptr<float>() : nullptr, B, l, V, t, static_cast<flexvar_guidance_t>(rule),
                                        static_cast<int>(std::min<int64_t>(top_k, V)), static_cast<float>(top_p),
                                        seed.data_ptr<int64_t>(), static_cast<int>(step), out.data_ptr<int64_t>(),
                                        at::cuda::getCurrentCUDAStream()));

@@ -2,9 +2,11 @@
  * sorting it. One thread block per (image, token) row (from 4 rows per SM on, persistent blocks that
  * take row after row and copy the next one into shared memory while they sample the current one):
  *
+ *   (cond and uncond: the logits' rows + bias, where a bias is given)
  *   g[v]   = ramp:     (1 + t) * cond[v] - t * uncond[v]     (1 + t and t rounded to float32 from
  *                      double, then float32 products and sum without FMA, as PyTorch computes it)
  *            constant: uncond[v] + t * (cond[v] - uncond[v])
+ *            none:     logits[v] (already guided; the logits are (B, l, V))
  *   top_k = 1 (or V = 1): code = argmax g (first index on ties); nothing else is computed.
  *   survivors: g[v] >= the top_k-th largest g (all of them when top_k = 0 or top_k >= V)
  *   e[v]   = exp(g[v] - max g) on survivors, Z = sum e
@@ -30,13 +32,16 @@
 extern "C" {
 #endif
 
-typedef enum { FLEXVAR_GUIDANCE_RAMP = 0, FLEXVAR_GUIDANCE_CONSTANT = 1 } flexvar_guidance_t;
+typedef enum { FLEXVAR_GUIDANCE_RAMP = 0, FLEXVAR_GUIDANCE_CONSTANT = 1, FLEXVAR_GUIDANCE_NONE = 2 } flexvar_guidance_t;
 
-/* logits: float32 (2B, l, V), rows b < B conditional, b >= B unconditional; seed: one int64 on the
- * device (read by the kernel, so a CUDA graph can be replayed with new seeds); out: int64 (B, l). */
-cudaError_t flexvar_guided_sample(const float* logits, int B, int l, int V, double t, flexvar_guidance_t rule,
-                                  int top_k, float top_p, const int64_t* seed, int step, int64_t* out,
-                                  cudaStream_t stream);
+/* logits: float32 (2B, l, V), rows b < B conditional, b >= B unconditional; with FLEXVAR_GUIDANCE_NONE
+ * (B, l, V) sampled as given (g = logits, t unused: guidance already applied, e.g. to the head's input,
+ * which is linear); bias: NULL or float32 (V,) added to every row of logits first (rounded, as PyTorch's
+ * broadcast add); seed: one int64 on the device (read by the kernel, so a CUDA graph can be replayed
+ * with new seeds); out: int64 (B, l). */
+cudaError_t flexvar_guided_sample(const float* logits, const float* bias, int B, int l, int V, double t,
+                                  flexvar_guidance_t rule, int top_k, float top_p, const int64_t* seed, int step,
+                                  int64_t* out, cudaStream_t stream);
 
 #ifdef __cplusplus
 }
