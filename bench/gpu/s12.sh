@@ -17,6 +17,10 @@
 #                            # against d451168
 #   bash bench/gpu/s12.sh h   # d16 batch 1 and 32 against d451168; bench.precision (bf16, fp16)
 #   bash bench/gpu/s12.sh i   # the final runtime, eager and fast in one run: d16 256-10 with the stage breakdown
+#   bash bench/gpu/s12.sh j   # the guided head input with each half normalised on its own (one fused kernel?):
+#                            # the teacher-forced, greedy and graph-replay tests; d16 batch 1 and 32 against e7aac07
+#                            # (old/); the batch 1 graph replay's kernels (one kernel instead of two per step, no
+#                            # faster: reverted after this call)
 set -uo pipefail
 . bench/gpu/setup.sh
 ab() {  # ab NAME ARGS...: `flexvar bench ARGS` on this checkout, then on old/, in this call
@@ -62,4 +66,12 @@ elif [ "$1" = h ]; then
 elif [ "$1" = i ]; then
   timeout 200 flexvar bench --dtype fp16 --depths 16 --batches 1,32 --schedules 256-10 --impls eager,fast \
     --repeat 7 --out "$OUT/final_d16_256_10.json" 2>&1 | grep -E "^bench: ran|^\| d|rror"
+elif [ "$1" = j ]; then
+  timeout 200 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "low_precision or fp32_greedy or \
+graph_replay" > "$OUT/gpu_tests_j.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_j.log" | tail -4
+  ab head_d16 --depths 16 --batches 1,32
+  timeout 120 python3 -m flexvar.bench.profile_fast --depth d16 --batch 1 --graph --rows 80 2>&1 \
+    | grep -vE "Warning|warn_once" > "$OUT/graph_b1.txt"
+  grep -E "^profile|^by cat" "$OUT/graph_b1.txt"; grep -E "^ *triton" "$OUT/graph_b1.txt" | awk '{print $1, $NF}'
 fi
