@@ -9,8 +9,9 @@ Where they are not built (CI, CPU) the `_ref` versions run and compute the same 
 Ops:
   next_tokens:   codebook lookup through the word_embed-projected codebook + bicubic resize to the
                  next step + word_embed bias + positions, in one pass (include/flexvar/next_tokens.h).
-  guided_sample: classifier-free guidance + top-k + top-p + one seeded draw per token, in one pass
-                 over the vocabulary without sorting it (include/flexvar/guided_sample.h).
+  guided_sample: classifier-free guidance (or none, for logits guided beforehand) + an optional bias +
+                 top-k + top-p + one seeded draw per token, in one pass over the vocabulary without
+                 sorting it (include/flexvar/guided_sample.h).
   qk_norm_cache: a block's attention prologue: split qkv, L2-normalise q and k per head, scale q,
                  write k and v into the token-major KV cache (include/flexvar/qk_norm_cache.h).
   small_step:    every block of one step of few token rows in one cooperative kernel: LayerNorms,
