@@ -7,32 +7,10 @@ cuDNN runs the 3-channel one with an sm80 kernel (649 us at batch 32 in session 
 """
 from __future__ import annotations
 
-import statistics
-
 import torch
 import torch.nn.functional as F
 
-
-def time_graph(fn, calls: int = 10, replays: int = 7) -> float:
-    """Microseconds per call, from a CUDA graph of `calls` calls (median of replays)."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(calls):
-            fn()
-    ts = []
-    for _ in range(replays):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
-        torch.cuda.synchronize()
-        ts.append(a.elapsed_time(b) * 1e3 / calls)
-    return statistics.median(ts)
+from flexvar.bench.attn_backends import time_graph  # us per call, from a CUDA graph of repeated calls
 
 
 def main() -> None:
@@ -43,7 +21,7 @@ def main() -> None:
         w = (torch.randn(3, 128, 3, 3, device="cuda", generator=gen) * 0.03).half()
         b = torch.randn(3, device="cuda", generator=gen).half()
         ref = F.conv2d(x, w, b, padding=1)
-        line = [f"B={B}: 3 ch {time_graph(lambda: F.conv2d(x, w, b, padding=1)):.1f} us"]
+        line = [f"B={B}: 3 ch {time_graph(lambda: F.conv2d(x, w, b, padding=1), 10, 7):.1f} us"]
         for n in (4, 8, 16, 32):
             wp = torch.zeros(n, 128, 3, 3, device="cuda", dtype=w.dtype).contiguous(memory_format=torch.channels_last)
             wp[:3] = w
@@ -51,7 +29,7 @@ def main() -> None:
             bp[:3] = b
             out = F.conv2d(x, wp, bp, padding=1)[:, :3]
             err = ((out.float() - ref.float()).abs().max() / ref.float().abs().max()).item()
-            line.append(f"{n} ch {time_graph(lambda: F.conv2d(x, wp, bp, padding=1)):.1f} us (err {err:.1e})")
+            line.append(f"{n} ch {time_graph(lambda: F.conv2d(x, wp, bp, padding=1), 10, 7):.1f} us (err {err:.1e})")
         print("; ".join(line), flush=True)
 
 
