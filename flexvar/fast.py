@@ -145,8 +145,12 @@ def fc1_gelu(h_NC: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor) -> torch.Te
 def head_input(x_BlC: torch.Tensor, head_B2C: torch.Tensor, w_head: torch.Tensor, eps: float) -> torch.Tensor:
     """The head's input LN(x) (1 + scale) + shift in float32, rounded to the head weight's dtype (one fused
     kernel when compiled). The width comes from the weight: a constant when exported."""
-    x = F.layer_norm(x_BlC.float(), (w_head.shape[1],), eps=eps)
-    return (x * (1 + head_B2C[:, 0:1].float()) + head_B2C[:, 1:2].float()).to(w_head.dtype)
+    return _head_input_f32(x_BlC, head_B2C, w_head.shape[1], eps).to(w_head.dtype)
+
+
+def _head_input_f32(x_BlC: torch.Tensor, head_B2C: torch.Tensor, C: int, eps: float) -> torch.Tensor:
+    x = F.layer_norm(x_BlC.float(), (C,), eps=eps)
+    return x * (1 + head_B2C[:, 0:1].float()) + head_B2C[:, 1:2].float()
 
 
 def guided_head_input(x_2BlC: torch.Tensor, head_2B2C: torch.Tensor, coef_2: torch.Tensor, w_head: torch.Tensor,
@@ -155,9 +159,7 @@ def guided_head_input(x_2BlC: torch.Tensor, head_2B2C: torch.Tensor, coef_2: tor
     in float32, rounded once to the head weight's dtype. The head is linear and a - b = 1 for both rules
     (ramp: a = 1 + t, b = t; constant: a = t, b = t - 1), so the head of this is the guided logits, bias
     included: half the head's rows and logits, and one rounding instead of two."""
-    h = F.layer_norm(x_2BlC.float(), (w_head.shape[1],), eps=eps)
-    h = h * (1 + head_2B2C[:, 0:1].float()) + head_2B2C[:, 1:2].float()
-    cond, uncond = h.chunk(2, dim=0)
+    cond, uncond = _head_input_f32(x_2BlC, head_2B2C, w_head.shape[1], eps).chunk(2, dim=0)
     return (coef_2[0] * cond - coef_2[1] * uncond).to(w_head.dtype)
 
 
