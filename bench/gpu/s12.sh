@@ -21,6 +21,8 @@
 #                            # the teacher-forced, greedy and graph-replay tests; d16 batch 1 and 32 against e7aac07
 #                            # (old/); the batch 1 graph replay's kernels (one kernel instead of two per step, no
 #                            # faster: reverted after this call)
+#   bash bench/gpu/s12.sh k   # after the review (head_input and guided_head_input share _head_input_f32): the
+#                            # teacher-forced, greedy, graph-replay, small_step-graph and in-painting GPU tests
 set -uo pipefail
 . bench/gpu/setup.sh
 ab() {  # ab NAME ARGS...: `flexvar bench ARGS` on this checkout, then on old/, in this call
@@ -74,4 +76,8 @@ graph_replay" > "$OUT/gpu_tests_j.log" 2>&1
   timeout 120 python3 -m flexvar.bench.profile_fast --depth d16 --batch 1 --graph --rows 80 2>&1 \
     | grep -vE "Warning|warn_once" > "$OUT/graph_b1.txt"
   grep -E "^profile|^by cat" "$OUT/graph_b1.txt"; grep -E "^ *triton" "$OUT/graph_b1.txt" | awk '{print $1, $NF}'
+elif [ "$1" = k ]; then
+  timeout 300 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "low_precision or fp32_greedy or \
+graph_replay or small_step_in or inpaint or triton_attention_matches" > "$OUT/gpu_tests_k.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_k.log" | tail -4
 fi
