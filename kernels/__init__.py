@@ -150,6 +150,7 @@ def guided_sample(logits_2BlV: torch.Tensor, seed_1: torch.Tensor, t: float, rul
     (B, l, V) that are already guided (`FastRuntime.guided_logits`); bias_V: float32 (V,) added to every row
     first (the head's bias, so the head GEMM needs no pass of its own for it)."""
     r = RULE_CODES[rule]
+    bias_V = None if bias_V is None else bias_V.float()  # the op takes a float32 bias
     if use_kernel and logits_2BlV.is_cuda and logits_2BlV.shape[-1] <= MAX_SAMPLE_VOCAB and load():
         return torch.ops.flexvar.guided_sample(logits_2BlV.float(), seed_1, float(t), r, int(top_k), float(top_p),
                                                int(step), bias_V)

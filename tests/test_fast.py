@@ -162,6 +162,9 @@ def test_guided_sample_none_samples_guided_logits():
             assert torch.equal(with_bias, unbiased), (rule, top_k, top_p)
     assert not torch.equal(torch.ops.flexvar.guided_sample(both, seed, 0.0, 2, 0, 0.0, 5, bias),
                            torch.ops.flexvar.guided_sample(both, seed, 0.0, 2, 0, 0.0, 5))
+    half = bias.half()  # the wrapper passes the bias on (as float32, which the CUDA op requires)
+    assert torch.equal(K.guided_sample(both, seed, 0.0, "none", 50, 0.9, 5, bias_V=half),
+                       torch.ops.flexvar.guided_sample(both, seed, 0.0, 2, 50, 0.9, 5, half.float()))
 
 
 @pytest.mark.parametrize("guidance", ["ramp", "constant"])

@@ -25,15 +25,6 @@
 #                            # teacher-forced, greedy, graph-replay, small_step-graph and in-painting GPU tests
 set -uo pipefail
 . bench/gpu/setup.sh
-ab() {  # ab NAME ARGS...: `flexvar bench ARGS` on this checkout, then on old/, in this call
-  local name=$1; shift
-  oldpkg
-  for run in new old; do
-    if [ $run = new ]; then pre=""; else pre="env FLEXVAR_KERNELS_CACHE=/tmp/oldk PYTHONPATH=/tmp/oldpkg"; fi
-    (cd /tmp && $pre timeout 150 python3 -m flexvar bench --dtype fp16 --schedules 256-10 --impls fast --repeat 9 \
-      --no-breakdown "$@" --out "$OUT/ab_${name}_$run.json" 2>&1 | grep -E "^bench: ran|^\||rror")
-  done
-}
 if [ "${1:-a}" = a ]; then
   timeout 480 python3 bench/gpu/overlap_probe.py --batches 32 --parts 2,4 --stagger 1,3 2>&1 | grep -v Warning \
     | tee "$OUT/overlap_probe_s12.log" | tail -30

@@ -1,11 +1,22 @@
-# Sourced by the session scripts (bench/gpu/s9.sh, s10.sh, s11.sh) on the device machine, from the repository
+# Sourced by the session scripts (bench/gpu/s9.sh, s10.sh, s11.sh, s12.sh) on the device machine, from the repository
 # root: $OUT and $L (logs), the package installed in place, the CUDA kernels built once; `oldpkg` copies a
 # carried old/ checkout (`git archive REV flexvar kernels bench export engines`) into /tmp/oldpkg as the
-# package layout, for A/B runs with PYTHONPATH=/tmp/oldpkg in the same call.
+# package layout, for A/B runs with PYTHONPATH=/tmp/oldpkg in the same call; `ab NAME ARGS...` runs one such
+# A/B of the fast runtime (since session 12; the earlier scripts spell their A/B runs out, as they ran).
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
 python3 -c "import flexvar.kernels as K; print('kernels built:', K.load())" 2>&1 | tail -3
 oldpkg() {
   rm -rf /tmp/oldpkg && mkdir -p /tmp/oldpkg/flexvar && cp -r old/flexvar/* /tmp/oldpkg/flexvar/ \
     && for d in kernels bench export engines; do cp -r old/$d /tmp/oldpkg/flexvar/$d; done
+}
+ab() {  # ab NAME ARGS...: `flexvar bench ARGS` (256-10, fast) on this checkout, then on old/ (its kernels built apart
+        # in /tmp/oldk), in this call: $OUT/ab_NAME_new.json and ..._old.json
+  local name=$1; shift
+  oldpkg
+  for run in new old; do
+    if [ $run = new ]; then pre=""; else pre="env FLEXVAR_KERNELS_CACHE=/tmp/oldk PYTHONPATH=/tmp/oldpkg"; fi
+    (cd /tmp && $pre timeout 150 python3 -m flexvar bench --dtype fp16 --schedules 256-10 --impls fast --repeat 9 \
+      --no-breakdown "$@" --out "$OUT/ab_${name}_$run.json" 2>&1 | grep -E "^bench: ran|^\||rror")
+  done
 }

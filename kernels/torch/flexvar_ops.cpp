@@ -74,7 +74,8 @@ at::Tensor guided_sample_cuda(const at::Tensor& logits, const at::Tensor& seed, 
     bc = bias->contiguous();
   }
   auto out = at::empty({B, l}, logits.options().dtype(at::kLong));
-  C10_CUDA_CHECK(flexvar_guided_sample(lg.data_ptr<float>(), bc.defined() ? bc.data_ptr<float>() : nullptr, B, l, V, t, static_cast<flexvar_guidance_t>(rule),
+  C10_CUDA_CHECK(flexvar_guided_sample(lg.data_ptr<float>(), bc.defined() ? bc.data_ptr<float>() : nullptr, B, l, V, t,
+                                       static_cast<flexvar_guidance_t>(rule),
                                        static_cast<int>(std::min<int64_t>(top_k, V)), static_cast<float>(top_p),
                                        seed.data_ptr<int64_t>(), static_cast<int>(step), out.data_ptr<int64_t>(),
                                        at::cuda::getCurrentCUDAStream()));
