@@ -4,7 +4,9 @@
         [--backends fast,onnxruntime,aoti] [--engine-dir DIR]
 
 `--dtypes bf16w,fp16w`: float32 with every weight rounded to bf16 / fp16 first, the agreement that
-the weights' rounding alone allows.
+the weights' rounding alone allows; `bf16w-noada` leaves the modulation weights (class embedding and
+every ada_lin, used once per label set) in float32, `bf16w-linears` rounds only the blocks' four GEMM
+weights (qkv, proj, fc1, fc2): the ceiling of any runtime whose block GEMMs read bf16 weights.
 
 one-step code agreement: with the float32 run's codes as the prefix, the fraction of tokens whose
 greedy (guided) code in low precision equals float32's; reported for step 1 of each schedule step
@@ -74,12 +76,26 @@ def _row(backend, name, agree, sched, codes, images, ref) -> dict:
             "psnr_db_vs_fp32_reference": round(psnr(images.cpu(), ref.images), 2)}
 
 
-def fast_row(model, vae, dt, name, labels, sched, p, ref, dev, round_to=None) -> dict:
-    """round_to: compute in float32 (dt) with every weight first rounded to this dtype: what the
-    weights' rounding alone costs, the ceiling of any runtime that stores them in that dtype."""
+ROUNDED = {  # which transformer parameters a `--dtypes` name ending in "w" (or "w-PART") rounds
+    "": lambda name: True,
+    "noada": lambda name: "ada_lin" not in name and not name.startswith("class_emb"),
+    "linears": lambda name: name.startswith("blocks.") and name.endswith(
+        ("mat_qkv.weight", "proj.weight", "fc1.weight", "fc2.weight")),
+}
+
+
+def fast_row(model, vae, dt, name, labels, sched, p, ref, dev, round_to=None, rounded: str = "") -> dict:
+    """round_to: compute in float32 (dt) with weights first rounded to this dtype: what the weights'
+    rounding alone costs, the ceiling of any runtime that stores them in that dtype. rounded: which
+    transformer weights (`ROUNDED`); the tokenizer's are rounded with all of them only."""
     m, v = copy.deepcopy(model), copy.deepcopy(vae)
     if round_to is not None:
-        m, v = m.to(round_to).float(), v.to(round_to).float()
+        with torch.no_grad():
+            for n, prm in m.named_parameters():
+                if ROUNDED[rounded](n):
+                    prm.copy_(prm.to(round_to).float())
+        if not rounded:
+            v = v.to(round_to).float()
     pipe = Pipeline(m, v, device=dev, dtype=dt)
     codes = [c.to(dev) for c in ref.codes]
     logits = fast_teacher_forced(pipe.fast_runtime, labels, codes, sched, p)
@@ -115,13 +131,18 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--backends", default="fast", help="comma list of fast, onnxruntime, aoti")
     ap.add_argument("--dtypes", default="bf16,fp16,fp32",
-                    help="precisions of the fast runtime; bf16w / fp16w: float32 with the weights rounded to bf16 / fp16")
+                    help="precisions of the fast runtime; bf16w / fp16w: float32 with the weights rounded to bf16 / "
+                         "fp16 (bf16w-noada, bf16w-linears: some of them, see above)")
     ap.add_argument("--engine-dtypes", default="bf16,fp16", help="precisions of the engines")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--engine-dir", default=None, help="exported engines per precision (default: a temporary dir)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     args.backends, args.dtypes = args.backends.split(","), args.dtypes.split(",")
+    for name in args.dtypes:
+        base, _, part = name.partition("-")
+        if base not in ("bf16", "fp16", "fp32", "bf16w", "fp16w") or part not in ROUNDED or (part and base[-1] != "w"):
+            ap.error(f"unknown precision {name!r}: bf16, fp16, fp32, bf16w, fp16w, bf16w-noada, bf16w-linears")
     dev = args.device
     model = random_transformer(FlexVARConfig.from_name(args.depth), seed=0, device=dev)
     vae = random_tokenizer(VQVAEConfig.from_name(args.tokenizer), seed=1, device=dev)
@@ -145,9 +166,10 @@ def main(argv=None) -> int:
     for backend in args.backends:
         for name in args.dtypes if backend == "fast" else args.engine_dtypes.split(","):
             try:
-                if backend == "fast" and name in ("bf16w", "fp16w"):
+                if backend == "fast" and name.split("-")[0] in ("bf16w", "fp16w"):
+                    base, _, part = name.partition("-")
                     row = fast_row(model, vae, torch.float32, name, labels, sched, p, ref, dev,
-                                   round_to=dtypes[name[:-1]])
+                                   round_to=dtypes[base[:-1]], rounded=part)
                 elif backend == "fast":
                     row = fast_row(model, vae, dtypes[name], name, labels, sched, p, ref, dev)
                 else:

@@ -172,12 +172,6 @@ def guidance_coefficients(schedule: Schedule, params: SamplingParams) -> torch.T
     return torch.tensor(rows, dtype=torch.float64).float()
 
 
-def _inductor_has_pdl() -> bool:
-    """Whether this torch's Inductor can generate programmatic-dependent-launch code (`triton.enable_pdl`)."""
-    from torch._inductor import config
-    return hasattr(config.triton, "enable_pdl")
-
-
 def _has_mm_out_dtype(device) -> bool:
     """Whether torch.mm takes out_dtype (bf16/fp16 inputs, float32 output) here."""
     try:
@@ -268,8 +262,8 @@ class FastRuntime:
                  compile_blocks: bool | None = None, channels_last: bool | None = None,
                  compile_decoder: bool | None = None, fused_small_steps: bool | None = None,
                  small_step_rows: int = 8, tune: tuple[str, ...] = (), attention: str | None = None,
-                 group_norm_op: bool | None = None, group_norm_min_batch: int = 8, pdl: bool | None = None,
-                 max_plans: int = 8, max_label_sets: int = 64):
+                 group_norm_op: bool | None = None, group_norm_min_batch: int = 8, max_plans: int = 8,
+                 max_label_sets: int = 64):
         """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
         dynamic shapes (once per process), the channels-last decoder compiled per output shape, and
         steps of at most `small_step_rows` token rows (guidance included: batch 1's first two steps at
@@ -284,10 +278,7 @@ class FastRuntime:
         `attend`; "sdpa" (default otherwise) = `qk_norm_cache` + SDPA.
         group_norm_op: for decodes of at least `group_norm_min_batch` images, the decoder's GroupNorms
         (+ SiLU) as the `group_norm_silu` op (Triton kernels; default on CUDA with the kernels on)
-        instead of what Inductor generates for them (faster at batch 32, slower at batch 1 on the H100).
-        pdl: Inductor's Triton kernels and the attention kernels launched as programmatic dependent launches
-        (each may start while the kernel before it ends, and waits for it before touching memory; sm_90+,
-        default on there with the kernels and the compiled blocks on)."""
+        instead of what Inductor generates for them (faster at batch 32, slower at batch 1 on the H100)."""
         if attention not in (None, "step", "triton", "sdpa"):
             raise ValueError(f"attention takes 'step', 'triton' or 'sdpa', not {attention!r}")
         unknown = set(tune) - {"blocks", "decoder"}
@@ -303,9 +294,6 @@ class FastRuntime:
         self.small_step_rows = small_step_rows  # steps of at most this many rows (guidance included) fused
         self.attention = attention or ("step" if cuda and use_kernels else "sdpa")
         self.channels_last = cuda if channels_last is None else channels_last
-        compiled = cuda if compile_blocks is None else compile_blocks
-        pdl_ok = cuda and use_kernels and _attention.pdl_available(self.device)
-        self.pdl = pdl_ok and compiled if pdl is None else bool(pdl) and pdl_ok
         with torch.no_grad():
             book = vae.quantize.normalized().float()
             self.proj_VC = (book @ model.word_embed.weight.float().t()).to(self.dtype).contiguous()
@@ -317,11 +305,10 @@ class FastRuntime:
                 (w[0], w[1], w[2].reshape(-1).contiguous(), *w[3:]) for w in self.block_weights)))
         self.qkv_proj, self.finish_qkv, self.finish_step = qkv_proj, finish_qkv, finish_step
         self.head_input, self.guided_head_input = head_input, guided_head_input
-        pdl_opts = {"triton.enable_pdl": True} if self.pdl and _inductor_has_pdl() else {}
-        if compiled:  # dynamic in the step's tokens and start
-            opts = {**pdl_opts, **({"coordinate_descent_tuning": True} if "blocks" in tune else {})} or None
-            self.head_input = torch.compile(head_input, dynamic=True, options=pdl_opts or None)
-            self.guided_head_input = torch.compile(guided_head_input, dynamic=True, options=pdl_opts or None)
+        if cuda if compile_blocks is None else compile_blocks:  # dynamic in the step's tokens and start
+            opts = {"coordinate_descent_tuning": True} if "blocks" in tune else None
+            self.head_input = torch.compile(head_input, dynamic=True)
+            self.guided_head_input = torch.compile(guided_head_input, dynamic=True)
             self.qkv_proj = torch.compile(qkv_proj, dynamic=True, options=opts)
             self.finish_qkv = torch.compile(finish_qkv, dynamic=True, options=opts)
             self.finish_step = torch.compile(finish_step, dynamic=True, options=opts)
@@ -336,7 +323,7 @@ class FastRuntime:
             # one compile per output shape, paid when a plan is first built
             import torch._dynamo as dynamo
             dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, 64)
-            opts = {**pdl_opts, **({"coordinate_descent_tuning": True} if "decoder" in tune else {})} or None
+            opts = {"coordinate_descent_tuning": True} if "decoder" in tune else None
             self.decoder = torch.compile(self.decoder, dynamic=False, options=opts)
             if self.decoder_gn is not None:
                 self.decoder_gn = torch.compile(self.decoder_gn, dynamic=False, options=opts)
@@ -417,7 +404,7 @@ class FastRuntime:
         fused = self.attention == "step" and _attention.step_kernel_available(qkv, kv)
         for i, (_, _, scale, *second) in enumerate(W):
             if fused:
-                o = _attention.attend_step(qkv, scale, kv[i, 0], kv[i, 1], start, pdl=self.pdl).transpose(1, 2)
+                o = _attention.attend_step(qkv, scale, kv[i, 0], kv[i, 1], start).transpose(1, 2)
             else:
                 q = qk_norm_cache(qkv, scale, kv[i, 0], kv[i, 1], start, use_kernel=self.use_kernels)
                 o = attend(q, kv[i, 0], kv[i, 1], end, kernel=self.attention != "sdpa")

@@ -67,10 +67,9 @@ def kernel_available(q: torch.Tensor) -> bool:
 
 
 def attend(q_BlHd: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, end: int,
-           config: tuple[int, int, int, int] | None = None, pdl: bool = False) -> torch.Tensor:
+           config: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """softmax(q k^T) v over the first `end` cached tokens: (B, l, H, d) contiguous. The Triton kernel
-    where `kernel_available`, else `attend_ref`. config overrides `attend_config` (benchmarks); pdl: launched
-    as a programmatic dependent launch (`pdl_available`)."""
+    where `kernel_available`, else `attend_ref`. config overrides `attend_config` (benchmarks)."""
     if not kernel_available(q_BlHd) or k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
         return attend_ref(q_BlHd, k_cache, v_cache, end)
     B, l, H, d = q_BlHd.shape
@@ -79,15 +78,8 @@ def attend(q_BlHd: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, e
     grid = (triton.cdiv(l, bm), B * H)
     _attend_kernel[grid](q_BlHd, k_cache, v_cache, o, l, end, H,
                          *q_BlHd.stride()[:3], *k_cache.stride()[:3], *v_cache.stride()[:3], *o.stride()[:3],
-                         BLOCK_M=bm, BLOCK_N=bn, D=d, PDL=pdl, num_warps=warps, num_stages=stages, launch_pdl=pdl)
+                         BLOCK_M=bm, BLOCK_N=bn, D=d, num_warps=warps, num_stages=stages)
     return o
-
-
-def pdl_available(device: torch.device) -> bool:
-    """Whether the kernels here can be launched as programmatic dependent launches on this device (sm_90+):
-    such a launch may start while the kernel before it in the stream finishes; the kernel waits
-    (`griddepcontrol.wait`) before its first memory access, so only the launch latency is hidden."""
-    return triton is not None and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
 
 
 def step_kernel_available(qkv_BlC3: torch.Tensor, k_cache: torch.Tensor) -> bool:
@@ -98,12 +90,11 @@ def step_kernel_available(qkv_BlC3: torch.Tensor, k_cache: torch.Tensor) -> bool
 
 
 def attend_step(qkv_BlC3: torch.Tensor, scale_H: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                start: int, config: tuple[int, int, int, int] | None = None, pdl: bool = False) -> torch.Tensor:
+                start: int, config: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """A block's attention from its raw qkv (B, l, 3C): q/k norms, q scale, the step's keys and values
     written into the caches (L, B, H, d) at [start, start + l), attention over [0, start + l):
     (B, l, H, d) contiguous. The Triton kernel where `step_kernel_available`, else `attend_step_ref`.
-    scale_H: the per-head q scale (H or (H, 1)), float32. config overrides `attend_config` (benchmarks); pdl as
-    in `attend`."""
+    scale_H: the per-head q scale (H or (H, 1)), float32. config overrides `attend_config` (benchmarks)."""
     if not step_kernel_available(qkv_BlC3, k_cache) or v_cache.stride(-1) != 1:
         return attend_step_ref(qkv_BlC3, scale_H, k_cache, v_cache, start)
     B, l = qkv_BlC3.shape[:2]
@@ -115,8 +106,7 @@ def attend_step(qkv_BlC3: torch.Tensor, scale_H: torch.Tensor, k_cache: torch.Te
     grid = (n_qb + triton.cdiv(l, bn), B * H)
     _attend_step_kernel[grid](qkv_BlC3, scale_H.float().reshape(H).contiguous(), k_cache, v_cache, o, l, start, H, n_qb,
                               *qkv_BlC3.stride()[:2], *k_cache.stride()[:3], *v_cache.stride()[:3], *o.stride()[:3],
-                              BLOCK_M=bm, BLOCK_N=bn, D=d, PDL=pdl, num_warps=warps, num_stages=stages,
-                              launch_pdl=pdl)
+                              BLOCK_M=bm, BLOCK_N=bn, D=d, num_warps=warps, num_stages=stages)
     return o
 
 
@@ -136,9 +126,7 @@ if triton is not None:
     @triton.jit
     def _attend_kernel(Q, K, V, O, l, end, H,
                        sqb, sqt, sqh, skt, skb, skh, svt, svb, svh, sob, sot, soh,
-                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr, PDL: tl.constexpr):
-        if PDL:  # launched early: wait for the previous kernel's writes (and reads) before touching memory
-            tl.extra.cuda.gdc_wait()
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr):
         pid_m = tl.program_id(0)
         bh = tl.program_id(1)
         b = bh // H
@@ -164,9 +152,7 @@ if triton is not None:
     @triton.jit
     def _attend_step_kernel(QKV, S, K, V, O, l, start, H, n_qb,
                             sxb, sxt, skt, skb, skh, svt, svb, svh, sob, sot, soh,
-                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr, PDL: tl.constexpr):
-        if PDL:  # as in _attend_kernel
-            tl.extra.cuda.gdc_wait()
+                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr):
         pid = tl.program_id(0)
         bh = tl.program_id(1)
         b = bh // H

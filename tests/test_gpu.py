@@ -177,7 +177,7 @@ def test_attention_kernel(dtype, B, l, H, d, L, end):
     """The Triton attention kernel against attend_ref (float32 from the same rounded operands), on the
     fast runtime's views: queries (B, l, H, d), caches (L, B, H, d) of which the first `end` tokens count;
     every default configuration and a few others."""
-    from flexvar.kernels.attention import attend, attend_config, attend_ref, kernel_available, pdl_available
+    from flexvar.kernels.attention import attend, attend_config, attend_ref, kernel_available
     g = torch.Generator("cuda").manual_seed(B * l + end)
     q = torch.nn.functional.normalize(torch.randn(B, l, H, d, device="cuda", generator=g), dim=-1) * 10
     kc = torch.nn.functional.normalize(torch.randn(L, B, H, d, device="cuda", generator=g), dim=-1)
@@ -191,8 +191,6 @@ def test_attention_kernel(dtype, B, l, H, d, L, end):
         out = attend(q, kc, vc, end, cfg)
         assert out.shape == (B, l, H, d) and out.dtype == dtype and out.is_contiguous()
         assert rel_err(out.float(), ref) < (4e-3 if dtype == torch.float16 else 2e-2), cfg
-        if pdl_available(q.device):
-            assert torch.equal(attend(q, kc, vc, end, cfg, pdl=True), out), cfg
 
 
 @pytest.mark.parametrize("attention", ["step", "triton"])
@@ -218,8 +216,7 @@ def test_fast_triton_attention_matches_sdpa(models, attention):
 def test_attend_step_kernel(dtype, B, l, H, d, L, start):
     """The fused Triton attention step against attend_step_ref: the output, the step's normalised keys
     and values in the caches, the cache outside [start, start + l) untouched."""
-    from flexvar.kernels.attention import (attend_config, attend_step, attend_step_ref, pdl_available,
-                                           step_kernel_available)
+    from flexvar.kernels.attention import attend_config, attend_step, attend_step_ref, step_kernel_available
     g = torch.Generator("cuda").manual_seed(B * l + start)
     qkv = (torch.randn(B, l, 3 * H * d, device="cuda", generator=g) * 3).to(dtype)
     scale = torch.rand(H, 1, device="cuda", generator=g) * 20 + 1
@@ -236,10 +233,6 @@ def test_attend_step_kernel(dtype, B, l, H, d, L, start):
         assert torch.equal(v2, vc_ref) and torch.equal(k2[:start], kc[:start]) and torch.equal(k2[start + l:], kc[start + l:])
         ulps = (k2[start:start + l].float() - kc_ref[start:start + l].float()).abs().max()
         assert ulps <= (1e-3 if dtype == torch.float16 else 8e-3)  # a rounding step at most
-        if pdl_available(qkv.device):  # launched as a programmatic dependent launch: the same bits
-            k3, v3 = kc.clone(), vc.clone()
-            assert torch.equal(attend_step(qkv, scale, k3, v3, start, cfg, pdl=True), out), cfg
-            assert torch.equal(k3, k2) and torch.equal(v3, v2)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -361,24 +354,6 @@ def test_graph_replay_equals_eager_bf16(models):
     assert torch.equal(a_img, b_img)
     again = g.generate([5, 6], sched, p, 11)[0]  # replay is reproducible
     assert all(torch.equal(x, y) for x, y in zip(a, again))
-
-
-def test_graph_replay_with_pdl_equals_without(models):
-    """Programmatic dependent launches (Inductor's kernels and the attention) change when kernels start, not
-    what they compute: fp16 codes and images of graph replays are bitwise those of a runtime without them."""
-    from flexvar.kernels.attention import pdl_available
-    if not pdl_available(torch.device("cuda")):
-        pytest.skip("programmatic dependent launch needs sm_90+ and Triton")
-    model, vae = copy.deepcopy(models[0]).half(), copy.deepcopy(models[1]).half()
-    sched, p = Schedule.parse("256-10"), SamplingParams()
-    on, off = FastRuntime(model, vae, pdl=True), FastRuntime(model, vae, pdl=False)
-    assert on.pdl and not off.pdl
-    b = [c.clone() for c in off.generate([5, 6, 7], sched, p, 3)[0]]
-    b_img = off._plans[next(iter(off._plans))].image.clone()
-    for _ in range(3):  # capture, then replays
-        a, a_img = on.generate([5, 6, 7], sched, p, 3)
-        assert all(torch.equal(x, y) for x, y in zip(a, b))
-        assert torch.equal(a_img, b_img)
 
 
 def test_inpaint_with_cuda_graphs_equals_reference(models):

@@ -31,3 +31,25 @@ def test_weights_rounding_rows_cpu(tmp_path):
     rows = {r["dtype"]: r for r in json.loads(out.read_text())["rows"]}
     assert set(rows) == {"bf16w", "fp16w"} and all("error" not in r for r in rows.values()), rows
     assert 20 < rows["bf16w"]["psnr_db_vs_fp32_reference"] < rows["fp16w"]["psnr_db_vs_fp32_reference"] < 200, rows
+
+
+def test_partial_rounding_selects_the_named_weights():
+    """bf16w-linears rounds exactly the blocks' four GEMM weights; bf16w-noada everything but the class
+    embedding and the ada_lin layers."""
+    from flexvar.config import FlexVARConfig
+    from flexvar.random_weights import random_transformer
+    m = random_transformer(FlexVARConfig.from_name("tiny"), seed=0, device="cpu")
+    names = [n for n, _ in m.named_parameters()]
+    linears = [n for n in names if precision.ROUNDED["linears"](n)]
+    assert len(linears) == 4 * m.cfg.depth
+    assert {n.rsplit(".", 2)[-2] for n in linears} == {"mat_qkv", "proj", "fc1", "fc2"}
+    kept = [n for n in names if not precision.ROUNDED["noada"](n)]
+    assert kept and all("ada_lin" in n or n.startswith("class_emb") for n in kept)
+    assert any(n.startswith("head_nm.ada_lin") for n in kept) and "class_emb.weight" in kept
+
+
+def test_unknown_precision_is_a_usage_error(capsys):
+    import pytest
+    with pytest.raises(SystemExit) as e:
+        precision.main(["--device", "cpu", "--dtypes", "bf16w-heads"])
+    assert e.value.code == 2 and "unknown precision 'bf16w-heads'" in capsys.readouterr().err

@@ -4,8 +4,15 @@
 #                            # off in one process (impls fast, fast-nopdl): d16 batch 1 and 32
 #   bash bench/gpu/s13.sh b   # the attention, PDL, greedy, graph-replay, teacher-forced and in-painting GPU tests;
 #                            # d24 batch 1 with and without PDL
+#   (a ran at 6eebb8d's runtime; then, in one more call, `flexvar bench --dtype fp16 --schedules 256-10 --impls
+#    fast-nopdl,fast,fast-nopdl,fast --repeat 9 --no-breakdown --depths 16 --batches 1`. No gain: the PDL switch
+#    was reverted and b was never run; both fail at later commits, which have no fast-nopdl variant)
 #   bash bench/gpu/s13.sh c   # cuBLASLt's algorithms for the block GEMMs at batch 1, d16 and d24 widths
 #                            # (bench/gpu/lt_probe.cu: the heuristic's first against the fastest of up to 32)
+#   bash bench/gpu/s13.sh d   # guided_sample's GPU tests; the schedule table (256 px 6-13 steps at batch 1-64;
+#                            # 384-11, 512-12, 1:2 at batch 1 and 32) on the current runtime
+#   bash bench/gpu/s13.sh e   # tests/test_gpu_engines.py with onnxruntime-gpu (carried into /tmp/site first, as
+#                            # ../shared/hooks/gpu-wheels.sh prints); d20 256-10 at batch 1 and 32
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}
 [ "${1:-a}" = c ] || . bench/gpu/setup.sh
@@ -32,4 +39,23 @@ if [ "${1:-a}" = c ]; then  # cuBLASLt's algorithms for the block GEMMs at batch
   echo "header $H lib $LIB"
   nvcc -O2 -arch=sm_90 -o /tmp/lt_probe bench/gpu/lt_probe.cu -I"$(dirname "$H")" -L"$(dirname "$LIB")" -l:"$(basename "$LIB")" -Xlinker -rpath="$(dirname "$LIB")" 2>&1 | grep -v Warning | head -20
   for c in 1024 1536; do /tmp/lt_probe $c | tee "$OUT/lt_probe_$c.log"; done
+fi
+if [ "${1:-a}" = d ]; then  # guided_sample's stage_row (no unconditional address for rule "none"): its GPU tests;
+                            # the schedule table on the current runtime, eager and fast in one run each
+  timeout 100 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "guided_sample" \
+    > "$OUT/gpu_tests_d.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_d.log" | tail -4
+  timeout 220 flexvar bench --dtype fp16 --depths 16 --batches 1,8,32,64 --schedules '256-6;256-8;256-10;256-13' \
+    --impls eager,fast --repeat 5 --no-breakdown --out "$OUT/d16_256px.json" 2>&1 | grep -E "^bench: ran|^\||rror"
+  timeout 200 flexvar bench --dtype fp16 --depths 16 --batches 1,32 \
+    --schedules '384-11;512-12;1x2,2x4,3x6,4x8,5x10,6x12,8x16,10x20,13x26,16x32' --impls eager,fast --repeat 5 \
+    --no-breakdown --out "$OUT/d16_384_512_wide.json" 2>&1 | grep -E "^bench: ran|^\||rror"
+fi
+if [ "${1:-a}" = e ]; then  # tests/test_gpu_engines.py with onnxruntime-gpu 1.31.1 (carried before, in /tmp/site);
+                            # d20 256-10, eager and fast
+  PYTHONPATH=/tmp/site timeout 300 python3 -m pytest -m gpu tests/test_gpu_engines.py -q -rs -p no:cacheprovider \
+    > "$OUT/gpu_engines.log" 2>&1
+  echo "engine tests rc=$?"; grep -E "passed|failed|Error|skipped|SKIP" "$OUT/gpu_engines.log" | tail -6
+  timeout 200 flexvar bench --dtype fp16 --depths 20 --batches 1,32 --schedules 256-10 --impls eager,fast \
+    --repeat 5 --no-breakdown --out "$OUT/d20.json" 2>&1 | grep -E "^bench: ran|^\||rror"
 fi

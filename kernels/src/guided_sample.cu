@@ -301,7 +301,7 @@ __device__ __forceinline__ void stage_row(float* dst, const float* logits, int r
                                           bool wide, bool both) {
   const int img = row / l, tok = row % l;
   const float* cond = logits + ((int64_t)img * l + tok) * V;
-  const float* unc = logits + ((int64_t)(img + B) * l + tok) * V;
+  const float* unc = both ? logits + ((int64_t)(img + B) * l + tok) * V : cond;  // (rule "none": one row per token)
   if (wide) {
     for (int i = 4 * threadIdx.x; i < V; i += 4 * blockDim.x) {
       cp_async16(dst + i, cond + i);
