@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     for name in args.dtypes:
         base, _, part = name.partition("-")
         if base not in ("bf16", "fp16", "fp32", "bf16w", "fp16w") or part not in ROUNDED or (part and base[-1] != "w"):
-            ap.error(f"unknown precision {name!r}: bf16, fp16, fp32, bf16w, fp16w, bf16w-noada, bf16w-linears")
+            ap.error(f"unknown precision {name!r}: bf16, fp16, fp32, or bf16w / fp16w, alone or with -noada or -linears")
     dev = args.device
     model = random_transformer(FlexVARConfig.from_name(args.depth), seed=0, device=dev)
     vae = random_tokenizer(VQVAEConfig.from_name(args.tokenizer), seed=1, device=dev)

@@ -13,6 +13,8 @@
 #                            # 384-11, 512-12, 1:2 at batch 1 and 32) on the current runtime
 #   bash bench/gpu/s13.sh e   # tests/test_gpu_engines.py with onnxruntime-gpu (carried into /tmp/site first, as
 #                            # ../shared/hooks/gpu-wheels.sh prints); d20 256-10 at batch 1 and 32
+#   bash bench/gpu/s13.sh f   # the final code: all of tests/test_gpu.py
+#   bash bench/gpu/s13.sh g   # the final code: the CUDA C++ host test
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}
 [ "${1:-a}" = c ] || . bench/gpu/setup.sh
@@ -58,4 +60,12 @@ if [ "${1:-a}" = e ]; then  # tests/test_gpu_engines.py with onnxruntime-gpu 1.3
   echo "engine tests rc=$?"; grep -E "passed|failed|Error|skipped|SKIP" "$OUT/gpu_engines.log" | tail -6
   timeout 200 flexvar bench --dtype fp16 --depths 20 --batches 1,32 --schedules 256-10 --impls eager,fast \
     --repeat 5 --no-breakdown --out "$OUT/d20.json" 2>&1 | grep -E "^bench: ran|^\||rror"
+fi
+if [ "${1:-a}" = f ]; then  # the final code: all of tests/test_gpu.py
+  timeout 500 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider > "$OUT/gpu_tests_f.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_f.log" | tail -8
+fi
+if [ "${1:-a}" = g ]; then  # the final code: the CUDA C++ host test
+  timeout 420 python3 -m pytest -m gpu tests/test_gpu_host.py -q -p no:cacheprovider > "$OUT/gpu_host.log" 2>&1
+  echo "host tests rc=$?"; grep -E "passed|failed|Error|skipped" "$OUT/gpu_host.log" | tail -6
 fi
