@@ -43,7 +43,7 @@ from .kernels import guided_sample, next_tokens, qk_norm_cache, small_step, smal
 from .kernels import load as load_kernels
 from .kv_cache import KVCache
 from .model import FlexVAR
-from .sampling import SamplingParams, guidance_weight, step_top_k
+from .sampling import SamplingParams, guidance_weight, guide, step_top_k
 from .schedule import Schedule
 from .vqvae import VQVAE, AttnBlock, spatial_attention
 
@@ -164,12 +164,13 @@ def guided_head_input(x_2BlC: torch.Tensor, head_2B2C: torch.Tensor, coef_2: tor
 
 
 def guidance_coefficients(schedule: Schedule, params: SamplingParams) -> torch.Tensor:
-    """(steps, 2) float32: each step's (a, b) of `guided_head_input` (its guidance weight t by `guidance_weight`)."""
-    rows = []
-    for si, hw in enumerate(schedule):
-        t = guidance_weight(si, len(schedule), hw, params)
-        rows.append((1 + t, t) if params.guidance == "ramp" else (t, t - 1))
-    return torch.tensor(rows, dtype=torch.float64).float()
+    """(steps, 2) float32: each step's (a, b) of `guided_head_input`, read off `sampling.guide` (the rules'
+    one definition) at its guidance weight t (`guidance_weight`): guiding a conditional row (1, 0) and an
+    unconditional row (0, 1) gives (a, -b)."""
+    unit = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]], dtype=torch.float64)  # (2, 1, 2): cond, uncond
+    rows = [guide(unit, guidance_weight(si, len(schedule), hw, params), params.guidance)[0, 0] * torch.tensor([1, -1])
+            for si, hw in enumerate(schedule)]
+    return torch.stack(rows).float() + 0.0  # (+ 0.0: b = -0.0 at t = 0 becomes 0.0)
 
 
 def _has_mm_out_dtype(device) -> bool:
@@ -429,14 +430,16 @@ class FastRuntime:
     def logits(self, x_BlC: torch.Tensor, head_B2C: torch.Tensor) -> torch.Tensor:
         """Head in the model's dtype with float32 logits (bf16/fp16 GEMM with fp32 output on CUDA)."""
         x = self.head_input(x_BlC, head_B2C, self.head_w, self.model.cfg.norm_eps)
-        B, l, C = x.shape
+        return (self._head_mm(x) + self.head_b).view(*x.shape[:2], -1)
+
+    def _head_mm(self, x_BlC: torch.Tensor) -> torch.Tensor:
+        """x W_head^T without the bias, float32 (N, V) from the head's input in the weight's dtype."""
+        x = x_BlC.reshape(-1, x_BlC.shape[-1])
         if self.dtype == torch.float32:
-            out = x.reshape(-1, C) @ self.head_w.t()
-        elif self._mm_fp32_out:
-            out = torch.mm(x.reshape(-1, C), self.head_w.t(), out_dtype=torch.float32)
-        else:
-            out = (x.reshape(-1, C) @ self.head_w.t()).float()
-        return (out + self.head_b).view(B, l, -1)
+            return x @ self.head_w.t()
+        if self._mm_fp32_out:
+            return torch.mm(x, self.head_w.t(), out_dtype=torch.float32)
+        return (x @ self.head_w.t()).float()
 
     def guided_logits(self, x_2BlC: torch.Tensor, head_2B2C: torch.Tensor, coef_2: torch.Tensor,
                       bias: bool = True) -> torch.Tensor:
@@ -445,15 +448,8 @@ class FastRuntime:
         bias out, for `guided_sample` to add as it loads the row (no pass over the logits for it: with
         out_dtype, torch.addmm writes the broadcast bias into the output before the GEMM)."""
         x = self.guided_head_input(x_2BlC, head_2B2C, coef_2, self.head_w, self.model.cfg.norm_eps)
-        B, l, C = x.shape
-        x = x.reshape(-1, C)
-        if self.dtype == torch.float32:
-            out = x @ self.head_w.t()
-        elif self._mm_fp32_out:
-            out = torch.mm(x, self.head_w.t(), out_dtype=torch.float32)
-        else:
-            out = (x @ self.head_w.t()).float()
-        return (out + self.head_b if bias else out).view(B, l, -1)
+        out = self._head_mm(x)
+        return (out + self.head_b if bias else out).view(*x.shape[:2], -1)
 
     # ---- the whole generation on a plan's buffers --------------------------------------------
     def _body(self, plan: _Plan, stage=None) -> None:

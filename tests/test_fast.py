@@ -168,6 +168,20 @@ def test_guided_sample_none_samples_guided_logits():
 
 
 @pytest.mark.parametrize("guidance", ["ramp", "constant"])
+def test_guidance_coefficients_sum_to_one(guidance):
+    """(a, b) per step are the rule's weights on (cond, uncond): ramp (1 + t, t), constant (t, t - 1); a - b = 1,
+    which lets the head's bias be added once after guiding its input."""
+    sched, p = Schedule.parse("256-10"), SamplingParams(cfg=2.5, guidance=guidance)
+    coef = guidance_coefficients(sched, p)
+    ts = torch.tensor([guidance_weight(si, len(sched), hw, p) for si, hw in enumerate(sched)], dtype=torch.float64)
+    want = torch.stack((1 + ts, ts) if guidance == "ramp" else (ts, ts - 1), dim=1).float()
+    assert coef.dtype == torch.float32 and torch.equal(coef, want)
+    assert torch.allclose(coef[:, 0] - coef[:, 1], torch.ones(len(sched)))
+    if guidance == "ramp":  # t = 0 at the first step: b is +0.0, not -0.0
+        assert coef[0, 1] == 0 and not torch.signbit(coef).any()
+
+
+@pytest.mark.parametrize("guidance", ["ramp", "constant"])
 def test_guided_logits_are_the_guided_head(pipe_test, guidance):
     """`guided_logits` (guidance on the head's input) = guiding the two halves' logits, every step's weight."""
     rt = FastRuntime(pipe_test.model, pipe_test.vae, use_graphs=False)

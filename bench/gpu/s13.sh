@@ -15,6 +15,8 @@
 #                            # ../shared/hooks/gpu-wheels.sh prints); d20 256-10 at batch 1 and 32
 #   bash bench/gpu/s13.sh f   # the final code: all of tests/test_gpu.py
 #   bash bench/gpu/s13.sh g   # the final code: the CUDA C++ host test
+#   bash bench/gpu/s13.sh h   # after the review: the sampling, greedy, graph-replay, teacher-forced and in-painting
+#                            # GPU tests (then g again: the host links the sampling kernel)
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}
 [ "${1:-a}" = c ] || . bench/gpu/setup.sh
@@ -47,11 +49,7 @@ if [ "${1:-a}" = d ]; then  # guided_sample's stage_row (no unconditional addres
   timeout 100 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "guided_sample" \
     > "$OUT/gpu_tests_d.log" 2>&1
   echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_d.log" | tail -4
-  timeout 220 flexvar bench --dtype fp16 --depths 16 --batches 1,8,32,64 --schedules '256-6;256-8;256-10;256-13' \
-    --impls eager,fast --repeat 5 --no-breakdown --out "$OUT/d16_256px.json" 2>&1 | grep -E "^bench: ran|^\||rror"
-  timeout 200 flexvar bench --dtype fp16 --depths 16 --batches 1,32 \
-    --schedules '384-11;512-12;1x2,2x4,3x6,4x8,5x10,6x12,8x16,10x20,13x26,16x32' --impls eager,fast --repeat 5 \
-    --no-breakdown --out "$OUT/d16_384_512_wide.json" 2>&1 | grep -E "^bench: ran|^\||rror"
+  schedule_tables  # (moved into setup.sh by the review; the same two commands ran)
 fi
 if [ "${1:-a}" = e ]; then  # tests/test_gpu_engines.py with onnxruntime-gpu 1.31.1 (carried before, in /tmp/site);
                             # d20 256-10, eager and fast
@@ -68,4 +66,11 @@ fi
 if [ "${1:-a}" = g ]; then  # the final code: the CUDA C++ host test
   timeout 420 python3 -m pytest -m gpu tests/test_gpu_host.py -q -p no:cacheprovider > "$OUT/gpu_host.log" 2>&1
   echo "host tests rc=$?"; grep -E "passed|failed|Error|skipped" "$OUT/gpu_host.log" | tail -6
+fi
+if [ "${1:-a}" = h ]; then  # after the review (guided_sample's row addresses in one helper; the head GEMM and the
+                            # guidance coefficients shared): sampling, greedy, graph-replay, teacher-forced,
+                            # in-painting GPU tests
+  timeout 450 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "guided_sample or greedy or \
+graph_replay or small_step_in or low_precision or triton_attention_matches or inpaint" > "$OUT/gpu_tests_h.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_h.log" | tail -8
 fi

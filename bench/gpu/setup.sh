@@ -1,8 +1,9 @@
-# Sourced by the session scripts (bench/gpu/s9.sh, s10.sh, s11.sh, s12.sh) on the device machine, from the repository
+# Sourced by the session scripts (bench/gpu/s9.sh to s13.sh) on the device machine, from the repository
 # root: $OUT and $L (logs), the package installed in place, the CUDA kernels built once; `oldpkg` copies a
 # carried old/ checkout (`git archive REV flexvar kernels bench export engines`) into /tmp/oldpkg as the
 # package layout, for A/B runs with PYTHONPATH=/tmp/oldpkg in the same call; `ab NAME ARGS...` runs one such
-# A/B of the fast runtime (since session 12; the earlier scripts spell their A/B runs out, as they ran).
+# A/B of the fast runtime (since session 12; the earlier scripts spell their A/B runs out, as they ran);
+# `schedule_tables` runs the README's schedule table, eager and fast (since session 13; s8 and s11 spell it out).
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
 python3 -c "import flexvar.kernels as K; print('kernels built:', K.load())" 2>&1 | tail -3
@@ -19,4 +20,12 @@ ab() {  # ab NAME ARGS...: `flexvar bench ARGS` (256-10, fast) on this checkout,
     (cd /tmp && $pre timeout 150 python3 -m flexvar bench --dtype fp16 --schedules 256-10 --impls fast --repeat 9 \
       --no-breakdown "$@" --out "$OUT/ab_${name}_$run.json" 2>&1 | grep -E "^bench: ran|^\||rror")
   done
+}
+schedule_tables() {  # d16 at 256 px, 6-13 steps, batch 1-64; 384-11, 512-12 and 1:2 at batch 1 and 32:
+                    # $OUT/d16_256px.json and $OUT/d16_384_512_wide.json (+ .png)
+  timeout 220 flexvar bench --dtype fp16 --depths 16 --batches 1,8,32,64 --schedules '256-6;256-8;256-10;256-13' \
+    --impls eager,fast --repeat 5 --no-breakdown --out "$OUT/d16_256px.json" 2>&1 | grep -E "^bench: ran|^\||rror"
+  timeout 200 flexvar bench --dtype fp16 --depths 16 --batches 1,32 \
+    --schedules '384-11;512-12;1x2,2x4,3x6,4x8,5x10,6x12,8x16,10x20,13x26,16x32' --impls eager,fast --repeat 5 \
+    --no-breakdown --out "$OUT/d16_384_512_wide.json" 2>&1 | grep -E "^bench: ran|^\||rror"
 }

@@ -2,9 +2,10 @@
 // One block per row (256 to 1024 threads by vocabulary size); thread t holds g[t + THREADS j] in
 // registers (PER values); from 4 rows per SM on, persistent blocks that stage the next row's logits
 // in shared memory (cp.async) while they sample the current one. The k-th largest is found by a
-// 3-pass radix select (integer histograms in shared memory); the top-p cut, when the survivors fit one per thread, by sorting them (bitonic)
-// and scanning their masses in descending order, else by a 31-step bisection over the survivors
-// packed into shared memory in a fixed order; the draw scans the kept masses in vocabulary order.
+// 3-pass radix select (integer histograms in shared memory); the top-p cut, when the survivors fit
+// one per thread, by sorting them (bitonic) and scanning their masses in descending order, else by a
+// 31-step bisection over the survivors packed into shared memory in a fixed order; the draw scans the
+// kept masses in vocabulary order.
 #include "flexvar/guided_sample.h"
 
 #include <algorithm>
@@ -135,9 +136,9 @@ __device__ __forceinline__ float sort_desc(float v, float* buf) {
 // shared-memory copy staged by the persistent kernel); kept is V floats of shared memory.
 template <int THREADS, int PER>
 __device__ __forceinline__ void sample_row(const float* cond, const float* unc, const float* __restrict__ bias,
-                                           float* kept, int row, int V, float a,
-                                           float b, int rule, int top_k, float top_p, const int64_t* __restrict__ seed,
-                                           int step, int64_t* __restrict__ out) {
+                                           float* kept, int row, int V, float a, float b, int rule, int top_k,
+                                           float top_p, const int64_t* __restrict__ seed, int step,
+                                           int64_t* __restrict__ out) {
   constexpr int kWarps = THREADS / 32;
   __shared__ int hist[kRadixBins];
   __shared__ float redf[kWarps];
@@ -294,14 +295,25 @@ __device__ __forceinline__ void cp_async4(float* smem, const float* gmem) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"((unsigned)__cvta_generic_to_shared(smem)), "l"(gmem));
 }
 
+// Sampled row `row` (image row / l, token row % l): its conditional logits, and its unconditional ones
+// (image + B) when `both`; with rule "none" (not both) the logits are (B, l, V) and unc = cond.
+struct RowLogits {
+  const float* cond;
+  const float* unc;
+};
+__device__ __forceinline__ RowLogits row_logits(const float* logits, int row, int B, int l, int V, bool both) {
+  const int img = row / l, tok = row % l;
+  const float* cond = logits + ((int64_t)img * l + tok) * V;
+  return {cond, both ? logits + ((int64_t)(img + B) * l + tok) * V : cond};
+}
+
 // Row `row`'s conditional logits into dst[0, V) and, when `both`, its unconditional ones into
 // dst[Vp, Vp + V) with asynchronous copies (16 bytes each where the rows are 16-byte aligned),
 // committed as one group.
 __device__ __forceinline__ void stage_row(float* dst, const float* logits, int row, int B, int l, int V, int Vp,
                                           bool wide, bool both) {
-  const int img = row / l, tok = row % l;
-  const float* cond = logits + ((int64_t)img * l + tok) * V;
-  const float* unc = both ? logits + ((int64_t)(img + B) * l + tok) * V : cond;  // (rule "none": one row per token)
+  const RowLogits r = row_logits(logits, row, B, l, V, both);
+  const float *cond = r.cond, *unc = r.unc;
   if (wide) {
     for (int i = 4 * threadIdx.x; i < V; i += 4 * blockDim.x) {
       cp_async16(dst + i, cond + i);
@@ -322,10 +334,9 @@ __global__ void __launch_bounds__(THREADS) guided_sample_kernel(
     const float* __restrict__ logits, const float* __restrict__ bias, int B, int l, int V, float a, float b, int rule,
     int top_k, float top_p, const int64_t* __restrict__ seed, int step, int64_t* __restrict__ out) {
   extern __shared__ float kept[];  // V floats: the survivors' masses (top-p), then the kept masses (draw)
-  const int row = blockIdx.x, img = row / l, tok = row % l;
-  const float* cond = logits + ((int64_t)img * l + tok) * V;  // unguided: rows (B, l) of guided logits
-  sample_row<THREADS, PER>(cond, rule == FLEXVAR_GUIDANCE_NONE ? cond : logits + ((int64_t)(img + B) * l + tok) * V,
-                           bias, kept, row, V, a, b, rule, top_k, top_p, seed, step, out);
+  const int row = blockIdx.x;
+  const RowLogits r = row_logits(logits, row, B, l, V, rule != FLEXVAR_GUIDANCE_NONE);
+  sample_row<THREADS, PER>(r.cond, r.unc, bias, kept, row, V, a, b, rule, top_k, top_p, seed, step, out);
 }
 
 // More rows than blocks (as many blocks as fit on the SMs at once, one per SM at V = 8912): each
@@ -382,8 +393,7 @@ static cudaError_t device_limits(DeviceLimits& lim) {
 
 template <int THREADS, int PER>
 cudaError_t launch(const float* logits, const float* bias, int B, int l, int V, float a, float b, int rule, int top_k,
-                   float top_p,
-                   const int64_t* seed, int step, int64_t* out, cudaStream_t stream) {
+                   float top_p, const int64_t* seed, int step, int64_t* out, cudaStream_t stream) {
   DeviceLimits lim;
   cudaError_t e = device_limits(lim);
   if (e != cudaSuccess) return e;
