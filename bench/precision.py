@@ -49,16 +49,17 @@ def fast_teacher_forced(rt, labels, codes, sched, p: SamplingParams = SamplingPa
     generation samples), given codes."""
     from flexvar.kv_cache import KVCache
     cfg, B = rt.model.cfg, len(labels)
-    cond, blocks, head = rt.modulation(tuple(labels) + (cfg.null_class,) * B)
+    both = tuple(labels) + (cfg.null_class,) * B
+    cond, blocks, head = rt.modulation(both)
     cache = KVCache(cfg.depth, sched.total_tokens, 2 * B, cfg.heads, cfg.head_dim, rt.dtype, rt.device)
     coef = guidance_coefficients(sched, p).to(rt.device)
     out = []
     for si, hw in enumerate(sched):
-        if si == 0:
-            x = cond[:, None].float() + rt.model.pos_start.float() + rt.positions(hw)[None].float()
+        if si == 0:  # the first-step table where the runtime has one
+            x = rt.first_step_rows(hw, torch.tensor(both, device=rt.device), cond, blocks, cache.kv)
         else:
-            x = rt.next_tokens(codes[si - 1], hw).float().repeat(2, 1, 1)
-        x = rt.transformer(x, blocks, cache.kv, sched.offsets[si])
+            x = rt.transformer(rt.next_tokens(codes[si - 1], hw).float().repeat(2, 1, 1), blocks, cache.kv,
+                               sched.offsets[si])
         out.append(rt.guided_logits(x, head, coef[si]))
     return out
 

@@ -2,7 +2,10 @@
 
 Per model: the codebook projected through word_embed, (V, C), so a step's input tokens are
 bicubic-resized projected codes + bias + positions (word_embed is linear and bicubic weights
-sum to one). Per label set: every block's modulation and the head's (cached). Per schedule:
+sum to one). Per model and first scale, on CUDA: the first step of every label, null class included
+(`FastRuntime.first_step`): its input depends on the label alone, so a generation copies its keys,
+values and last block output out of a table instead of running it. Per label set: every block's
+modulation and the head's (cached). Per schedule:
 the positions of every step. Per (schedule, batch, sampling parameters): static buffers, a
 preallocated KV cache and, on CUDA, one CUDA graph of the whole generation (all steps,
 guidance, sampling, decode) that is replayed afterwards.
@@ -244,6 +247,7 @@ class _Plan:
     B: int
     params: SamplingParams
     decode: bool
+    labels: torch.Tensor  # (2B,) int64: the labels, then the null class B times
     cond: torch.Tensor  # (2B, C)
     blocks: torch.Tensor  # (depth, 2B, 6, C)
     head: torch.Tensor  # (2B, 2, C)
@@ -253,6 +257,7 @@ class _Plan:
     codes: list  # (B, h, w) int64 per step
     image: torch.Tensor | None  # (B, H, W, 3) uint8
     forced: list | None = None  # per step (codes (B, h, w) int64, keep (B, h, w) bool), image-to-image
+    first: tuple | None = None  # `FastRuntime.first_step` of the first scale (held while a graph reads it)
     graph: object = None
 
 
@@ -264,7 +269,8 @@ class FastRuntime:
                  compile_decoder: bool | None = None, fused_small_steps: bool | None = None,
                  small_step_rows: int = 8, tune: tuple[str, ...] = (), attention: str | None = None,
                  group_norm_op: bool | None = None, group_norm_min_batch: int = 8, max_plans: int = 8,
-                 max_label_sets: int = 64):
+                 max_label_sets: int = 64, first_step_table: bool | None = None,
+                 first_step_max_bytes: int = 512 << 20):
         """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
         dynamic shapes (once per process), the channels-last decoder compiled per output shape, and
         steps of at most `small_step_rows` token rows (guidance included: batch 1's first two steps at
@@ -279,7 +285,9 @@ class FastRuntime:
         `attend`; "sdpa" (default otherwise) = `qk_norm_cache` + SDPA.
         group_norm_op: for decodes of at least `group_norm_min_batch` images, the decoder's GroupNorms
         (+ SiLU) as the `group_norm_silu` op (Triton kernels; default on CUDA with the kernels on)
-        instead of what Inductor generates for them (faster at batch 32, slower at batch 1 on the H100)."""
+        instead of what Inductor generates for them (faster at batch 32, slower at batch 1 on the H100).
+        first_step_table (default on CUDA): the first step of every label read from a table built once per
+        first scale (`first_step`), where it takes at most `first_step_max_bytes` of device memory."""
         if attention not in (None, "step", "triton", "sdpa"):
             raise ValueError(f"attention takes 'step', 'triton' or 'sdpa', not {attention!r}")
         unknown = set(tune) - {"blocks", "decoder"}
@@ -329,6 +337,9 @@ class FastRuntime:
             if self.decoder_gn is not None:
                 self.decoder_gn = torch.compile(self.decoder_gn, dynamic=False, options=opts)
         self._mm_fp32_out = self.device.type == "cuda" and self.dtype != torch.float32 and _has_mm_out_dtype(self.device)
+        self.first_step_table = cuda if first_step_table is None else first_step_table
+        self.first_step_max_bytes = first_step_max_bytes
+        self._first: dict[tuple[int, int], tuple | None] = {}
         self._pos: dict[tuple[int, int], torch.Tensor] = {}
         self._taps: dict[tuple, tuple] = {}
         self._mods: OrderedDict = OrderedDict()
@@ -361,6 +372,53 @@ class FastRuntime:
             with torch.no_grad():
                 self._pos[hw] = self.model.positions(*hw).contiguous()
         return self._pos[hw]
+
+    def first_step_bytes(self, hw: tuple[int, int]) -> int:
+        """Device memory of `first_step`'s table for a first scale hw."""
+        cfg = self.model.cfg
+        per_token = 2 * cfg.depth * cfg.width * self.model.pos_1LC.element_size() + 4 * cfg.width
+        return (cfg.num_classes + 1) * hw[0] * hw[1] * per_token
+
+    def first_step(self, hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The first step of every label (null class included) at first scale hw, computed once: keys and
+        values (depth, 2, h*w, N, H, d) in the cache's layout and the last block's output (N, h*w, C)
+        float32, N = num_classes + 1. The step's input is the label's class embedding + positions, so its
+        keys, values and output depend on the label alone. None where the table is off or would take more
+        than `first_step_max_bytes`."""
+        if hw in self._first:
+            return self._first[hw]
+        table = None
+        if self.first_step_table and self.first_step_bytes(hw) <= self.first_step_max_bytes:
+            cfg, l = self.model.cfg, hw[0] * hw[1]
+            N, chunk = cfg.num_classes + 1, max(1, 512 // l)
+            kv = torch.empty(cfg.depth, 2, l, N, cfg.heads, cfg.head_dim, dtype=self.dtype, device=self.device)
+            x_NlC = torch.empty(N, l, cfg.width, dtype=torch.float32, device=self.device)
+            with torch.no_grad():
+                for a in range(0, N, chunk):
+                    labels = torch.arange(a, min(a + chunk, N), device=self.device)
+                    cond, blocks, _ = self.model.modulation(labels)
+                    cache = KVCache(cfg.depth, l, len(labels), cfg.heads, cfg.head_dim, self.dtype, self.device)
+                    x_NlC[a:a + len(labels)] = self.transformer(self._first_tokens(cond, hw), blocks, cache.kv, 0)
+                    kv[:, :, :, a:a + len(labels)] = cache.kv
+            table = (kv, x_NlC)
+        self._first[hw] = table
+        return table
+
+    def first_step_rows(self, hw: tuple[int, int], labels_2B: torch.Tensor, cond_2BC: torch.Tensor,
+                        blocks: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        """The first step of a label set (labels (2B,) int64 on the device, their cond and block modulation):
+        writes its keys and values into kv at [0, h*w) and returns the last block's output (2B, h*w, C)
+        float32; copied out of `first_step`'s table where there is one, else computed."""
+        table = self.first_step(hw)
+        if table is None:
+            return self.transformer(self._first_tokens(cond_2BC, hw), blocks, kv, 0)
+        kv_t, x_NlC = table
+        kv[:, :, :kv_t.shape[2]].copy_(kv_t.index_select(3, labels_2B))
+        return x_NlC.index_select(0, labels_2B)
+
+    def _first_tokens(self, cond_BC: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """(B, h*w, C) float32 input of the first step."""
+        return cond_BC[:, None].float() + self.model.pos_start.float() + self.positions(hw)[None].float()
 
     def modulation(self, labels_2B: tuple[int, ...]):
         """(cond, blocks, head) of a label set, computed once (LRU)."""
@@ -455,18 +513,19 @@ class FastRuntime:
     def _body(self, plan: _Plan, stage=None) -> None:
         """The whole generation on the plan's buffers. `stage(name)`, if given, is a context manager
         around each stage (token preparation, transformer, sampling, decode) for profiling."""
-        m, B, p, sched = self.model, plan.B, plan.params, plan.schedule
+        B, p, sched = plan.B, plan.params, plan.schedule
         stage = stage or _no_stage
         for si, hw in enumerate(sched):
-            with stage("tokens"):
-                if si == 0:
-                    x = plan.cond[:, None].float() + m.pos_start.float() + self.positions(hw)[None].float()
-                else:  # float32, the batch twice (conditional and unconditional rows) in one copy
+            if si > 0:
+                with stage("tokens"):  # float32, the batch twice (conditional and unconditional rows) in one copy
                     t = self.next_tokens(plan.codes[si - 1], hw)
                     x = t.new_empty((2 * B, *t.shape[1:]), dtype=torch.float32)
                     x.view(2, *t.shape).copy_(t)
             with stage("transformer"):
-                x = self.transformer(x, plan.blocks, plan.cache.kv, sched.offsets[si])
+                if si == 0:
+                    x = self.first_step_rows(hw, plan.labels, plan.cond, plan.blocks, plan.cache.kv)
+                else:
+                    x = self.transformer(x, plan.blocks, plan.cache.kv, sched.offsets[si])
                 logits = self.guided_logits(x, plan.head, plan.coef[si], bias=False)  # guided: (B, l, V)
             with stage("sampling"):
                 idx = guided_sample(logits, plan.seed, 0.0, "none", step_top_k(hw, p), p.top_p, si,
@@ -483,8 +542,7 @@ class FastRuntime:
                 decode: bool = True) -> dict[str, float]:
         """Milliseconds per stage of one eager (not graph-replayed) run, timed with CUDA events."""
         plan = self._plan(schedule, len(labels_B), params, decode)
-        cond, blocks, head = self.modulation(tuple(labels_B) + (self.model.cfg.null_class,) * len(labels_B))
-        plan.cond.copy_(cond), plan.blocks.copy_(blocks), plan.head.copy_(head), plan.seed.fill_(seed)
+        self._load(plan, labels_B, seed)
         spans: dict[str, list] = {}
 
         @contextmanager
@@ -499,6 +557,16 @@ class FastRuntime:
         torch.cuda.synchronize(self.device)
         return {k: sum(a.elapsed_time(b) for a, b in v) for k, v in spans.items()}
 
+    def _load(self, plan: _Plan, labels_B: list[int], seed: int) -> None:
+        """A generation's inputs into the plan's buffers: labels (then the null class), their modulation, seed."""
+        both = tuple(labels_B) + (self.model.cfg.null_class,) * len(labels_B)
+        cond, blocks, head = self.modulation(both)
+        plan.labels.copy_(torch.tensor(both))
+        plan.cond.copy_(cond)
+        plan.blocks.copy_(blocks)
+        plan.head.copy_(head)
+        plan.seed.fill_(int(seed) & _M32)
+
     def _plan(self, schedule: Schedule, B: int, params: SamplingParams, decode: bool, forced: bool = False) -> _Plan:
         key = (schedule.steps, B, params, decode, forced)
         if key in self._plans:
@@ -508,6 +576,7 @@ class FastRuntime:
         H, W = schedule.image_size
         plan = _Plan(
             schedule, B, params, decode,
+            labels=torch.zeros(2 * B, dtype=torch.long, device=dev),
             cond=torch.zeros(2 * B, cfg.width, dtype=dt, device=dev),
             blocks=torch.zeros(cfg.depth, 2 * B, 6, cfg.width, dtype=dt, device=dev),
             head=torch.zeros(2 * B, 2, cfg.width, dtype=dt, device=dev),
@@ -518,6 +587,7 @@ class FastRuntime:
             image=torch.zeros(B, H, W, 3, dtype=torch.uint8, device=dev) if decode else None,
             forced=[(torch.zeros(B, h, w, dtype=torch.long, device=dev), torch.zeros(B, h, w, dtype=torch.bool, device=dev))
                     for h, w in schedule] if forced else None,
+            first=self.first_step(schedule.steps[0]),
         )
         if self.use_graphs:
             self._capture(plan)
@@ -527,8 +597,9 @@ class FastRuntime:
         return plan
 
     def clear(self) -> None:
-        """Drop every plan (buffers, KV caches, graphs and their memory pools)."""
+        """Drop every plan (buffers, KV caches, graphs and their memory pools) and the first-step tables."""
         self._plans.clear()
+        self._first.clear()
 
     def _capture(self, plan: _Plan) -> None:
         with torch.no_grad():
@@ -556,12 +627,7 @@ class FastRuntime:
             for (want, keep), (dst_w, dst_k) in zip(forced, plan.forced):
                 dst_w.copy_(want.expand_as(dst_w))
                 dst_k.copy_(keep.expand_as(dst_k))
-        both = tuple(labels_B) + (self.model.cfg.null_class,) * B
-        cond, blocks, head = self.modulation(both)
-        plan.cond.copy_(cond)
-        plan.blocks.copy_(blocks)
-        plan.head.copy_(head)
-        plan.seed.fill_(int(seed) & _M32)
+        self._load(plan, labels_B, seed)
         if plan.graph is not None:
             plan.graph.replay()
         else:

@@ -142,6 +142,44 @@ def test_fast_sampling_is_seeded_and_cached(pipe_test):
     assert len(rt._mods) == 2 and len(rt._plans) == 1
 
 
+@pytest.mark.parametrize("first", [(1, 1), (1, 2), (2, 2)], ids=str)
+def test_first_step_table_is_the_first_step(pipe_test, first):
+    """The table's keys, values and output of a label = the first step run on that label alone."""
+    rt = FastRuntime(pipe_test.model, pipe_test.vae, use_graphs=False, first_step_table=True)
+    kv, x_NlC = rt.first_step(first)
+    cfg = pipe_test.model.cfg
+    assert kv.numel() * kv.element_size() + x_NlC.numel() * 4 == rt.first_step_bytes(first)
+    assert x_NlC.shape == (cfg.num_classes + 1, first[0] * first[1], cfg.width)
+    from flexvar.kv_cache import KVCache
+    for label in (0, 4, cfg.null_class):
+        cond, blocks, _ = rt.modulation((label,))
+        cache = KVCache(cfg.depth, first[0] * first[1], 1, cfg.heads, cfg.head_dim)
+        x = rt.transformer(cond[:, None] + pipe_test.model.pos_start + rt.positions(first)[None], blocks, cache.kv, 0)
+        assert rel_err(x_NlC[label], x[0]) < 1e-5
+        assert rel_err(kv[:, :, :, label], cache.kv[:, :, :, 0]) < 1e-5
+    assert rt.first_step(first) is rt.first_step(first)  # built once
+
+
+@pytest.mark.parametrize("spec", ["1,2,4,6", [(1, 2), (2, 3), (4, 6)], "2,4,6"], ids=str)
+def test_first_step_table_gives_the_same_generation(pipe_test, spec):
+    """Seeded sampling with the table, without it, and with a table over its memory limit (not built)."""
+    sched = Schedule.parse(spec)
+    p = SamplingParams(cfg=2.0)
+    runs = []
+    for kw in (dict(first_step_table=False), dict(first_step_table=True),
+               dict(first_step_table=True, first_step_max_bytes=0)):
+        rt = FastRuntime(pipe_test.model, pipe_test.vae, use_graphs=False, **kw)
+        codes, image = rt.generate([3, 9], sched, p, seed=5)
+        plan = next(iter(rt._plans.values()))
+        runs.append(([c.clone() for c in codes], image.clone(), plan.cache.kv.clone(), plan.first))
+    (c0, i0, kv0, _), (c1, i1, kv1, t1), (c2, i2, kv2, t2) = runs
+    assert t1 is not None and t2 is None
+    for a, b, c in zip(c0, c1, c2):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    assert torch.equal(i0, i2) and (i0.int() - i1.int()).abs().max() <= 1
+    assert torch.equal(kv0, kv2) and rel_err(kv1, kv0) < 1e-5
+
+
 def test_guided_sample_none_samples_guided_logits():
     """Rule "none" on logits guided beforehand draws the same codes as the ramp / constant rules on both halves
     (the same uniforms, the same float32 guidance arithmetic); a bias is added to every row first."""

@@ -308,6 +308,23 @@ def test_small_step_in_a_cuda_graph(models):
     assert max(rel_err(x.float(), y.float()) for x, y in zip(on, off)) < 5e-3
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_first_step_table_in_a_cuda_graph(models, dtype):
+    """The first-step table (built by the per-block path over chunks of labels) against the first step as the
+    runtime computes it without one (`small_step` at 2 rows), inside captured graphs; a replay = eager."""
+    model, vae = copy.deepcopy(models[0]).to(dtype), copy.deepcopy(models[1]).to(dtype)
+    sched, p = Schedule.parse("256-10"), SamplingParams()
+    on = FastRuntime(model, vae, use_graphs=True)
+    off = FastRuntime(model, vae, use_graphs=True, first_step_table=False)
+    assert on.first_step((1, 1)) is not None and off.first_step((1, 1)) is None
+    a = [c.clone() for c in on.generate([5, model.cfg.null_class - 1], sched, p, 11)[0]]
+    off.generate([5, model.cfg.null_class - 1], sched, p, 11)
+    kv_on, kv_off = (next(iter(rt._plans.values())).cache.kv[:, :, :1].float() for rt in (on, off))
+    assert rel_err(kv_on, kv_off) < (5e-3 if dtype == torch.float16 else 2e-2)
+    b = FastRuntime(model, vae, use_graphs=False).generate([5, model.cfg.null_class - 1], sched, p, 11)[0]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
 @pytest.mark.parametrize("guidance", ["ramp", "constant"])
 @pytest.mark.parametrize("spec", ["256-10", "512-12", "1x2,2x4,4x8,8x16"], ids=str)
 def test_fast_fp32_greedy_identical_to_reference(models, spec, guidance):

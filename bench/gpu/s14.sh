@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Session 14 device calls.
+#   bash bench/gpu/s14.sh a   # the first-step table: its GPU tests with the greedy, teacher-forced, graph-replay and
+#                            # in-painting ones; d16 256-10 batch 1 and 32 with and without it in one process
+#   bash bench/gpu/s14.sh b   # d24 batch 1 with and without it; the table's build time and size at d16 / d24;
+#                            # a kernel timeline of the d16 batch 1 graph replay
+set -uo pipefail
+OUT=${OUT:-/tmp/flexvar-out}
+. bench/gpu/setup.sh
+first_ab() {  # first_ab NAME ARGS...: fast-nofirst and fast in one process
+  local name=$1; shift
+  (cd /tmp && timeout 280 python3 -m flexvar bench --dtype fp16 --schedules 256-10 --impls fast-nofirst,fast \
+    --repeat 9 --no-breakdown "$@" --out "$OUT/first_${name}.json" 2>&1 | grep -E "^bench: ran|^\||rror")
+}
+if [ "${1:-a}" = a ]; then
+  timeout 300 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "first_step or greedy or \
+low_precision or graph_replay or small_step_in or inpaint" > "$OUT/gpu_tests_a.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_a.log" | tail -8
+  first_ab d16 --depths 16 --batches 1,32
+elif [ "$1" = b ]; then
+  first_ab d24 --depths 24 --batches 1
+  python3 - <<'PY' 2>&1 | grep -v Warning
+import time, torch
+from flexvar.config import FlexVARConfig, VQVAEConfig
+from flexvar.fast import FastRuntime
+from flexvar.random_weights import random_tokenizer, random_transformer
+vae = random_tokenizer(VQVAEConfig.from_name("vq16"), device="cuda").half()
+for d in ("d16", "d24"):
+    rt = FastRuntime(random_transformer(FlexVARConfig.from_name(d), device="cuda").half(), vae)
+    rt.first_step((2, 2)), rt.clear()  # compile the block halves first
+    torch.cuda.synchronize(); t = time.perf_counter()
+    rt.first_step((1, 1)); torch.cuda.synchronize()
+    print(f"first-step table {d} 1x1: {(time.perf_counter() - t) * 1e3:.1f} ms, {rt.first_step_bytes((1, 1)) / 2**20:.1f} MiB")
+PY
+  timeout 200 python3 -m flexvar.bench.profile_fast --graph --timeline "$OUT/timeline_d16_b1.json" > "$OUT/timeline_d16_b1.txt" 2>&1
+  grep -E "^profile|^by category|^step|^decode" "$OUT/timeline_d16_b1.txt"
+fi
