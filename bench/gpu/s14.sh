@@ -4,6 +4,12 @@
 #                            # in-painting ones; d16 256-10 batch 1 and 32 with and without it in one process
 #   bash bench/gpu/s14.sh b   # d24 batch 1 with and without it; the table's build time and size at d16 / d24;
 #                            # a kernel timeline of the d16 batch 1 graph replay
+#   python3 bench/gpu/skinny_probe.py   # (no setup) a split-K skinny GEMM against cuBLAS at 18-128 rows
+#   bash bench/gpu/s14.sh c   # final: d16 and d24 256-10 at batch 1 and 32, eager and fast in one run each (with
+#                            # the stage breakdown); bench.precision (bf16, fp16)
+#   bash bench/gpu/s14.sh d   # final: all of tests/test_gpu.py
+#   bash bench/gpu/s14.sh e   # final: the schedule table (setup.sh's schedule_tables); d20 256-10 at batch 1 and 32
+#   bash bench/gpu/s14.sh f   # final: the CUDA C++ host test
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}
 . bench/gpu/setup.sh
@@ -34,4 +40,22 @@ for d in ("d16", "d24"):
 PY
   timeout 200 python3 -m flexvar.bench.profile_fast --graph --timeline "$OUT/timeline_d16_b1.json" > "$OUT/timeline_d16_b1.txt" 2>&1
   grep -E "^profile|^by category|^step|^decode" "$OUT/timeline_d16_b1.txt"
+fi
+if [ "${1:-a}" = c ]; then
+  for d in 16 24; do
+    timeout 240 flexvar bench --dtype fp16 --depths $d --batches 1,32 --schedules 256-10 --impls eager,fast \
+      --repeat 7 --out "$OUT/final_d${d}_256_10.json" 2>&1 | grep -E "^bench: ran|^\| d|rror"
+  done
+  timeout 130 python3 -m flexvar.bench.precision --depth d16 --batch 8 --dtypes bf16,fp16 \
+    --out "$OUT/precision_d16.json" 2>&1 | tail -4
+elif [ "$1" = d ]; then
+  timeout 500 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider > "$OUT/gpu_tests_d.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_d.log" | tail -8
+elif [ "$1" = e ]; then
+  schedule_tables
+  timeout 200 flexvar bench --dtype fp16 --depths 20 --batches 1,32 --schedules 256-10 --impls eager,fast \
+    --repeat 5 --no-breakdown --out "$OUT/d20.json" 2>&1 | grep -E "^bench: ran|^\||rror"
+elif [ "$1" = f ]; then
+  timeout 420 python3 -m pytest -m gpu tests/test_gpu_host.py -q -p no:cacheprovider > "$OUT/gpu_host.log" 2>&1
+  echo "host tests rc=$?"; grep -E "passed|failed|Error|skipped" "$OUT/gpu_host.log" | tail -6
 fi
