@@ -339,7 +339,7 @@ class FastRuntime:
         self._mm_fp32_out = self.device.type == "cuda" and self.dtype != torch.float32 and _has_mm_out_dtype(self.device)
         self.first_step_table = cuda if first_step_table is None else first_step_table
         self.first_step_max_bytes = first_step_max_bytes
-        self._first: dict[tuple[int, int], tuple | None] = {}
+        self._first: OrderedDict = OrderedDict()  # first scale -> table or None (LRU of 4; plans hold theirs)
         self._pos: dict[tuple[int, int], torch.Tensor] = {}
         self._taps: dict[tuple, tuple] = {}
         self._mods: OrderedDict = OrderedDict()
@@ -386,6 +386,7 @@ class FastRuntime:
         keys, values and output depend on the label alone. None where the table is off or would take more
         than `first_step_max_bytes`."""
         if hw in self._first:
+            self._first.move_to_end(hw)
             return self._first[hw]
         table = None
         if self.first_step_table and self.first_step_bytes(hw) <= self.first_step_max_bytes:
@@ -402,6 +403,8 @@ class FastRuntime:
                     kv[:, :, :, a:a + len(labels)] = cache.kv
             table = (kv, x_NlC)
         self._first[hw] = table
+        if len(self._first) > 4:
+            self._first.popitem(last=False)
         return table
 
     def first_step_rows(self, hw: tuple[int, int], labels_2B: torch.Tensor, cond_2BC: torch.Tensor,

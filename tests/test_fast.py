@@ -158,6 +158,9 @@ def test_first_step_table_is_the_first_step(pipe_test, first):
         assert rel_err(x_NlC[label], x[0]) < 1e-5
         assert rel_err(kv[:, :, :, label], cache.kv[:, :, :, 0]) < 1e-5
     assert rt.first_step(first) is rt.first_step(first)  # built once
+    for hw in [(1, 3), (1, 4), (1, 5), (1, 6)]:  # at most 4 first scales are kept (LRU)
+        rt.first_step(hw)
+    assert first not in rt._first and len(rt._first) == 4
 
 
 @pytest.mark.parametrize("spec", ["1,2,4,6", [(1, 2), (2, 3), (4, 6)], "2,4,6"], ids=str)
