@@ -10,6 +10,8 @@
 #   bash bench/gpu/s14.sh d   # final: all of tests/test_gpu.py
 #   bash bench/gpu/s14.sh e   # final: the schedule table (setup.sh's schedule_tables); d20 256-10 at batch 1 and 32
 #   bash bench/gpu/s14.sh f   # final: the CUDA C++ host test
+#   bash bench/gpu/s14.sh g   # small_step's row limit again, now that the first step comes from the table: 2 (never:
+#                            # step 2 has 8 rows), 8 (default) and 32 in one process, d16 and d24 batch 1
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}
 . bench/gpu/setup.sh
@@ -58,4 +60,10 @@ elif [ "$1" = e ]; then
 elif [ "$1" = f ]; then
   timeout 420 python3 -m pytest -m gpu tests/test_gpu_host.py -q -p no:cacheprovider > "$OUT/gpu_host.log" 2>&1
   echo "host tests rc=$?"; grep -E "passed|failed|Error|skipped" "$OUT/gpu_host.log" | tail -6
+fi
+if [ "${1:-a}" = g ]; then
+  for d in 16 24; do
+    (cd /tmp && timeout 280 python3 -m flexvar bench --dtype fp16 --schedules 256-10 --impls fast-rows2,fast,fast-rows32 \
+      --repeat 9 --no-breakdown --depths $d --batches 1 --out "$OUT/rows_d$d.json" 2>&1 | grep -E "^bench: ran|^\||rror")
+  done
 fi
