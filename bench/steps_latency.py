@@ -83,11 +83,13 @@ def measure_ceilings(device) -> dict:
 
 
 def _rows(variant: str) -> dict:
-    """small_step_rows of a fast-...-rowsN variant ({} when the variant names none)."""
+    """small_step_rows and skinny_rows of a fast-...-rowsN-skinnyM variant (only those it names)."""
+    out = {}
     for part in variant.split("-"):
-        if part.startswith("rows") and part[4:].isdigit():
-            return {"small_step_rows": int(part[4:])}
-    return {}
+        for prefix, key in (("rows", "small_step_rows"), ("skinny", "skinny_rows")):
+            if part.startswith(prefix) and part[len(prefix):].isdigit():
+                out[key] = int(part[len(prefix):])
+    return out
 
 
 class Impls:
@@ -306,7 +308,7 @@ def parse_args(argv=None):
                     help="schedules separated by ';'")
     ap.add_argument("--impls", default="eager,compile,fast" if cuda else "eager,fast",
                     help="eager, compile, fast, fast-VARIANT (VARIANT joins nographs, nokernels, nocompile, nchw, "
-                         "nocdec, nosmall, sdpa/triton (qk_norm_cache + SDPA / the Triton attend, not attend_step), ingn (Inductor's GroupNorm in the decoder, not the Triton op), nofirst (no first-step table: the first step computed), rowsN (small_step for steps of <= N rows), tdec/tblk (coordinate-descent "
+                         "nocdec, nosmall, sdpa/triton (qk_norm_cache + SDPA / the Triton attend, not attend_step), ingn (Inductor's GroupNorm in the decoder, not the Triton op), nofirst (no first-step table: the first step computed), rowsN (small_step for steps of <= N rows), skinnyN (the split-K projection and fc2 for steps of <= N rows; 0: never), tdec/tblk (coordinate-descent "
                          "tuning of the decoder/block kernels) with '-'), onnxruntime, aoti, tensorrt")
     ap.add_argument("--dtype", default="bf16" if cuda else "fp32", help="fast runtime dtype: bf16, fp16, fp32")
     ap.add_argument("--autocast", default="fp16", help="autocast dtype of the eager baselines on GPU")

@@ -42,6 +42,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from .images import pixels_uint8
 from .kernels import attention as _attention
 from .kernels.group_norm import group_norm_silu
+from .kernels import skinny_mm as _skinny_mm
+from .kernels.skinny_mm import skinny_partials
 from .kernels import guided_sample, next_tokens, qk_norm_cache, small_step, small_step_fits
 from .kernels import load as load_kernels
 from .kv_cache import KVCache
@@ -105,24 +107,33 @@ def qkv_step(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, wqkv: torch.Tensor, bqk
 
 def finish_step(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, o_BHld: torch.Tensor, wproj: torch.Tensor,
                 bproj: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
-                eps: float) -> torch.Tensor:
-    """Second half: x += proj(o) * gamma1; x += ffn(LN(x)(1+scale2)+shift2) * gamma2 (x in float32)."""
+                eps: float, splits: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """Second half: x += proj(o) * gamma1; x += ffn(LN(x)(1+scale2)+shift2) * gamma2 (x in float32).
+    splits: K splits of the projection and fc2 as `skinny_partials` (0: one GEMM, cuBLAS on CUDA)."""
     B, l = x_BlC.shape[:2]
     C = wproj.shape[0]
     g1, g2, _, s2, _, sh2 = mod_B6C.float().unsqueeze(2).unbind(1)
-    x = x_BlC + F.linear(o_BHld.transpose(1, 2).reshape(B, l, C), wproj, bproj).float() * g1
+    x = x_BlC + _linear(o_BHld.transpose(1, 2).reshape(B * l, C), wproj, bproj, splits[0]).view(B, l, C).float() * g1
     h = F.layer_norm(x, (C,), eps=eps) * (1 + s2) + sh2
-    f = F.linear(fc1_gelu(h.to(w1.dtype).reshape(B * l, C), w1, b1), w2, b2).view(B, l, C)
+    f = _linear(fc1_gelu(h.to(w1.dtype).reshape(B * l, C), w1, b1), w2, b2, splits[1]).view(B, l, C)
     return x + f.float() * g2
+
+
+def _linear(x_NK: torch.Tensor, w: torch.Tensor, b: torch.Tensor, splits: int) -> torch.Tensor:
+    """x w^T + b in w's dtype: one GEMM, or with splits > 0 the sum of `skinny_partials` (float32, rounded
+    once), which the compiler fuses into the kernel that reads the result."""
+    if splits:
+        return (skinny_partials(x_NK, w, splits).sum(0) + b.float()).to(w.dtype)
+    return F.linear(x_NK, w, b)
 
 
 def finish_qkv(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, o_BHld: torch.Tensor, wproj: torch.Tensor,
                bproj: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
                mod_next: torch.Tensor, wqkv_next: torch.Tensor, bqkv_next: torch.Tensor,
-               eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+               eps: float, splits: tuple[int, int] = (0, 0)) -> tuple[torch.Tensor, torch.Tensor]:
     """A block's second half and the next block's qkv projection, in one graph so the compiler
     fuses the residual update with the next LayerNorm: (x, qkv of the next block)."""
-    x = finish_step(x_BlC, mod_B6C, o_BHld, wproj, bproj, w1, b1, w2, b2, eps)
+    x = finish_step(x_BlC, mod_B6C, o_BHld, wproj, bproj, w1, b1, w2, b2, eps, splits)
     return x, qkv_proj(x, mod_next, wqkv_next, bqkv_next, eps)
 
 
@@ -270,7 +281,7 @@ class FastRuntime:
                  small_step_rows: int = 8, tune: tuple[str, ...] = (), attention: str | None = None,
                  group_norm_op: bool | None = None, group_norm_min_batch: int = 8, max_plans: int = 8,
                  max_label_sets: int = 64, first_step_table: bool | None = None,
-                 first_step_max_bytes: int = 512 << 20):
+                 first_step_max_bytes: int = 512 << 20, skinny_rows: int | None = None):
         """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
         dynamic shapes (once per process), the channels-last decoder compiled per output shape, and
         steps of at most `small_step_rows` token rows (guidance included: batch 1's first two steps at
@@ -287,7 +298,11 @@ class FastRuntime:
         (+ SiLU) as the `group_norm_silu` op (Triton kernels; default on CUDA with the kernels on)
         instead of what Inductor generates for them (faster at batch 32, slower at batch 1 on the H100).
         first_step_table (default on CUDA): the first step of every label read from a table built once per
-        first scale (`first_step`), where it takes at most `first_step_max_bytes` of device memory."""
+        first scale (`first_step`), where it takes at most `first_step_max_bytes` of device memory.
+        skinny_rows: per-block steps of at most this many token rows (guidance included) run each block's
+        projection and fc2 as `flexvar.kernels.skinny_mm.skinny_partials` (split-K partial products summed in
+        the compiled kernel after them) instead of cuBLAS; default 32 on CUDA in fp16/bf16 with the kernels
+        and Triton (batch 1's steps 3 and 4), 0 (never) otherwise."""
         if attention not in (None, "step", "triton", "sdpa"):
             raise ValueError(f"attention takes 'step', 'triton' or 'sdpa', not {attention!r}")
         unknown = set(tune) - {"blocks", "decoder"}
@@ -337,6 +352,11 @@ class FastRuntime:
             if self.decoder_gn is not None:
                 self.decoder_gn = torch.compile(self.decoder_gn, dynamic=False, options=opts)
         self._mm_fp32_out = self.device.type == "cuda" and self.dtype != torch.float32 and _has_mm_out_dtype(self.device)
+        low = self.dtype in (torch.float16, torch.bfloat16)
+        skinny_ok = cuda and use_kernels and low and _skinny_mm.triton is not None
+        self.skinny_rows = (32 if skinny_ok else 0) if skinny_rows is None else skinny_rows
+        cfg = model.cfg
+        self.skinny_splits = (_skinny_mm.splits_for(cfg.width, cfg.width), _skinny_mm.splits_for(cfg.width, cfg.mlp_hidden))
         self.first_step_table = cuda if first_step_table is None else first_step_table
         self.first_step_max_bytes = first_step_max_bytes
         self._first: OrderedDict = OrderedDict()  # first scale -> table or None (LRU of 4; plans hold theirs)
@@ -453,7 +473,8 @@ class FastRuntime:
         Per block: the compiled qkv projection, the attention (by default `attend_step`: q/k norms, the
         cache write and attention over the cache in one Triton kernel; else `qk_norm_cache` and `attend`
         on the cache's views), and the compiled second half together with the
-        next block's projection (the residual update fused with the next LayerNorm). The same
+        next block's projection (the residual update fused with the next LayerNorm); in steps of at most
+        `skinny_rows` rows, the projection and fc2 as split-K partial products summed in that compiled kernel. The same
         computation as `model.Block.forward_step` over the weights as plain tensors. Steps that
         `_small_step` accepts run all of this as one `small_step` kernel instead."""
         eps, W = self.model.cfg.norm_eps, self.block_weights
@@ -462,6 +483,8 @@ class FastRuntime:
             small_step(x_BlC, blocks, kv, self.step_weights, start, eps, use_kernel=self.use_kernels)
             return x_BlC
         end = start + x_BlC.shape[1]
+        rows = x_BlC.shape[0] * x_BlC.shape[1]
+        splits = self.skinny_splits if rows <= self.skinny_rows and 0 not in self.skinny_splits else (0, 0)
         qkv = self.qkv_proj(x_BlC, blocks[0], W[0][0], W[0][1], eps)
         fused = self.attention == "step" and _attention.step_kernel_available(qkv, kv)
         for i, (_, _, scale, *second) in enumerate(W):
@@ -472,9 +495,9 @@ class FastRuntime:
                 o = attend(q, kv[i, 0], kv[i, 1], end, kernel=self.attention != "sdpa")
             if i + 1 < len(W):
                 x_BlC, qkv = self.finish_qkv(x_BlC, blocks[i], o, *second, blocks[i + 1], W[i + 1][0], W[i + 1][1],
-                                             eps)
+                                             eps, splits)
             else:
-                x_BlC = self.finish_step(x_BlC, blocks[i], o, *second, eps)
+                x_BlC = self.finish_step(x_BlC, blocks[i], o, *second, eps, splits)
         return x_BlC
 
     def _small_step(self, x_BlC: torch.Tensor, kv: torch.Tensor, start: int) -> bool:

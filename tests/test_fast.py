@@ -183,6 +183,47 @@ def test_first_step_table_gives_the_same_generation(pipe_test, spec):
     assert torch.equal(kv0, kv2) and rel_err(kv1, kv0) < 1e-5
 
 
+@pytest.mark.parametrize("R, N, K, splits", [(1, 64, 128, 1), (18, 128, 512, 4), (33, 192, 256, 2), (128, 64, 384, 3)])
+def test_skinny_partials_sum_to_the_product(R, N, K, splits):
+    from flexvar.kernels.skinny_mm import skinny_partials, skinny_partials_ref
+    g = torch.Generator().manual_seed(R)
+    x, w = torch.randn(R, K, generator=g), torch.randn(N, K, generator=g)
+    p = skinny_partials(x, w, splits)
+    assert p.shape == (splits, R, N) and p.dtype == torch.float32
+    assert torch.equal(p, skinny_partials_ref(x, w, splits))
+    assert rel_err(p.sum(0), x @ w.t()) < 1e-5
+    k = K // splits  # each partial is its own K range
+    assert rel_err(p[-1], x[:, -k:] @ w[:, -k:].t()) < 1e-5
+
+
+def test_skinny_splits_by_shape():
+    """The fewest K splits giving >= 128 programs of 64 columns (what the H100 probe found fastest)."""
+    from flexvar.kernels.skinny_mm import splits_for
+    assert [splits_for(1024, 1024), splits_for(1024, 4096), splits_for(1536, 1536), splits_for(1536, 6144)] == [8, 8, 6, 6]
+    assert splits_for(128, 512) == 4 and splits_for(64, 64) == 0 and splits_for(96, 1024) == 0
+
+
+def test_fast_skinny_steps_match(pipe_tiny, monkeypatch):
+    """The projection and fc2 as summed split-K partials (the op's CPU definition here) in every step, or in none."""
+    import flexvar.fast as fast
+    from flexvar.bench.precision import fast_teacher_forced
+    m = pipe_tiny.model
+    sched = Schedule.parse("1,2,3,5")
+    g = torch.Generator().manual_seed(0)
+    codes = [torch.randint(0, m.cfg.vocab_size, (2, h, w), generator=g) for h, w in sched]
+    on = FastRuntime(m, pipe_tiny.vae, use_graphs=False, skinny_rows=1000)
+    off = FastRuntime(m, pipe_tiny.vae, use_graphs=False)
+    assert off.skinny_rows == 0 and on.skinny_splits == (1, 4)
+    calls = []
+    op = fast.skinny_partials
+    monkeypatch.setattr(fast, "skinny_partials", lambda x, w, splits: calls.append(splits) or op(x, w, splits))
+    a = fast_teacher_forced(on, [1, 2], codes, sched)
+    assert calls == [1, 4] * m.cfg.depth * len(sched)  # projection and fc2 of every block and step
+    b = fast_teacher_forced(off, [1, 2], codes, sched)
+    assert len(calls) == 2 * m.cfg.depth * len(sched)
+    assert all(rel_err(x, y) < 1e-5 for x, y in zip(a, b))
+
+
 def test_guided_sample_none_samples_guided_logits():
     """Rule "none" on logits guided beforehand draws the same codes as the ramp / constant rules on both halves
     (the same uniforms, the same float32 guidance arithmetic); a bias is added to every row first."""

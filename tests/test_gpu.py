@@ -309,6 +309,40 @@ def test_small_step_in_a_cuda_graph(models):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("R, N, K", [(1, 1024, 1024), (18, 1024, 4096), (32, 1536, 1536), (50, 1536, 6144),
+                                     (100, 128, 512), (128, 1024, 1024)], ids=str)
+def test_skinny_partials_kernel(dtype, R, N, K):
+    from flexvar.kernels.skinny_mm import kernel_available, skinny_partials, skinny_partials_ref, splits_for
+    g = torch.Generator("cuda").manual_seed(R)
+    x = torch.randn(R, K, device="cuda", generator=g).to(dtype)
+    w = (torch.randn(N, K, device="cuda", generator=g) / K ** 0.5).to(dtype)
+    splits = splits_for(N, K)
+    assert kernel_available(x, w, splits)
+    got = skinny_partials(x, w, splits)
+    assert got.shape == (splits, R, N)
+    assert rel_err(got, skinny_partials_ref(x, w, splits)) < 1e-5
+
+
+def test_fast_skinny_steps_near_cublas(models):
+    """fp16: the split-K projection and fc2 in every per-block step against cuBLAS's, teacher-forced; a graph
+    replay with them = eager."""
+    from flexvar.bench.precision import fast_teacher_forced
+    model, vae = copy.deepcopy(models[0]).half(), copy.deepcopy(models[1]).half()
+    sched, p = Schedule.parse("256-10"), SamplingParams()
+    g = torch.Generator("cuda").manual_seed(0)
+    codes = [torch.randint(0, model.cfg.vocab_size, (2, h, w), device="cuda", generator=g) for h, w in sched]
+    on = FastRuntime(model, vae, use_graphs=False, skinny_rows=128)
+    off = FastRuntime(model, vae, use_graphs=False, skinny_rows=0)
+    a, b = (fast_teacher_forced(rt, [1, 2], codes, sched, p) for rt in (on, off))
+    errs = [rel_err(x, y) for x, y in zip(a, b)]
+    assert max(errs) < 5e-3, errs
+    graph = FastRuntime(model, vae, use_graphs=True, skinny_rows=128)
+    x = [c.clone() for c in graph.generate([5, 6], sched, p, 11)[0]]
+    y = on.generate([5, 6], sched, p, 11)[0]
+    assert all(torch.equal(u, v) for u, v in zip(x, y))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 def test_first_step_table_in_a_cuda_graph(models, dtype):
     """The first-step table (built by the per-block path over chunks of labels) against the first step as the
     runtime computes it without one (`small_step` at 2 rows), inside captured graphs; a replay = eager."""

@@ -10,6 +10,9 @@
 #   bash bench/gpu/s14.sh d   # final: all of tests/test_gpu.py
 #   bash bench/gpu/s14.sh e   # final: the schedule table (setup.sh's schedule_tables); d20 256-10 at batch 1 and 32
 #   bash bench/gpu/s14.sh f   # final: the CUDA C++ host test
+#   bash bench/gpu/s14.sh h   # the split-K projection and fc2 (`skinny_rows`): their GPU tests with the greedy,
+#                            # teacher-forced, graph-replay and in-painting ones; batch 1 with them off / at <= 32
+#                            # rows (default) / at <= 128 rows in one process, d16 and d24
 #   bash bench/gpu/s14.sh g   # small_step's row limit again, now that the first step comes from the table: 2 (never:
 #                            # step 2 has 8 rows), 8 (default) and 32 in one process, d16 and d24 batch 1
 set -uo pipefail
@@ -65,5 +68,15 @@ if [ "${1:-a}" = g ]; then
   for d in 16 24; do
     (cd /tmp && timeout 280 python3 -m flexvar bench --dtype fp16 --schedules 256-10 --impls fast-rows2,fast,fast-rows32 \
       --repeat 9 --no-breakdown --depths $d --batches 1 --out "$OUT/rows_d$d.json" 2>&1 | grep -E "^bench: ran|^\||rror")
+  done
+fi
+if [ "${1:-a}" = h ]; then
+  timeout 280 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "skinny or greedy or \
+low_precision or graph_replay or inpaint or first_step" > "$OUT/gpu_tests_h.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_h.log" | tail -8
+  for d in 16 24; do
+    (cd /tmp && timeout 200 python3 -m flexvar bench --dtype fp16 --schedules 256-10 \
+      --impls fast-skinny0,fast,fast-skinny128 --repeat 9 --no-breakdown --depths $d --batches 1 \
+      --out "$OUT/skinny_d$d.json" 2>&1 | grep -E "^bench: ran|^\||rror")
   done
 fi
