@@ -4,10 +4,11 @@
 #                            # in-painting ones; d16 256-10 batch 1 and 32 with and without it in one process
 #   bash bench/gpu/s14.sh b   # d24 batch 1 with and without it; the table's build time and size at d16 / d24;
 #                            # a kernel timeline of the d16 batch 1 graph replay
-#   python3 bench/gpu/skinny_probe.py   # (no setup) a split-K skinny GEMM against cuBLAS at 18-128 rows
-#   bash bench/gpu/s14.sh c   # final: d16 and d24 256-10 at batch 1 and 32, eager and fast in one run each (with
+#   python3 bench/gpu/skinny_probe.py   # a split-K skinny GEMM against cuBLAS at 18-128 rows (ran at 55b6479 with no
+#                            # setup; since bffe24d it takes the runtime's kernel: source setup.sh first)
+#   bash bench/gpu/s14.sh c   # (ran at 55b6479, then at bffe24d) final: d16 and d24 256-10 at batch 1 and 32, eager and fast in one run each (with
 #                            # the stage breakdown); bench.precision (bf16, fp16)
-#   bash bench/gpu/s14.sh d   # final: all of tests/test_gpu.py
+#   bash bench/gpu/s14.sh d   # (ran at 55b6479, then at bffe24d) final: all of tests/test_gpu.py
 #   bash bench/gpu/s14.sh e   # final: the schedule table (setup.sh's schedule_tables); d20 256-10 at batch 1 and 32
 #   bash bench/gpu/s14.sh f   # final: the CUDA C++ host test
 #   bash bench/gpu/s14.sh h   # the split-K projection and fc2 (`skinny_rows`): their GPU tests with the greedy,

@@ -6,77 +6,47 @@ runs as 24 tiles of 64 columns: ~1.3 TB/s). Here the weight is the MMA's M side:
 (BLOCK_R >= rows, the activations from L2), and writes float32 partials (S, R, N); the consumer sums the
 S partials (in the runtime, inside the compiled kernel that already reads the GEMM's output).
 
-    python bench/gpu/skinny_probe.py [--widths 1024,1536] [--rows 18,32,72,128]
+    python bench/gpu/skinny_probe.py [--widths 1024,1536] [--rows 18,32,72,128]   # after bench/gpu/setup.sh
 
 For each block GEMM shape and row count: cuBLAS (F.linear, bias) against the best split / tile of the
 skinny kernel, alone and with its partials summed (+ bias) by a separate kernel, each timed as CUDA
 graphs of 24 launches over weight copies that do not fit in L2 (median of 7 replays, us per GEMM).
 Correctness: every configuration's sum against the float32 product (relative error printed).
+
+It ran at 55b6479 (`_skinny_probe_s14.log`) with its own copy of the kernel and timer; since the kernel went into
+the runtime (`flexvar.kernels.skinny_mm`, the same kernel without the unused N, K arguments) the probe launches
+that one and times with `flexvar.bench.attn_backends.time_graph`, so it needs the package installed.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
-import statistics
 
 import torch
 import triton
-import triton.language as tl
 
-
-@triton.jit
-def _skinny_kernel(X, W, P, R, N, K, k_split, sxr, swn, sps, spr,
-                   BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STAGES: tl.constexpr):
-    pid_n, pid_s = tl.program_id(0), tl.program_id(1)
-    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    rr = tl.arange(0, BLOCK_R)
-    acc = tl.zeros([BLOCK_N, BLOCK_R], tl.float32)
-    k0 = pid_s * k_split
-    for k in tl.range(k0, k0 + k_split, BLOCK_K, num_stages=STAGES):
-        rk = k + tl.arange(0, BLOCK_K)
-        w = tl.load(W + rn[:, None] * swn + rk[None, :])  # (BLOCK_N, BLOCK_K)
-        x = tl.load(X + rr[None, :] * sxr + rk[:, None], mask=rr[None, :] < R, other=0.0)  # (BLOCK_K, BLOCK_R)
-        acc = tl.dot(w, x, acc)
-    tl.store(P + pid_s * sps + rr[None, :] * spr + rn[:, None], acc, mask=rr[None, :] < R)
+from flexvar.bench.attn_backends import time_graph
+from flexvar.kernels.skinny_mm import _skinny_kernel
 
 
 def skinny_partials(x: torch.Tensor, w: torch.Tensor, splits: int, block_n: int, block_k: int, stages: int,
                     warps: int, out: torch.Tensor | None = None) -> torch.Tensor:
-    """float32 partials (splits, R, N) of x (R, K) @ w (N, K)^T."""
+    """float32 partials (splits, R, N) of x (R, K) @ w (N, K)^T, any tile configuration."""
     R, K = x.shape
     N = w.shape[0]
     assert K % (splits * block_k) == 0 and N % block_n == 0
-    block_r = max(16, triton.next_power_of_2(R))
     p = out if out is not None else torch.empty(splits, R, N, device=x.device, dtype=torch.float32)
-    _skinny_kernel[(N // block_n, splits)](x, w, p, R, N, K, K // splits, x.stride(0), w.stride(0), p.stride(0),
-                                          p.stride(1), BLOCK_R=block_r, BLOCK_N=block_n, BLOCK_K=block_k,
-                                          STAGES=stages, num_warps=warps)
+    _skinny_kernel[(N // block_n, splits)](x, w, p, R, K // splits, x.stride(0), w.stride(0), p.stride(0), p.stride(1),
+                                          BLOCK_R=max(16, triton.next_power_of_2(R)), BLOCK_N=block_n,
+                                          BLOCK_K=block_k, STAGES=stages, num_warps=warps)
     return p
 
 
-def graph_us(fn, copies: int, launches: int = 24, reps: int = 7) -> float:
-    """Median us per launch of `fn(i)` (i: weight copy) captured as a graph of `launches` calls."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for i in range(3):
-            fn(i % copies)
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for i in range(launches):
-            fn(i % copies)
-    g.replay()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b) * 1e3 / launches)
-    return statistics.median(times)
+def graph_us(fn, copies: int) -> float:
+    """us per launch of `fn(i)` (i: the weight copy, cycled) in a CUDA graph of 24 launches, median of 7 replays."""
+    it = itertools.count()
+    return time_graph(lambda: fn(next(it) % copies), calls=24, replays=7)
 
 
 def configs(N: int, K: int):
