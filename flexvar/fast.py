@@ -302,7 +302,7 @@ class FastRuntime:
         skinny_rows: per-block steps of at most this many token rows (guidance included) run each block's
         projection and fc2 as `flexvar.kernels.skinny_mm.skinny_partials` (split-K partial products summed in
         the compiled kernel after them) instead of cuBLAS; default 32 on CUDA in fp16/bf16 with the kernels
-        and Triton (batch 1's steps 3 and 4), 0 (never) otherwise."""
+        and Triton (batch 1's steps 3 and 4), 0 (never) otherwise; at most 128 on CUDA."""
         if attention not in (None, "step", "triton", "sdpa"):
             raise ValueError(f"attention takes 'step', 'triton' or 'sdpa', not {attention!r}")
         unknown = set(tune) - {"blocks", "decoder"}
@@ -355,6 +355,8 @@ class FastRuntime:
         low = self.dtype in (torch.float16, torch.bfloat16)
         skinny_ok = cuda and use_kernels and low and _skinny_mm.triton is not None
         self.skinny_rows = (32 if skinny_ok else 0) if skinny_rows is None else skinny_rows
+        if cuda:  # the kernel's limit (more rows would run the op's reference)
+            self.skinny_rows = min(self.skinny_rows, _skinny_mm.MAX_ROWS)
         cfg = model.cfg
         self.skinny_splits = (_skinny_mm.splits_for(cfg.width, cfg.width), _skinny_mm.splits_for(cfg.width, cfg.mlp_hidden))
         self.first_step_table = cuda if first_step_table is None else first_step_table
