@@ -56,7 +56,8 @@ def fast_teacher_forced(rt, labels, codes, sched, p: SamplingParams = SamplingPa
     out = []
     for si, hw in enumerate(sched):
         if si == 0:  # the first-step table where the runtime has one
-            x = rt.first_step_rows(hw, torch.tensor(both, device=rt.device), cond, blocks, cache.kv)
+            labels_2B = torch.tensor(both, device=rt.device)
+            x = rt.first_step_rows(rt.first_step(hw), hw, labels_2B, cond, blocks, cache.kv)
         else:
             x = rt.transformer(rt.next_tokens(codes[si - 1], hw).float().repeat(2, 1, 1), blocks, cache.kv,
                                sched.offsets[si])

@@ -398,7 +398,7 @@ class FastRuntime:
     def first_step_bytes(self, hw: tuple[int, int]) -> int:
         """Device memory of `first_step`'s table for a first scale hw."""
         cfg = self.model.cfg
-        per_token = 2 * cfg.depth * cfg.width * self.model.pos_1LC.element_size() + 4 * cfg.width
+        per_token = 2 * cfg.depth * cfg.width * self.dtype.itemsize + 4 * cfg.width  # keys and values; float32 x
         return (cfg.num_classes + 1) * hw[0] * hw[1] * per_token
 
     def first_step(self, hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -429,12 +429,11 @@ class FastRuntime:
             self._first.popitem(last=False)
         return table
 
-    def first_step_rows(self, hw: tuple[int, int], labels_2B: torch.Tensor, cond_2BC: torch.Tensor,
-                        blocks: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+    def first_step_rows(self, table: tuple | None, hw: tuple[int, int], labels_2B: torch.Tensor,
+                        cond_2BC: torch.Tensor, blocks: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
         """The first step of a label set (labels (2B,) int64 on the device, their cond and block modulation):
         writes its keys and values into kv at [0, h*w) and returns the last block's output (2B, h*w, C)
-        float32; copied out of `first_step`'s table where there is one, else computed."""
-        table = self.first_step(hw)
+        float32; copied out of `table` (`first_step(hw)`), or computed where it is None."""
         if table is None:
             return self.transformer(self._first_tokens(cond_2BC, hw), blocks, kv, 0)
         kv_t, x_NlC = table
@@ -551,7 +550,7 @@ class FastRuntime:
                     x.view(2, *t.shape).copy_(t)
             with stage("transformer"):
                 if si == 0:
-                    x = self.first_step_rows(hw, plan.labels, plan.cond, plan.blocks, plan.cache.kv)
+                    x = self.first_step_rows(plan.first, hw, plan.labels, plan.cond, plan.blocks, plan.cache.kv)
                 else:
                     x = self.transformer(x, plan.blocks, plan.cache.kv, sched.offsets[si])
                 logits = self.guided_logits(x, plan.head, plan.coef[si], bias=False)  # guided: (B, l, V)

@@ -163,6 +163,20 @@ def test_first_step_table_is_the_first_step(pipe_test, first):
     assert first not in rt._first and len(rt._first) == 4
 
 
+def test_plan_keeps_its_first_step_table(pipe_test):
+    """A plan reads the table it was built with, also after the runtime's LRU dropped it (no rebuild)."""
+    rt = FastRuntime(pipe_test.model, pipe_test.vae, use_graphs=False, first_step_table=True)
+    sched, p = Schedule.parse("1,2,4"), SamplingParams()
+    a = [c.clone() for c in rt.generate([1, 2], sched, p, seed=3, decode=False)[0]]
+    table = next(iter(rt._plans.values())).first
+    for hw in [(1, 3), (1, 4), (1, 5), (1, 6)]:
+        rt.first_step(hw)
+    assert (1, 1) not in rt._first
+    b = rt.generate([1, 2], sched, p, seed=3, decode=False)[0]
+    assert (1, 1) not in rt._first and next(iter(rt._plans.values())).first is table
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
 @pytest.mark.parametrize("spec", ["1,2,4,6", [(1, 2), (2, 3), (4, 6)], "2,4,6"], ids=str)
 def test_first_step_table_gives_the_same_generation(pipe_test, spec):
     """Seeded sampling with the table, without it, and with a table over its memory limit (not built)."""
