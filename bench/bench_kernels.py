@@ -4,15 +4,15 @@
 
 On CUDA each op is timed as the fused kernel and as its PyTorch `_ref`; on CPU only the references
 run (the kernels are CUDA-only; the Triton ones also need Triton). Shapes are d16's (C = 1024,
-V = 8912) at the last 256 px step, and the tokenizer decoder's largest GroupNorm (128 channels at
-256 x 256).
+V = 8912) at the last 256 px step (`skinny_partials`: fc2 at batch 1's step 4, 32 rows), and the tokenizer
+decoder's largest GroupNorm (128 channels at 256 x 256).
 """
 import pytest
 import torch
 
 import flexvar.kernels as K
 from flexvar.fast import bicubic_taps
-from flexvar.kernels import attention, group_norm
+from flexvar.kernels import attention, group_norm, skinny_mm
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 DT = torch.bfloat16 if DEV == "cuda" else torch.float32
@@ -171,3 +171,24 @@ def test_group_norm_silu_kernel(benchmark, norm_case):
     x, w, b = norm_case
     assert group_norm.kernel_available(x, 32)
     _timed(benchmark, lambda: group_norm.group_norm_silu(x, w, b, 32, 1e-6, True))
+
+
+@pytest.fixture(scope="module")
+def fc2_case():
+    """d16's fc2 at batch 1's step 4: h (32, 4096) against the (1024, 4096) weight, 8 K splits."""
+    g = torch.Generator(DEV).manual_seed(5)
+    h = torch.randn(32, 4096, device=DEV, generator=g).to(DT)
+    w = (torch.randn(1024, 4096, device=DEV, generator=g) / 64).to(DT)
+    return h, w, skinny_mm.splits_for(1024, 4096)
+
+
+def test_skinny_partials_ref(benchmark, fc2_case):
+    h, w, splits = fc2_case
+    _timed(benchmark, lambda: skinny_mm.skinny_partials_ref(h, w, splits))
+
+
+@pytest.mark.skipif(DEV != "cuda" or skinny_mm.triton is None, reason="the kernel is a CUDA Triton kernel")
+def test_skinny_partials_kernel(benchmark, fc2_case):
+    h, w, splits = fc2_case
+    assert skinny_mm.kernel_available(h, w, splits)
+    _timed(benchmark, lambda: skinny_mm.skinny_partials(h, w, splits))

@@ -43,7 +43,6 @@ from .images import pixels_uint8
 from .kernels import attention as _attention
 from .kernels.group_norm import group_norm_silu
 from .kernels import skinny_mm as _skinny_mm
-from .kernels.skinny_mm import skinny_partials
 from .kernels import guided_sample, next_tokens, qk_norm_cache, small_step, small_step_fits
 from .kernels import load as load_kernels
 from .kv_cache import KVCache
@@ -123,7 +122,7 @@ def _linear(x_NK: torch.Tensor, w: torch.Tensor, b: torch.Tensor, splits: int) -
     """x w^T + b in w's dtype: one GEMM, or with splits > 0 the sum of `skinny_partials` (float32, rounded
     once), which the compiler fuses into the kernel that reads the result."""
     if splits:
-        return (skinny_partials(x_NK, w, splits).sum(0) + b.float()).to(w.dtype)
+        return (_skinny_mm.skinny_partials(x_NK, w, splits).sum(0) + b.float()).to(w.dtype)
     return F.linear(x_NK, w, b)
 
 
@@ -301,8 +300,9 @@ class FastRuntime:
         first scale (`first_step`), where it takes at most `first_step_max_bytes` of device memory.
         skinny_rows: per-block steps of at most this many token rows (guidance included) run each block's
         projection and fc2 as `flexvar.kernels.skinny_mm.skinny_partials` (split-K partial products summed in
-        the compiled kernel after them) instead of cuBLAS; default 32 on CUDA in fp16/bf16 with the kernels
-        and Triton (batch 1's steps 3 and 4), 0 (never) otherwise; at most 128 on CUDA."""
+        the compiled kernel after them) instead of cuBLAS: on CUDA only where the Triton kernel runs (fp16/bf16,
+        kernels on, widths it tiles), default 32 (batch 1's steps 3 and 4), at most its 128; on CPU (the op's
+        reference, for tests) only when asked for. 0: never."""
         if attention not in (None, "step", "triton", "sdpa"):
             raise ValueError(f"attention takes 'step', 'triton' or 'sdpa', not {attention!r}")
         unknown = set(tune) - {"blocks", "decoder"}
@@ -352,13 +352,14 @@ class FastRuntime:
             if self.decoder_gn is not None:
                 self.decoder_gn = torch.compile(self.decoder_gn, dynamic=False, options=opts)
         self._mm_fp32_out = self.device.type == "cuda" and self.dtype != torch.float32 and _has_mm_out_dtype(self.device)
-        low = self.dtype in (torch.float16, torch.bfloat16)
-        skinny_ok = cuda and use_kernels and low and _skinny_mm.triton is not None
-        self.skinny_rows = (32 if skinny_ok else 0) if skinny_rows is None else skinny_rows
-        if cuda:  # the kernel's limit (more rows would run the op's reference)
-            self.skinny_rows = min(self.skinny_rows, _skinny_mm.MAX_ROWS)
         cfg = model.cfg
         self.skinny_splits = (_skinny_mm.splits_for(cfg.width, cfg.width), _skinny_mm.splits_for(cfg.width, cfg.mlp_hidden))
+        kernel = (use_kernels and self.dtype in (torch.float16, torch.bfloat16) and _skinny_mm.triton is not None
+                  and 0 not in self.skinny_splits)
+        if cuda:  # only where the Triton kernel runs, and within its row limit
+            self.skinny_rows = min(32 if skinny_rows is None else skinny_rows, _skinny_mm.MAX_ROWS) if kernel else 0
+        else:  # the op's reference, for tests
+            self.skinny_rows = 0 if skinny_rows is None or 0 in self.skinny_splits else skinny_rows
         self.first_step_table = cuda if first_step_table is None else first_step_table
         self.first_step_max_bytes = first_step_max_bytes
         self._first: OrderedDict = OrderedDict()  # first scale -> table or None (LRU of 4; plans hold theirs)
@@ -485,7 +486,7 @@ class FastRuntime:
             return x_BlC
         end = start + x_BlC.shape[1]
         rows = x_BlC.shape[0] * x_BlC.shape[1]
-        splits = self.skinny_splits if rows <= self.skinny_rows and 0 not in self.skinny_splits else (0, 0)
+        splits = self.skinny_splits if rows <= self.skinny_rows else (0, 0)
         qkv = self.qkv_proj(x_BlC, blocks[0], W[0][0], W[0][1], eps)
         fused = self.attention == "step" and _attention.step_kernel_available(qkv, kv)
         for i, (_, _, scale, *second) in enumerate(W):
