@@ -83,15 +83,12 @@ def measure_ceilings(device) -> dict:
 
 
 def _rows(variant: str) -> dict:
-    """small_step_rows, skinny_rows, l2_prefetch (MiB) and prefetch_rows of a fast-...-rowsN-skinnyM-pfK-pfrowsR
-    variant (only those it names)."""
+    """small_step_rows and skinny_rows of a fast-...-rowsN-skinnyM variant (only those it names)."""
     out = {}
     for part in variant.split("-"):
-        for prefix, key, unit in (("rows", "small_step_rows", 1), ("skinny", "skinny_rows", 1),
-                                  ("pfrows", "prefetch_rows", 1), ("pf", "l2_prefetch", 1 << 20)):
+        for prefix, key in (("rows", "small_step_rows"), ("skinny", "skinny_rows")):
             if part.startswith(prefix) and part[len(prefix):].isdigit():
-                out[key] = int(part[len(prefix):]) * unit
-                break
+                out[key] = int(part[len(prefix):])
     return out
 
 

@@ -42,7 +42,6 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from .images import pixels_uint8
 from .kernels import attention as _attention
 from .kernels.group_norm import group_norm_silu
-from .kernels import l2_prefetch as _l2
 from .kernels import skinny_mm as _skinny_mm
 from .kernels import guided_sample, next_tokens, qk_norm_cache, small_step, small_step_fits
 from .kernels import load as load_kernels
@@ -281,8 +280,7 @@ class FastRuntime:
                  small_step_rows: int = 8, tune: tuple[str, ...] = (), attention: str | None = None,
                  group_norm_op: bool | None = None, group_norm_min_batch: int = 8, max_plans: int = 8,
                  max_label_sets: int = 64, first_step_table: bool | None = None,
-                 first_step_max_bytes: int = 512 << 20, skinny_rows: int | None = None,
-                 l2_prefetch: int | None = None, prefetch_rows: int = 512):
+                 first_step_max_bytes: int = 512 << 20, skinny_rows: int | None = None):
         """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
         dynamic shapes (once per process), the channels-last decoder compiled per output shape, and
         steps of at most `small_step_rows` token rows (guidance included: batch 1's first two steps at
@@ -304,12 +302,7 @@ class FastRuntime:
         projection and fc2 as `flexvar.kernels.skinny_mm.skinny_partials` (split-K partial products summed in
         the compiled kernel after them) instead of cuBLAS: on CUDA only where the Triton kernel runs (fp16/bf16,
         kernels on, widths it tiles), default 32 (batch 1's steps 3 and 4), at most its 128; on CPU (the op's
-        reference, for tests) only when asked for. 0: never.
-        l2_prefetch: in per-block steps of at most `prefetch_rows` token rows (guidance included), each block
-        first launches, on a second stream, `flexvar.kernels.l2_prefetch` over its projection, fc1, fc2 and the
-        next block's qkv weights (the head's after the last block), in that order, as many as fit in this many
-        bytes: they are in L2 when the GEMMs read them. Where that kernel runs (CUDA, sm_90, Triton): default
-        24 MiB (a d16 block's four weights); elsewhere, or 0: off. Changes no value."""
+        reference, for tests) only when asked for. 0: never."""
         if attention not in (None, "step", "triton", "sdpa"):
             raise ValueError(f"attention takes 'step', 'triton' or 'sdpa', not {attention!r}")
         unknown = set(tune) - {"blocks", "decoder"}
@@ -368,10 +361,6 @@ class FastRuntime:
         else:  # the op's reference, for tests
             self.skinny_rows = 0 if skinny_rows is None or 0 in self.skinny_splits else skinny_rows
         self.first_step_table = cuda if first_step_table is None else first_step_table
-        budget = (24 << 20 if l2_prefetch is None else l2_prefetch) if use_kernels and _l2.kernel_available(self.device) else 0
-        self.l2_prefetch, self.prefetch_rows = budget, prefetch_rows
-        self._prefetch = [_l2.Prefetch(ws, self.device) for ws in self._prefetch_lists(budget)] if budget else None
-        self._side = torch.cuda.Stream(self.device) if self._prefetch else None
         self.first_step_max_bytes = first_step_max_bytes
         self._first: OrderedDict = OrderedDict()  # first scale -> table or None (LRU of 4; plans hold theirs)
         self._pos: dict[tuple[int, int], torch.Tensor] = {}
@@ -389,20 +378,6 @@ class FastRuntime:
         scale = a.scale_mul_1H11.float().clamp_max(a.max_log_scale).exp().view(a.H, 1)
         return (a.mat_qkv.weight, bqkv, scale, a.proj.weight, a.proj.bias, blk.ffn.fc1.weight, blk.ffn.fc1.bias,
                 blk.ffn.fc2.weight, blk.ffn.fc2.bias)
-
-    def _prefetch_lists(self, budget: int) -> list[list[torch.Tensor]]:
-        """Per block: the weights it prefetches into L2 before its attention, the longest prefix of (projection,
-        fc1, fc2, next block's qkv or the head) that fits in `budget` bytes."""
-        W, out = self.block_weights, []
-        for i, (_, _, _, wproj, _, w1, _, w2, _) in enumerate(W):
-            ahead, total = [], 0
-            for w in (wproj, w1, w2, W[i + 1][0] if i + 1 < len(W) else self.head_w):
-                total += w.numel() * w.element_size()
-                if total > budget:
-                    break
-                ahead.append(w)
-            out.append(ahead)
-        return out
 
     def decode(self, codes_Bhw: torch.Tensor) -> torch.Tensor:
         """uint8 (B, H, W, 3) images on the device."""
@@ -512,15 +487,9 @@ class FastRuntime:
         end = start + x_BlC.shape[1]
         rows = x_BlC.shape[0] * x_BlC.shape[1]
         splits = self.skinny_splits if rows <= self.skinny_rows else (0, 0)
-        prefetch = self._prefetch if self._prefetch and rows <= self.prefetch_rows else None
-        main = torch.cuda.current_stream(self.device) if prefetch else None
         qkv = self.qkv_proj(x_BlC, blocks[0], W[0][0], W[0][1], eps)
         fused = self.attention == "step" and _attention.step_kernel_available(qkv, kv)
         for i, (_, _, scale, *second) in enumerate(W):
-            if prefetch:  # a branch: starts once this block's qkv is written, nothing on this stream waits for it
-                self._side.wait_stream(main)
-                with torch.cuda.stream(self._side):
-                    prefetch[i]()
             if fused:
                 o = _attention.attend_step(qkv, scale, kv[i, 0], kv[i, 1], start).transpose(1, 2)
             else:
@@ -531,8 +500,6 @@ class FastRuntime:
                                              eps, splits)
             else:
                 x_BlC = self.finish_step(x_BlC, blocks[i], o, *second, eps, splits)
-        if prefetch:
-            main.wait_stream(self._side)  # joined once (a graph capture needs every branch joined)
         return x_BlC
 
     def _small_step(self, x_BlC: torch.Tensor, kv: torch.Tensor, start: int) -> bool:

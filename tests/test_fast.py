@@ -474,35 +474,3 @@ def test_group_norm_chunks_divide_the_pixels():
     for P, B in [(2304, 3), (147456, 32), (7, 1), (1, 64), (36, 2)]:
         n = chunks(P, B)
         assert P % n == 0 and 1 <= n <= 256 and (B * n <= 1024 or n == 1)
-
-
-def test_l2_prefetch_chunk_table():
-    """The chunks cover each tensor's bytes in order, 16-byte aligned and multiples of 16 (an unaligned start and
-    a tail under 16 bytes are left out), at most CHUNK bytes each."""
-    from flexvar.kernels.l2_prefetch import CHUNK, chunk_table
-    big = torch.zeros(3 * CHUNK // 2 + 13, dtype=torch.float16)  # 1.5 chunks of bytes and a 26-byte tail
-    for t in (big, big[1:], torch.zeros(5, dtype=torch.float16), torch.zeros(4, 1000)):
-        start, end = t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
-        table = chunk_table([t])
-        first = start + (-start % 16)
-        assert table[0][0] == first if table else end - first < 16
-        for (a, n), nxt in zip(table, table[1:] + [None]):
-            assert a % 16 == 0 and n % 16 == 0 and 0 < n <= CHUNK and a + n <= end
-            assert nxt is None or nxt[0] == a + n
-        assert sum(n for _, n in table) == (end - first) // 16 * 16
-    assert len(chunk_table([big, big])) == 2 * len(chunk_table([big]))
-    with pytest.raises(ValueError, match="contiguous"):
-        chunk_table([torch.zeros(8, 8).t()])
-
-
-def test_l2_prefetch_lists(pipe_tiny):
-    """Off on CPU; per block, the longest prefix of (projection, fc1, fc2, next qkv / the head) within the budget."""
-    rt = FastRuntime(pipe_tiny.model, pipe_tiny.vae, use_graphs=False, l2_prefetch=1 << 30)
-    assert rt.l2_prefetch == 0 and rt._prefetch is None and rt._side is None
-    W = rt.block_weights
-    nbytes = [w.numel() * w.element_size() for w in (W[0][3], W[0][5], W[0][7])]
-    assert [len(ws) for ws in rt._prefetch_lists(nbytes[0] - 1)] == [0] * len(W)
-    two = rt._prefetch_lists(nbytes[0] + nbytes[1])
-    assert all(a is w[3] and b is w[5] for (a, b), w in zip(two, W))
-    full = rt._prefetch_lists(1 << 30)
-    assert all(ws[3] is W[i + 1][0] for i, ws in enumerate(full[:-1])) and full[-1][3] is rt.head_w

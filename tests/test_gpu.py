@@ -342,50 +342,6 @@ def test_fast_skinny_steps_near_cublas(models):
     assert all(torch.equal(u, v) for u, v in zip(x, y))
 
 
-def test_l2_prefetch_kernel_runs():
-    """The prefetch launch over large, odd-sized and unaligned tensors completes without a fault and changes nothing."""
-    from flexvar.kernels.l2_prefetch import Prefetch, kernel_available
-    if not kernel_available(torch.device("cuda")):
-        pytest.skip("cp.async.bulk.prefetch needs sm_90")
-    g = torch.Generator("cuda").manual_seed(0)
-    big = torch.randn(6 << 20, device="cuda", generator=g).half()
-    ts = [big, big[1:], big[:7], torch.randn(1000, 3, device="cuda", generator=g)]
-    before = [t.clone() for t in ts]
-    pf = Prefetch(ts, torch.device("cuda"))
-    assert pf.chunks.shape[0] > 700 and pf.bytes > 2 * big.numel() * 2 - 64
-    for _ in range(3):
-        pf()
-    torch.cuda.synchronize()
-    assert all(torch.equal(a, b) for a, b in zip(ts, before))
-
-
-def test_fast_l2_prefetch_changes_nothing(models, monkeypatch):
-    """fp16: with every block's weights prefetched into L2 on a second stream in every step, the codes and images
-    are bitwise those without, eagerly and in a graph replay; the prefetch launches once per block of each
-    per-block step."""
-    from flexvar.kernels.l2_prefetch import Prefetch, kernel_available
-    if not kernel_available(torch.device("cuda")):
-        pytest.skip("cp.async.bulk.prefetch needs sm_90")
-    model, vae = copy.deepcopy(models[0]).half(), copy.deepcopy(models[1]).half()
-    sched, p = Schedule.parse("256-10"), SamplingParams()
-    kw = dict(first_step_table=False, l2_prefetch=1 << 30, prefetch_rows=1 << 20)  # every step runs
-    off = FastRuntime(model, vae, use_graphs=False, **{**kw, "l2_prefetch": 0})
-    on = FastRuntime(model, vae, use_graphs=False, **kw)
-    graph = FastRuntime(model, vae, use_graphs=True, **kw)
-    assert off._prefetch is None and all(len(pf.chunks) > 0 for pf in on._prefetch)
-    want_codes, want_img = off.generate([5, 6], sched, p, 11)
-    calls = []
-    call = Prefetch.__call__
-    monkeypatch.setattr(Prefetch, "__call__", lambda self: calls.append(1) or call(self))
-    codes, img = on.generate([5, 6], sched, p, 11)
-    per_block = sum(1 for h, w in sched if 4 * h * w > on.small_step_rows)  # steps not run by small_step
-    assert len(calls) == model.cfg.depth * per_block
-    assert all(torch.equal(x, y) for x, y in zip(codes, want_codes)) and torch.equal(img, want_img)
-    for _ in range(2):  # capture, then replay
-        codes, img = graph.generate([5, 6], sched, p, 11)
-        assert all(torch.equal(x, y) for x, y in zip(codes, want_codes)) and torch.equal(img, want_img)
-
-
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 def test_first_step_table_in_a_cuda_graph(models, dtype):
     """The first-step table (built by the per-block path over chunks of labels) against the first step as the

@@ -2,9 +2,9 @@
 # Session 15 device calls.
 #   python3 bench/gpu/l2_probe.py --runtime   # (after setup.sh) block GEMMs with weights cold / in L2 / prefetched by
 #                            # one-program kernels; the runtime with every block on block 0's weights (L2's upper bound)
-#   bash bench/gpu/s15.sh a   # the L2 prefetch: its GPU tests with the greedy, graph-replay, skinny and first-step ones;
+#   bash bench/gpu/s15.sh a   # (ran at 40a88f7; its pfN variants were reverted in the next commit) the L2 prefetch: its GPU tests with the greedy, graph-replay, skinny and first-step ones;
 #                            # d16 batch 1 with budgets 0 / 12 / 24 MiB in one process
-#   bash bench/gpu/s15.sh b   # d24 batch 1 with budgets 0 / 24 / 48 / 64 MiB in one process
+#   bash bench/gpu/s15.sh b   # (not run: d16 was slower) d24 batch 1 with budgets 0 / 24 / 48 / 64 MiB in one process
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}
 . bench/gpu/setup.sh
