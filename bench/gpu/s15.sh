@@ -5,6 +5,11 @@
 #   bash bench/gpu/s15.sh a   # (ran at 40a88f7; its pfN variants were reverted in the next commit) the L2 prefetch: its GPU tests with the greedy, graph-replay, skinny and first-step ones;
 #                            # d16 batch 1 with budgets 0 / 12 / 24 MiB in one process
 #   bash bench/gpu/s15.sh b   # (not run: d16 was slower) d24 batch 1 with budgets 0 / 24 / 48 / 64 MiB in one process
+#   bash bench/gpu/s15.sh c   # kernel timelines (JSON, every kernel) of the d16 and d24 batch 1 graph replays; the split-K
+#                            # row limit at 32 (default) / 50 / 72 in one process, d16 and d24 batch 1
+#   bash bench/gpu/s15.sh d   # the split-K sum written as additions (fused into the LayerNorm kernel at d16): the skinny,
+                         # greedy and graph-replay GPU tests; a d16 batch 1 timeline; split-K row limits 0 / 32 / 50 / 72 /
+                         # 128 in one process, d16 and d24 batch 1
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}
 . bench/gpu/setup.sh
@@ -20,4 +25,24 @@ graph_replay or skinny or first_step" > "$OUT/gpu_tests_a.log" 2>&1
   pf_ab d16 fast-pf0,fast-pf12,fast-pf24,fast-pf0 --depths 16 --batches 1
 elif [ "$1" = b ]; then
   pf_ab d24 fast-pf0,fast-pf24,fast-pf48,fast-pf64 --depths 24 --batches 1
+fi
+if [ "${1:-a}" = c ]; then
+  for d in d16 d24; do
+    timeout 200 python3 -m flexvar.bench.profile_fast --depth $d --graph --timeline "$OUT/timeline_${d}_b1.json" \
+      > "$OUT/timeline_${d}_b1.txt" 2>&1
+    grep -E "^profile|^by category|^step|^decode" "$OUT/timeline_${d}_b1.txt"
+  done
+  pf_ab skinny_d16 fast,fast-skinny50,fast-skinny72,fast --depths 16 --batches 1
+  pf_ab skinny_d24 fast,fast-skinny50,fast-skinny72,fast --depths 24 --batches 1
+fi
+
+if [ "${1:-a}" = d ]; then
+  timeout 200 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "skinny or greedy or graph_replay" \
+    > "$OUT/gpu_tests_d.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_d.log" | tail -8
+  timeout 150 python3 -m flexvar.bench.profile_fast --depth d16 --graph --timeline "$OUT/timeline_d16_b1.json" \
+    > "$OUT/timeline_d16_b1.txt" 2>&1
+  grep -E "^profile|^by category|^step|^decode" "$OUT/timeline_d16_b1.txt"
+  pf_ab sum_d16 fast-skinny0,fast,fast-skinny50,fast-skinny72,fast-skinny128 --depths 16 --batches 1
+  pf_ab sum_d24 fast-skinny0,fast,fast-skinny50,fast-skinny72,fast-skinny128 --depths 24 --batches 1
 fi
