@@ -10,6 +10,9 @@
 #   bash bench/gpu/s15.sh d   # the split-K sum written as additions (fused into the LayerNorm kernel at d16): the skinny,
                          # greedy and graph-replay GPU tests; a d16 batch 1 timeline; split-K row limits 0 / 32 / 50 / 72 /
                          # 128 in one process, d16 and d24 batch 1
+#   bash bench/gpu/s15.sh e   # persistent LayerNorm kernels at any width (`persistent_norms`, Inductor's multi_kernel = 2) and
+                         # the split-K row limit 128: d24 and d16 batch 1 with each off and on in one process; the skinny,
+                         # greedy, graph-replay and first-step GPU tests
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}
 . bench/gpu/setup.sh
@@ -45,4 +48,11 @@ if [ "${1:-a}" = d ]; then
   grep -E "^profile|^by category|^step|^decode" "$OUT/timeline_d16_b1.txt"
   pf_ab sum_d16 fast-skinny0,fast,fast-skinny50,fast-skinny72,fast-skinny128 --depths 16 --batches 1
   pf_ab sum_d24 fast-skinny0,fast,fast-skinny50,fast-skinny72,fast-skinny128 --depths 24 --batches 1
+fi
+if [ "${1:-a}" = e ]; then
+  pf_ab persist_d24 fast-nopersist-skinny32,fast-nopersist,fast,fast-skinny32 --depths 24 --batches 1
+  pf_ab persist_d16 fast-nopersist-skinny32,fast-nopersist,fast --depths 16 --batches 1
+  timeout 250 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "skinny or greedy or graph_replay \
+or first_step" > "$OUT/gpu_tests_e.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_e.log" | tail -8
 fi
