@@ -132,7 +132,6 @@ class Impls:
                                              group_norm_op=cuda and "ingn" not in variant.split("-")
                                              and "nokernels" not in variant,
                                              first_step_table=cuda and "nofirst" not in variant.split("-"),
-                                             persistent_norms="nopersist" not in variant.split("-"),
                                              **_rows(variant))
         return self.fast[variant]
 

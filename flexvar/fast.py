@@ -286,8 +286,7 @@ class FastRuntime:
                  small_step_rows: int = 8, tune: tuple[str, ...] = (), attention: str | None = None,
                  group_norm_op: bool | None = None, group_norm_min_batch: int = 8, max_plans: int = 8,
                  max_label_sets: int = 64, first_step_table: bool | None = None,
-                 first_step_max_bytes: int = 512 << 20, skinny_rows: int | None = None,
-                 persistent_norms: bool = True):
+                 first_step_max_bytes: int = 512 << 20, skinny_rows: int | None = None):
         """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
         dynamic shapes (once per process), the channels-last decoder compiled per output shape, and
         steps of at most `small_step_rows` token rows (guidance included: batch 1's first two steps at
@@ -308,12 +307,9 @@ class FastRuntime:
         skinny_rows: per-block steps of at most this many token rows (guidance included) run each block's
         projection and fc2 as `flexvar.kernels.skinny_mm.skinny_partials` (split-K partial products summed in
         the compiled kernel after them) instead of cuBLAS: on CUDA only where the Triton kernel runs (fp16/bf16,
-        kernels on, widths it tiles), default and at most 128 (batch 1's steps 3-7); on CPU (the op's
-        reference, for tests) only when asked for. 0: never.
-        persistent_norms: compile the block halves and the head's input with Inductor's `triton.multi_kernel` = 2,
-        which makes every LayerNorm kernel a persistent (one-pass) reduction; by default Inductor does so only up
-        to 1,024 columns, so d20/d24's (1,280 / 1,536) ran as looped reductions (d24 batch 1: ~3.3-5 us a kernel
-        against d16's ~1.9-2.9, 48 of them per step)."""
+        kernels on, widths it tiles), at most 128; default 128 (batch 1's steps 3-7) up to width 1,024 (d16), 32
+        (steps 3-4) above: the best measured on the H100 (d16 8.22 -> 8.03 ms at 128, d24 level or slower than
+        32); on CPU (the op's reference, for tests) only when asked for. 0: never."""
         if attention not in (None, "step", "triton", "sdpa"):
             raise ValueError(f"attention takes 'step', 'triton' or 'sdpa', not {attention!r}")
         unknown = set(tune) - {"blocks", "decoder"}
@@ -341,12 +337,9 @@ class FastRuntime:
         self.qkv_proj, self.finish_qkv, self.finish_step = qkv_proj, finish_qkv, finish_step
         self.head_input, self.guided_head_input = head_input, guided_head_input
         if cuda if compile_blocks is None else compile_blocks:  # dynamic in the step's tokens and start
-            opts = {"coordinate_descent_tuning": True} if "blocks" in tune else {}
-            if persistent_norms:
-                opts["triton.multi_kernel"] = 2  # persistent reductions at any LayerNorm width, picked without timing
-            opts = opts or None
-            self.head_input = torch.compile(head_input, dynamic=True, options=opts)
-            self.guided_head_input = torch.compile(guided_head_input, dynamic=True, options=opts)
+            opts = {"coordinate_descent_tuning": True} if "blocks" in tune else None
+            self.head_input = torch.compile(head_input, dynamic=True)
+            self.guided_head_input = torch.compile(guided_head_input, dynamic=True)
             self.qkv_proj = torch.compile(qkv_proj, dynamic=True, options=opts)
             self.finish_qkv = torch.compile(finish_qkv, dynamic=True, options=opts)
             self.finish_step = torch.compile(finish_step, dynamic=True, options=opts)
@@ -371,7 +364,8 @@ class FastRuntime:
         kernel = (use_kernels and self.dtype in (torch.float16, torch.bfloat16) and _skinny_mm.triton is not None
                   and 0 not in self.skinny_splits)
         if cuda:  # only where the Triton kernel runs, and within its row limit
-            self.skinny_rows = min(128 if skinny_rows is None else skinny_rows, _skinny_mm.MAX_ROWS) if kernel else 0
+            default = 128 if cfg.width <= 1024 else 32
+            self.skinny_rows = min(default if skinny_rows is None else skinny_rows, _skinny_mm.MAX_ROWS) if kernel else 0
         else:  # the op's reference, for tests
             self.skinny_rows = 0 if skinny_rows is None or 0 in self.skinny_splits else skinny_rows
         self.first_step_table = cuda if first_step_table is None else first_step_table
