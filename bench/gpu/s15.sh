@@ -13,6 +13,8 @@
 #   bash bench/gpu/s15.sh e   # persistent LayerNorm kernels at any width (`persistent_norms`, Inductor's multi_kernel = 2) and
                          # the split-K row limit 128: d24 and d16 batch 1 with each off and on in one process; the skinny,
                          # greedy, graph-replay and first-step GPU tests
+#   bash bench/gpu/s15.sh f   # attend_step's keys split in batch 1's late steps: its GPU tests; d16 and d24 batch 1 with the
+                         # split off and on in one process
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}
 . bench/gpu/setup.sh
@@ -55,4 +57,11 @@ if [ "${1:-a}" = e ]; then
   timeout 250 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "skinny or greedy or graph_replay \
 or first_step" > "$OUT/gpu_tests_e.log" 2>&1
   echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_e.log" | tail -8
+fi
+if [ "${1:-a}" = f ]; then
+  pf_ab splitkv_d16 fast-nosplitkv,fast,fast-nosplitkv,fast --depths 16 --batches 1
+  pf_ab splitkv_d24 fast-nosplitkv,fast,fast-nosplitkv,fast --depths 24 --batches 1
+  timeout 200 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "split_keys or attend_step" \
+    > "$OUT/gpu_tests_f.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_f.log" | tail -8
 fi
