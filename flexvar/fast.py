@@ -286,7 +286,7 @@ class FastRuntime:
                  small_step_rows: int = 8, tune: tuple[str, ...] = (), attention: str | None = None,
                  group_norm_op: bool | None = None, group_norm_min_batch: int = 8, max_plans: int = 8,
                  max_label_sets: int = 64, first_step_table: bool | None = None,
-                 first_step_max_bytes: int = 512 << 20, skinny_rows: int | None = None, split_keys: bool = True):
+                 first_step_max_bytes: int = 512 << 20, skinny_rows: int | None = None):
         """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
         dynamic shapes (once per process), the channels-last decoder compiled per output shape, and
         steps of at most `small_step_rows` token rows (guidance included: batch 1's first two steps at
@@ -309,9 +309,7 @@ class FastRuntime:
         the compiled kernel after them) instead of cuBLAS: on CUDA only where the Triton kernel runs (fp16/bf16,
         kernels on, widths it tiles), at most 128; default 128 (batch 1's steps 3-7) up to width 1,024 (d16), 32
         (steps 3-4) above: the best measured on the H100 (d16 8.22 -> 8.03 ms at 128, d24 level or slower than
-        32); on CPU (the op's reference, for tests) only when asked for. 0: never.
-        split_keys: `attend_step` may cut a step's keys into ranges combined in the kernel (`attend_splits`: batch
-        1's late steps, where its programs fill under two waves), with counters this runtime owns."""
+        32); on CPU (the op's reference, for tests) only when asked for. 0: never."""
         if attention not in (None, "step", "triton", "sdpa"):
             raise ValueError(f"attention takes 'step', 'triton' or 'sdpa', not {attention!r}")
         unknown = set(tune) - {"blocks", "decoder"}
@@ -371,8 +369,6 @@ class FastRuntime:
         else:  # the op's reference, for tests
             self.skinny_rows = 0 if skinny_rows is None or 0 in self.skinny_splits else skinny_rows
         self.first_step_table = cuda if first_step_table is None else first_step_table
-        self._attn_counters = (torch.zeros(1 << 16, dtype=torch.int32, device=self.device)
-                               if cuda and split_keys and self.attention == "step" else None)
         self.first_step_max_bytes = first_step_max_bytes
         self._first: OrderedDict = OrderedDict()  # first scale -> table or None (LRU of 4; plans hold theirs)
         self._pos: dict[tuple[int, int], torch.Tensor] = {}
@@ -503,8 +499,7 @@ class FastRuntime:
         fused = self.attention == "step" and _attention.step_kernel_available(qkv, kv)
         for i, (_, _, scale, *second) in enumerate(W):
             if fused:
-                o = _attention.attend_step(qkv, scale, kv[i, 0], kv[i, 1], start,
-                                           counters=self._attn_counters).transpose(1, 2)
+                o = _attention.attend_step(qkv, scale, kv[i, 0], kv[i, 1], start).transpose(1, 2)
             else:
                 q = qk_norm_cache(qkv, scale, kv[i, 0], kv[i, 1], start, use_kernel=self.use_kernels)
                 o = attend(q, kv[i, 0], kv[i, 1], end, kernel=self.attention != "sdpa")

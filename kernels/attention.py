@@ -89,30 +89,12 @@ def step_kernel_available(qkv_BlC3: torch.Tensor, k_cache: torch.Tensor) -> bool
             and qkv_BlC3.stride(-1) == 1 and k_cache.stride(-1) == 1)
 
 
-def attend_splits(l: int, start: int, B: int, H: int, config: tuple[int, int, int, int] | None = None,
-                  sms: int = 132) -> int:
-    """Key splits of `attend_step` for a step: where the attention programs fill under two waves of the
-    device's SMs (batch 1's late steps), the keys are cut into ranges of at least 3 key blocks (at most 4
-    ranges) so that each program's loop is shorter; 1 otherwise."""
-    bm, bn = (config or attend_config(l))[:2]
-    blocks = -(-start // bn) + -(-l // bn)
-    if -(-l // bm) * B * H >= 2 * sms:
-        return 1
-    return max(1, min(4, blocks // 3))
-
-
 def attend_step(qkv_BlC3: torch.Tensor, scale_H: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                start: int, config: tuple[int, int, int, int] | None = None, counters: torch.Tensor | None = None,
-                splits: int | None = None) -> torch.Tensor:
+                start: int, config: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """A block's attention from its raw qkv (B, l, 3C): q/k norms, q scale, the step's keys and values
     written into the caches (L, B, H, d) at [start, start + l), attention over [0, start + l):
     (B, l, H, d) contiguous. The Triton kernel where `step_kernel_available`, else `attend_step_ref`.
-    scale_H: the per-head q scale (H or (H, 1)), float32. config overrides `attend_config` (benchmarks).
-    counters: int32 zeros on the device, at least B * H * (query blocks) of them, which the launch leaves at
-    zero: with them, the keys may be cut into `splits` ranges (default `attend_splits`), one program per
-    range and query block, whose float32 partial results (running max, sum, unnormalised output) the last of
-    them to finish combines in range order (deterministic). Launches that may overlap in time (other streams)
-    need counters of their own."""
+    scale_H: the per-head q scale (H or (H, 1)), float32. config overrides `attend_config` (benchmarks)."""
     if not step_kernel_available(qkv_BlC3, k_cache) or v_cache.stride(-1) != 1:
         return attend_step_ref(qkv_BlC3, scale_H, k_cache, v_cache, start)
     B, l = qkv_BlC3.shape[:2]
@@ -120,19 +102,11 @@ def attend_step(qkv_BlC3: torch.Tensor, scale_H: torch.Tensor, k_cache: torch.Te
     o = torch.empty(B, l, H, d, device=qkv_BlC3.device, dtype=qkv_BlC3.dtype)
     bm, bn, warps, stages = config or attend_config(l)
     n_qb = triton.cdiv(l, bm)
-    if counters is None or counters.numel() < B * H * n_qb:
-        splits = 1
-    elif splits is None:
-        splits = attend_splits(l, start, B, H, (bm, bn, warps, stages))
-    ws = (torch.empty(B * H * n_qb * splits * bm * (d + 2), device=o.device, dtype=torch.float32) if splits > 1
-          else o)  # the partial results; unused with one range
-    cnt = counters if splits > 1 else o
     # the attention programs, then the programs that write the step's keys and values into the caches
-    grid = (n_qb * splits + triton.cdiv(l, bn), B * H)
-    _attend_step_kernel[grid](qkv_BlC3, scale_H.float().reshape(H).contiguous(), k_cache, v_cache, o, ws, cnt,
-                              l, start, H, n_qb,
+    grid = (n_qb + triton.cdiv(l, bn), B * H)
+    _attend_step_kernel[grid](qkv_BlC3, scale_H.float().reshape(H).contiguous(), k_cache, v_cache, o, l, start, H, n_qb,
                               *qkv_BlC3.stride()[:2], *k_cache.stride()[:3], *v_cache.stride()[:3], *o.stride()[:3],
-                              BLOCK_M=bm, BLOCK_N=bn, D=d, SPLITS=splits, num_warps=warps, num_stages=stages)
+                              BLOCK_M=bm, BLOCK_N=bn, D=d, num_warps=warps, num_stages=stages)
     return o
 
 
@@ -176,9 +150,9 @@ if triton is not None:
         tl.store(O + b * sob + h * soh + rm[:, None] * sot + rd[None, :], o.to(O.dtype.element_ty), mask=qmask)
 
     @triton.jit
-    def _attend_step_kernel(QKV, S, K, V, O, WS, CNT, l, start, H, n_qb,
+    def _attend_step_kernel(QKV, S, K, V, O, l, start, H, n_qb,
                             sxb, sxt, skt, skb, skh, svt, svb, svh, sob, sot, soh,
-                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr, SPLITS: tl.constexpr):
+                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr):
         pid = tl.program_id(0)
         bh = tl.program_id(1)
         b = bh // H
@@ -188,18 +162,16 @@ if triton is not None:
         xp = QKV + b * sxb + h * D
         kp = K + b * skb + h * skh
         vp = V + b * svb + h * svh
-        if pid >= n_qb * SPLITS:  # a write program: BLOCK_N of the step's normalised keys and values into the caches
-            rt = (pid - n_qb * SPLITS) * BLOCK_N + tl.arange(0, BLOCK_N)
+        if pid >= n_qb:  # a write program: BLOCK_N of the step's normalised keys and values into the caches
+            rt = (pid - n_qb) * BLOCK_N + tl.arange(0, BLOCK_N)
             tmask = rt < l
             k = tl.load(xp + C + rt[:, None] * sxt + rd[None, :], mask=tmask[:, None], other=0.0).to(tl.float32)
             k = k / tl.maximum(tl.sqrt(tl.sum(k * k, 1)), 1e-12)[:, None]
             tl.store(kp + (start + rt[:, None]) * skt + rd[None, :], k.to(K.dtype.element_ty), mask=tmask[:, None])
             v = tl.load(xp + 2 * C + rt[:, None] * sxt + rd[None, :], mask=tmask[:, None], other=0.0)
             tl.store(vp + (start + rt[:, None]) * svt + rd[None, :], v, mask=tmask[:, None])
-        else:  # query block qb over its range of the key blocks: the cache's [0, start), then the step's own
-            qb = pid // SPLITS
-            sp = pid % SPLITS
-            rm = qb * BLOCK_M + tl.arange(0, BLOCK_M)
+        else:  # query block pid over every key: the cache's [0, start), then the step's own
+            rm = pid * BLOCK_M + tl.arange(0, BLOCK_M)
             qmask = rm[:, None] < l
             q = tl.load(xp + rm[:, None] * sxt + rd[None, :], mask=qmask, other=0.0).to(tl.float32)
             q = q / tl.maximum(tl.sqrt(tl.sum(q * q, 1)), 1e-12)[:, None] * tl.load(S + h)
@@ -207,45 +179,18 @@ if triton is not None:
             m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
             l_i = tl.zeros([BLOCK_M], tl.float32)
             acc = tl.zeros([BLOCK_M, D], tl.float32)
-            nb_c = tl.cdiv(start, BLOCK_N)
-            per = tl.cdiv(nb_c + tl.cdiv(l, BLOCK_N), SPLITS)
-            lo = sp * per
-            hi = tl.minimum(lo + per, nb_c + tl.cdiv(l, BLOCK_N))  # every block iterated holds a valid key
-            for n0 in range(lo * BLOCK_N, tl.minimum(hi, nb_c) * BLOCK_N, BLOCK_N):  # earlier steps: from the cache
+            for n0 in range(0, start, BLOCK_N):  # earlier steps: normalised keys from the cache
                 rn = n0 + tl.arange(0, BLOCK_N)
                 nmask = rn < start
                 k = tl.load(kp + rn[None, :] * skt + rd[:, None], mask=nmask[None, :], other=0.0)  # (D, BLOCK_N)
                 v = tl.load(vp + rn[:, None] * svt + rd[None, :], mask=nmask[:, None], other=0.0)  # (BLOCK_N, D)
                 m_i, l_i, acc = _key_block(q, k, v, nmask, m_i, l_i, acc)
-            for t0 in range((tl.maximum(lo, nb_c) - nb_c) * BLOCK_N, (hi - nb_c) * BLOCK_N, BLOCK_N):
-                rt = t0 + tl.arange(0, BLOCK_N)  # this step's keys: normalised here from the raw qkv
+            for t0 in range(0, l, BLOCK_N):  # this step's keys: normalised here from the raw qkv
+                rt = t0 + tl.arange(0, BLOCK_N)
                 tmask = rt < l
                 k = tl.load(xp + C + rt[None, :] * sxt + rd[:, None], mask=tmask[None, :], other=0.0).to(tl.float32)
                 k = (k / tl.maximum(tl.sqrt(tl.sum(k * k, 0)), 1e-12)[None, :]).to(QKV.dtype.element_ty)
                 v = tl.load(xp + 2 * C + rt[:, None] * sxt + rd[None, :], mask=tmask[:, None], other=0.0)
                 m_i, l_i, acc = _key_block(q, k, v, tmask, m_i, l_i, acc)
-            op = O + b * sob + h * soh + rm[:, None] * sot + rd[None, :]
-            if SPLITS == 1:
-                tl.store(op, (acc / l_i[:, None]).to(O.dtype.element_ty), mask=qmask)
-            else:  # partial results out; the last range of this query block to finish combines them in order
-                rr = tl.arange(0, BLOCK_M)
-                tile = (bh * n_qb + qb) * SPLITS
-                wp = WS + (tile + sp) * (BLOCK_M * (D + 2))
-                tl.store(wp + rr[:, None] * D + rd[None, :], acc)
-                tl.store(wp + BLOCK_M * D + rr, m_i)
-                tl.store(wp + BLOCK_M * D + BLOCK_M + rr, l_i)
-                tl.debug_barrier()
-                if tl.atomic_add(CNT + bh * n_qb + qb, 1, sem="acq_rel") == SPLITS - 1:
-                    m = tl.full([BLOCK_M], float("-inf"), tl.float32)
-                    for s in tl.static_range(SPLITS):
-                        m = tl.maximum(m, tl.load(WS + (tile + s) * (BLOCK_M * (D + 2)) + BLOCK_M * D + rr,
-                                                  cache_modifier=".cg"))
-                    tot = tl.zeros([BLOCK_M], tl.float32)
-                    out = tl.zeros([BLOCK_M, D], tl.float32)
-                    for s in tl.static_range(SPLITS):
-                        part = WS + (tile + s) * (BLOCK_M * (D + 2))
-                        w = tl.exp2(tl.load(part + BLOCK_M * D + rr, cache_modifier=".cg") - m)  # 0 for an empty range
-                        tot += tl.load(part + BLOCK_M * D + BLOCK_M + rr, cache_modifier=".cg") * w
-                        out += tl.load(part + rr[:, None] * D + rd[None, :], cache_modifier=".cg") * w[:, None]
-                    tl.store(op, (out / tot[:, None]).to(O.dtype.element_ty), mask=qmask)
-                    tl.atomic_xchg(CNT + bh * n_qb + qb, 0)
+            o = acc / l_i[:, None]
+            tl.store(O + b * sob + h * soh + rm[:, None] * sot + rd[None, :], o.to(O.dtype.element_ty), mask=qmask)

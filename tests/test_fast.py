@@ -474,11 +474,3 @@ def test_group_norm_chunks_divide_the_pixels():
     for P, B in [(2304, 3), (147456, 32), (7, 1), (1, 64), (36, 2)]:
         n = chunks(P, B)
         assert P % n == 0 and 1 <= n <= 256 and (B * n <= 1024 or n == 1)
-
-
-def test_attend_splits_by_step():
-    """Key ranges of at least 3 blocks, at most 4, only where the attention programs fill under two waves."""
-    from flexvar.kernels.attention import attend_splits
-    assert [attend_splits(l, start, 2, 16) for l, start in ((256, 424), (169, 255), (100, 155), (9, 5))] == [3, 2, 1, 1]
-    assert attend_splits(256, 424, 64, 16) == 1 and attend_splits(1024, 3000, 2, 16, sms=132) == 1
-    assert attend_splits(1024, 3000, 1, 2) == 4

@@ -236,62 +236,6 @@ def test_attend_step_kernel(dtype, B, l, H, d, L, start):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("B, l, H, start, splits", [(2, 256, 16, 424, 3), (2, 169, 24, 255, 2), (2, 100, 16, 155, 4),
-                                                    (2, 9, 16, 5, 2), (1, 17, 4, 0, 2), (4, 64, 16, 300, 4),
-                                                    (2, 1, 16, 0, 4), (2, 256, 16, 424, 1)], ids=str)
-def test_attend_step_split_keys(dtype, B, l, H, start, splits):
-    """attend_step with its keys cut into ranges (partials combined by the last range of each query block) against
-    attend_step_ref; the counters back at zero; the same bits on a second launch and in a graph replay."""
-    from flexvar.kernels.attention import attend_step, attend_step_ref
-    d, L = 64, start + l + 8
-    g = torch.Generator("cuda").manual_seed(B * l + start + splits)
-    qkv = (torch.randn(B, l, 3 * H * d, device="cuda", generator=g) * 3).to(dtype)
-    scale = torch.rand(H, 1, device="cuda", generator=g) * 20 + 1
-    kc = torch.nn.functional.normalize(torch.randn(L, B, H, d, device="cuda", generator=g), dim=-1).to(dtype)
-    vc = torch.randn(L, B, H, d, device="cuda", generator=g).to(dtype)
-    ref = attend_step_ref(qkv, scale, kc.clone(), vc.clone(), start).float()
-    counters = torch.zeros(4096, dtype=torch.int32, device="cuda")
-    out = attend_step(qkv, scale, kc, vc, start, counters=counters, splits=splits)
-    assert rel_err(out.float(), ref) < (4e-3 if dtype == torch.float16 else 2e-2)
-    assert not counters.any()
-    again = attend_step(qkv, scale, kc, vc, start, counters=counters, splits=splits)
-    assert torch.equal(out, again) and not counters.any()
-    graph = torch.cuda.CUDAGraph()
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        attend_step(qkv, scale, kc, vc, start, counters=counters, splits=splits)
-    torch.cuda.current_stream().wait_stream(side)
-    with torch.cuda.graph(graph):
-        replayed = attend_step(qkv, scale, kc, vc, start, counters=counters, splits=splits)
-    for _ in range(3):
-        graph.replay()
-    torch.cuda.synchronize()
-    assert torch.equal(replayed, out) and not counters.any()
-
-
-def test_fast_split_keys_near_unsplit(models):
-    """fp16: the runtime with attend_step's keys split (default) against unsplit, teacher-forced (every step's
-    logits), and the same codes in a graph replay as eagerly."""
-    from flexvar.bench.precision import fast_teacher_forced
-    model, vae = copy.deepcopy(models[0]).half(), copy.deepcopy(models[1]).half()
-    sched, p = Schedule.parse("256-10"), SamplingParams()
-    g = torch.Generator("cuda").manual_seed(0)
-    codes = [torch.randint(0, model.cfg.vocab_size, (2, h, w), device="cuda", generator=g) for h, w in sched]
-    on = FastRuntime(model, vae, use_graphs=False)
-    off = FastRuntime(model, vae, use_graphs=False, split_keys=False)
-    assert on._attn_counters is not None and off._attn_counters is None
-    a, b = (fast_teacher_forced(rt, [1, 2], codes, sched, p) for rt in (on, off))
-    errs = [rel_err(x, y) for x, y in zip(a, b)]
-    assert max(errs) < 5e-3, errs
-    graph = FastRuntime(model, vae, use_graphs=True)
-    x = [c.clone() for c in graph.generate([5, 6], sched, p, 11)[0]]
-    y = on.generate([5, 6], sched, p, 11)[0]
-    assert all(torch.equal(u, v) for u, v in zip(x, y))
-    assert not on._attn_counters.any() and not graph._attn_counters.any()
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("B, C, H, W, mu", [(2, 128, 16, 16, 0.0), (4, 128, 256, 256, 3.0), (3, 256, 20, 12, -2.0),
                                             (1, 512, 16, 16, 0.5), (2, 128, 48, 48, 10.0), (5, 64, 7, 9, 0.0),
                                             (32, 256, 64, 64, 1.0)], ids=str)

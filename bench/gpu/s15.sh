@@ -13,7 +13,7 @@
 #   bash bench/gpu/s15.sh e   # persistent LayerNorm kernels at any width (`persistent_norms`, Inductor's multi_kernel = 2) and
                          # the split-K row limit 128: d24 and d16 batch 1 with each off and on in one process; the skinny,
                          # greedy, graph-replay and first-step GPU tests
-#   bash bench/gpu/s15.sh f   # attend_step's keys split in batch 1's late steps: its GPU tests; d16 and d24 batch 1 with the
+#   bash bench/gpu/s15.sh f   # (ran at ce6c8f9, reverted next: slower) attend_step's keys split in batch 1's late steps: its GPU tests; d16 and d24 batch 1 with the
                          # split off and on in one process
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}
