@@ -15,6 +15,9 @@
                          # greedy, graph-replay and first-step GPU tests
 #   bash bench/gpu/s15.sh f   # (ran at ce6c8f9, reverted next: slower) attend_step's keys split in batch 1's late steps: its GPU tests; d16 and d24 batch 1 with the
                          # split off and on in one process
+#   bash bench/gpu/s15.sh g   # final: d16 and d24 256-10 at batch 1 and 32, eager and fast in one run each (with the stage
+                         # breakdown); bench.precision (bf16, fp16)
+#   bash bench/gpu/s15.sh h   # final: all of tests/test_gpu.py
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}
 . bench/gpu/setup.sh
@@ -64,4 +67,15 @@ if [ "${1:-a}" = f ]; then
   timeout 200 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "split_keys or attend_step" \
     > "$OUT/gpu_tests_f.log" 2>&1
   echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_f.log" | tail -8
+fi
+if [ "${1:-a}" = g ]; then
+  for d in 16 24; do
+    timeout 240 flexvar bench --dtype fp16 --depths $d --batches 1,32 --schedules 256-10 --impls eager,fast \
+      --repeat 7 --out "$OUT/final_d${d}_256_10.json" 2>&1 | grep -E "^bench: ran|^\| d|rror"
+  done
+  timeout 130 python3 -m flexvar.bench.precision --depth d16 --batch 8 --dtypes bf16,fp16 \
+    --out "$OUT/precision_d16.json" 2>&1 | tail -4
+elif [ "${1:-a}" = h ]; then
+  timeout 560 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider > "$OUT/gpu_tests_h.log" 2>&1
+  echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_h.log" | tail -8
 fi
