@@ -48,12 +48,7 @@ PY
   grep -E "^profile|^by category|^step|^decode" "$OUT/timeline_d16_b1.txt"
 fi
 if [ "${1:-a}" = c ]; then
-  for d in 16 24; do
-    timeout 240 flexvar bench --dtype fp16 --depths $d --batches 1,32 --schedules 256-10 --impls eager,fast \
-      --repeat 7 --out "$OUT/final_d${d}_256_10.json" 2>&1 | grep -E "^bench: ran|^\| d|rror"
-  done
-  timeout 130 python3 -m flexvar.bench.precision --depth d16 --batch 8 --dtypes bf16,fp16 \
-    --out "$OUT/precision_d16.json" 2>&1 | tail -4
+  final_runs  # setup.sh (since session 15; the same commands as ran)
 elif [ "$1" = d ]; then
   timeout 500 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider > "$OUT/gpu_tests_d.log" 2>&1
   echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_d.log" | tail -8

@@ -69,12 +69,7 @@ if [ "${1:-a}" = f ]; then
   echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_f.log" | tail -8
 fi
 if [ "${1:-a}" = g ]; then
-  for d in 16 24; do
-    timeout 240 flexvar bench --dtype fp16 --depths $d --batches 1,32 --schedules 256-10 --impls eager,fast \
-      --repeat 7 --out "$OUT/final_d${d}_256_10.json" 2>&1 | grep -E "^bench: ran|^\| d|rror"
-  done
-  timeout 130 python3 -m flexvar.bench.precision --depth d16 --batch 8 --dtypes bf16,fp16 \
-    --out "$OUT/precision_d16.json" 2>&1 | tail -4
+  final_runs
 elif [ "${1:-a}" = h ]; then
   timeout 560 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider > "$OUT/gpu_tests_h.log" 2>&1
   echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_h.log" | tail -8

@@ -1,9 +1,10 @@
-# Sourced by the session scripts (bench/gpu/s9.sh to s13.sh) on the device machine, from the repository
+# Sourced by the session scripts (bench/gpu/s9.sh to s15.sh) on the device machine, from the repository
 # root: $OUT and $L (logs), the package installed in place, the CUDA kernels built once; `oldpkg` copies a
 # carried old/ checkout (`git archive REV flexvar kernels bench export engines`) into /tmp/oldpkg as the
 # package layout, for A/B runs with PYTHONPATH=/tmp/oldpkg in the same call; `ab NAME ARGS...` runs one such
 # A/B of the fast runtime (since session 12; the earlier scripts spell their A/B runs out, as they ran);
-# `schedule_tables` runs the README's schedule table, eager and fast (since session 13; s8 and s11 spell it out).
+# `schedule_tables` runs the README's schedule table, eager and fast (since session 13; s8 and s11 spell it out);
+# `final_runs` the final d16/d24 256-10 runs and bench.precision (since session 15).
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
 python3 -c "import flexvar.kernels as K; print('kernels built:', K.load())" 2>&1 | tail -3
@@ -28,4 +29,14 @@ schedule_tables() {  # d16 at 256 px, 6-13 steps, batch 1-64; 384-11, 512-12 and
   timeout 200 flexvar bench --dtype fp16 --depths 16 --batches 1,32 \
     --schedules '384-11;512-12;1x2,2x4,3x6,4x8,5x10,6x12,8x16,10x20,13x26,16x32' --impls eager,fast --repeat 5 \
     --no-breakdown --out "$OUT/d16_384_512_wide.json" 2>&1 | grep -E "^bench: ran|^\||rror"
+}
+final_runs() {  # d16 and d24 256-10 at batch 1 and 32, eager and fast in one run each (stage breakdown included):
+                # $OUT/final_d16_256_10.json, ..._d24_...; then bench.precision (bf16, fp16): $OUT/precision_d16.json
+                # (since session 15; s14.sh c ran the same commands)
+  for d in 16 24; do
+    timeout 240 flexvar bench --dtype fp16 --depths $d --batches 1,32 --schedules 256-10 --impls eager,fast \
+      --repeat 7 --out "$OUT/final_d${d}_256_10.json" 2>&1 | grep -E "^bench: ran|^\| d|rror"
+  done
+  timeout 130 python3 -m flexvar.bench.precision --depth d16 --batch 8 --dtypes bf16,fp16 \
+    --out "$OUT/precision_d16.json" 2>&1 | tail -4
 }
