@@ -49,14 +49,12 @@ def fast_teacher_forced(rt, labels, codes, sched, p: SamplingParams = SamplingPa
     generation samples), given codes."""
     from flexvar.kv_cache import KVCache
     cfg, B = rt.model.cfg, len(labels)
-    both = tuple(labels) + (cfg.null_class,) * B
-    cond, blocks, head = rt.modulation(both)
+    labels_2B, cond, blocks, head = rt.label_set(tuple(labels) + (cfg.null_class,) * B)
     cache = KVCache(cfg.depth, sched.total_tokens, 2 * B, cfg.heads, cfg.head_dim, rt.dtype, rt.device)
     coef = guidance_coefficients(sched, p).to(rt.device)
     out = []
     for si, hw in enumerate(sched):
         if si == 0:  # the first-step table where the runtime has one
-            labels_2B = torch.tensor(both, device=rt.device)
             x = rt.first_step_rows(rt.first_step(hw), hw, labels_2B, cond, blocks, cache.kv)
         else:
             x = rt.transformer(rt.next_tokens(codes[si - 1], hw).float().repeat(2, 1, 1), blocks, cache.kv,

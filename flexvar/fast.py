@@ -455,15 +455,21 @@ class FastRuntime:
 
     def modulation(self, labels_2B: tuple[int, ...]):
         """(cond, blocks, head) of a label set, computed once (LRU)."""
+        return self.label_set(labels_2B)[1:]
+
+    def label_set(self, labels_2B: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+        """(labels (2B,) int64 on the device, cond, blocks, head) of a label set, computed once (LRU of
+        `max_label_sets`): a generation copies them into its plan without building anything on the host."""
         if labels_2B in self._mods:
             self._mods.move_to_end(labels_2B)
             return self._mods[labels_2B]
+        labels = torch.tensor(labels_2B, device=self.device)
         with torch.no_grad():
-            mods = self.model.modulation(torch.tensor(labels_2B, device=self.device))
-        self._mods[labels_2B] = mods
+            entry = (labels, *self.model.modulation(labels))
+        self._mods[labels_2B] = entry
         if len(self._mods) > self.max_label_sets:
             self._mods.popitem(last=False)
-        return mods
+        return entry
 
     # ---- one step's pieces ---------------------------------------------------------------------
     def next_tokens(self, prev_Bhw: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
@@ -595,9 +601,8 @@ class FastRuntime:
 
     def _load(self, plan: _Plan, labels_B: list[int], seed: int) -> None:
         """A generation's inputs into the plan's buffers: labels (then the null class), their modulation, seed."""
-        both = tuple(labels_B) + (self.model.cfg.null_class,) * len(labels_B)
-        cond, blocks, head = self.modulation(both)
-        plan.labels.copy_(torch.tensor(both))
+        labels, cond, blocks, head = self.label_set(tuple(labels_B) + (self.model.cfg.null_class,) * len(labels_B))
+        plan.labels.copy_(labels)
         plan.cond.copy_(cond)
         plan.blocks.copy_(blocks)
         plan.head.copy_(head)

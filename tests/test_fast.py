@@ -142,6 +142,17 @@ def test_fast_sampling_is_seeded_and_cached(pipe_test):
     assert len(rt._mods) == 2 and len(rt._plans) == 1
 
 
+def test_label_set_is_cached_with_its_labels(pipe_test):
+    """A label set's device labels and modulation are computed once; `modulation` is the same entry's rest."""
+    rt = FastRuntime(pipe_test.model, pipe_test.vae, use_graphs=False)
+    both = (3, 9) + (pipe_test.model.cfg.null_class,) * 2
+    labels, cond, blocks, head = rt.label_set(both)
+    assert labels.dtype == torch.long and labels.tolist() == list(both)
+    assert rt.label_set(both)[0] is labels and all(a is b for a, b in zip(rt.modulation(both), (cond, blocks, head)))
+    want = pipe_test.model.modulation(torch.tensor(both))
+    assert all(torch.equal(a, b) for a, b in zip((cond, blocks, head), want))
+
+
 @pytest.mark.parametrize("first", [(1, 1), (1, 2), (2, 2)], ids=str)
 def test_first_step_table_is_the_first_step(pipe_test, first):
     """The table's keys, values and output of a label = the first step run on that label alone."""

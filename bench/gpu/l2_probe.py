@@ -12,6 +12,9 @@ At batch 1 every block GEMM of steps 3-8 (18-200 token rows) is latency-bound: a
    - "side-a": distinct weights, and before GEMM j a second stream issues `cp.async.bulk.prefetch.L2` of
      GEMM j + a's weight (one small Triton kernel, forked off the main stream in the graph);
    - "in-a": the same prefetch kernel launched on the main stream (costs a launch, no fork).
+   Here one program prefetches a whole weight, through one SM's bulk-copy unit, one request after the
+   other: ~100 us a block (`_l2_probe_s15.log`), far slower than the GEMMs. The runtime version that was
+   measured next (40a88f7, reverted) spread 16 KB requests over many programs, and was still slower end to end.
 2. --runtime: the fast runtime at batch 1, 256-10 (decode included), as built, then with every block's
    weights replaced by block 0's (the whole generation's upper bound from L2-resident weights).
 """
