@@ -25,6 +25,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from flexvar.kernels import qk_norm_cache
 from flexvar.kernels.attention import attend, attend_config, attend_ref, attend_step, attend_step_ref
+from flexvar.kernels.lt_linear import graph_us
 from flexvar.schedule import Schedule
 
 BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
@@ -37,24 +38,7 @@ SWEEP = [(bm, bn, w, st) for bm in (16, 32, 64, 128) for bn in (32, 64, 128) for
 
 def time_graph(fn, calls: int = 20, replays: int = 10) -> float:
     """Microseconds per call of fn, replayed from one CUDA graph of `calls` calls (median of replays)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()
-    torch.cuda.current_stream().wait_stream(side)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(calls):
-            fn()
-    out = []
-    for _ in range(replays):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
-        torch.cuda.synchronize()
-        out.append(a.elapsed_time(b) * 1e3 / calls)
-    return sorted(out)[len(out) // 2]
+    return graph_us(lambda i: fn(), calls, replays)
 
 
 def load_old(kernels_dir: str):

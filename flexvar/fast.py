@@ -42,6 +42,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from .images import pixels_uint8
 from .kernels import attention as _attention
 from .kernels.group_norm import group_norm_silu
+from .kernels import lt_linear as _lt
 from .kernels import skinny_mm as _skinny_mm
 from .kernels import guided_sample, next_tokens, qk_norm_cache, small_step, small_step_fits
 from .kernels import load as load_kernels
@@ -84,12 +85,15 @@ def bicubic_taps(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def qkv_proj(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, wqkv: torch.Tensor, bqkv: torch.Tensor,
-             eps: float) -> torch.Tensor:
-    """A block's qkv projection of LN(x)(1 + scale1) + shift1: (B, l, 3C) in the weights' dtype."""
-    C = wqkv.shape[1]
+             eps: float, lt: bool = False) -> torch.Tensor:
+    """A block's qkv projection of LN(x)(1 + scale1) + shift1: (B, l, 3C) in the weights' dtype.
+    lt: the GEMM as `lt_linear` (cuBLASLt, the algorithm tuned for its shape) instead of F.linear."""
+    B, l, C = x_BlC.shape[0], x_BlC.shape[1], wqkv.shape[1]
     _, _, s1, _, sh1, _ = mod_B6C.float().unsqueeze(2).unbind(1)  # each (B, 1, C)
-    h = F.layer_norm(x_BlC, (C,), eps=eps) * (1 + s1) + sh1
-    return F.linear(h.to(wqkv.dtype), wqkv, bqkv)
+    h = (F.layer_norm(x_BlC, (C,), eps=eps) * (1 + s1) + sh1).to(wqkv.dtype)
+    if lt:
+        return _lt.lt_linear(h.reshape(B * l, C), wqkv, bqkv).view(B, l, -1)
+    return F.linear(h, wqkv, bqkv)
 
 
 def qkv_step(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, wqkv: torch.Tensor, bqkv: torch.Tensor,
@@ -106,40 +110,45 @@ def qkv_step(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, wqkv: torch.Tensor, bqk
 
 def finish_step(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, o_BHld: torch.Tensor, wproj: torch.Tensor,
                 bproj: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
-                eps: float, splits: tuple[int, int] = (0, 0)) -> torch.Tensor:
+                eps: float, splits: tuple[int, int] = (0, 0), lt: bool = False) -> torch.Tensor:
     """Second half: x += proj(o) * gamma1; x += ffn(LN(x)(1+scale2)+shift2) * gamma2 (x in float32).
-    splits: K splits of the projection and fc2 as `skinny_partials` (0: one GEMM, cuBLAS on CUDA)."""
+    splits: K splits of the projection and fc2 as `skinny_partials` (0: one GEMM, cuBLAS on CUDA);
+    lt: the GEMMs that are not split as `lt_linear` (cuBLASLt, the algorithm tuned for their shape)."""
     B, l = x_BlC.shape[:2]
     C = wproj.shape[0]
     g1, g2, _, s2, _, sh2 = mod_B6C.float().unsqueeze(2).unbind(1)
-    x = x_BlC + _linear(o_BHld.transpose(1, 2).reshape(B * l, C), wproj, bproj, splits[0]).view(B, l, C).float() * g1
+    o = o_BHld.transpose(1, 2).reshape(B * l, C)
+    x = x_BlC + _linear(o, wproj, bproj, splits[0], lt).view(B, l, C).float() * g1
     h = F.layer_norm(x, (C,), eps=eps) * (1 + s2) + sh2
-    f = _linear(fc1_gelu(h.to(w1.dtype).reshape(B * l, C), w1, b1), w2, b2, splits[1]).view(B, l, C)
+    f = _linear(fc1_gelu(h.to(w1.dtype).reshape(B * l, C), w1, b1, lt), w2, b2, splits[1], lt).view(B, l, C)
     return x + f.float() * g2
 
 
-def _linear(x_NK: torch.Tensor, w: torch.Tensor, b: torch.Tensor, splits: int) -> torch.Tensor:
-    """x w^T + b in w's dtype: one GEMM, or with splits > 0 the sum of `skinny_partials` (float32, rounded
-    once), which the compiler fuses into the kernel that reads the result. The sum is written out as
-    S - 1 additions in split order: as `.sum(0)`, a reduction over another axis than the LayerNorm's
-    that follows, Inductor gave it a kernel of its own at d16 (31 more per step, ~0.1 ms)."""
+def _linear(x_NK: torch.Tensor, w: torch.Tensor, b: torch.Tensor, splits: int, lt: bool = False) -> torch.Tensor:
+    """x w^T + b in w's dtype: one GEMM (`lt_linear` if lt, else F.linear), or with splits > 0 the sum of
+    `skinny_partials` (float32, rounded once), which the compiler fuses into the kernel that reads the
+    result. The sum is written out as S - 1 additions in split order: as `.sum(0)`, a reduction over
+    another axis than the LayerNorm's that follows, Inductor gave it a kernel of its own at d16 (31 more
+    per step, ~0.1 ms)."""
     if splits:
         parts = _skinny_mm.skinny_partials(x_NK, w, splits).unbind(0)
         total = parts[0]
         for p in parts[1:]:
             total = total + p
         return (total + b.float()).to(w.dtype)
+    if lt:
+        return _lt.lt_linear(x_NK, w, b)
     return F.linear(x_NK, w, b)
 
 
 def finish_qkv(x_BlC: torch.Tensor, mod_B6C: torch.Tensor, o_BHld: torch.Tensor, wproj: torch.Tensor,
                bproj: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
                mod_next: torch.Tensor, wqkv_next: torch.Tensor, bqkv_next: torch.Tensor,
-               eps: float, splits: tuple[int, int] = (0, 0)) -> tuple[torch.Tensor, torch.Tensor]:
+               eps: float, splits: tuple[int, int] = (0, 0), lt: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """A block's second half and the next block's qkv projection, in one graph so the compiler
     fuses the residual update with the next LayerNorm: (x, qkv of the next block)."""
-    x = finish_step(x_BlC, mod_B6C, o_BHld, wproj, bproj, w1, b1, w2, b2, eps, splits)
-    return x, qkv_proj(x, mod_next, wqkv_next, bqkv_next, eps)
+    x = finish_step(x_BlC, mod_B6C, o_BHld, wproj, bproj, w1, b1, w2, b2, eps, splits, lt)
+    return x, qkv_proj(x, mod_next, wqkv_next, bqkv_next, eps, lt)
 
 
 def attend(q_BlHd: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, end: int,
@@ -154,8 +163,11 @@ def attend(q_BlHd: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, e
                                               v_cache[:end].permute(1, 2, 0, 3), scale=1.0)
 
 
-def fc1_gelu(h_NC: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor) -> torch.Tensor:
-    """gelu_tanh(h w1^T + b1); on CUDA the GELU runs in the GEMM's epilogue (cuBLASLt)."""
+def fc1_gelu(h_NC: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, lt: bool = False) -> torch.Tensor:
+    """gelu_tanh(h w1^T + b1); on CUDA the GELU runs in the GEMM's epilogue (cuBLASLt; with lt, the algorithm
+    tuned for the shape: `lt_linear`)."""
+    if lt:
+        return _lt.lt_linear(h_NC, w1, b1, gelu=True)
     if h_NC.is_cuda and not torch.onnx.is_in_onnx_export():  # ONNX has no such fused op
         return torch._addmm_activation(b1, h_NC, w1.t(), use_gelu=True)
     return F.gelu(F.linear(h_NC, w1, b1), approximate="tanh")
@@ -286,7 +298,8 @@ class FastRuntime:
                  small_step_rows: int = 8, tune: tuple[str, ...] = (), attention: str | None = None,
                  group_norm_op: bool | None = None, group_norm_min_batch: int = 8, max_plans: int = 8,
                  max_label_sets: int = 64, first_step_table: bool | None = None,
-                 first_step_max_bytes: int = 512 << 20, skinny_rows: int | None = None):
+                 first_step_max_bytes: int = 512 << 20, skinny_rows: int | None = None,
+                 lt_gemms: bool | None = None):
         """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
         dynamic shapes (once per process), the channels-last decoder compiled per output shape, and
         steps of at most `small_step_rows` token rows (guidance included: batch 1's first two steps at
@@ -309,7 +322,11 @@ class FastRuntime:
         the compiled kernel after them) instead of cuBLAS: on CUDA only where the Triton kernel runs (fp16/bf16,
         kernels on, widths it tiles), at most 128; default 128 (batch 1's steps 3-7) up to width 1,024 (d16), 32
         (steps 3-4) above: the best measured on the H100 (d16 8.22 -> 8.03 ms at 128, d24 level or slower than
-        32); on CPU (the op's reference, for tests) only when asked for. 0: never."""
+        32); on CPU (the op's reference, for tests) only when asked for. 0: never.
+        lt_gemms (default on CUDA in fp16/bf16 with the kernels on, where the cuBLASLt extension builds): the
+        per-block steps' GEMMs that are not split-K as `flexvar.kernels.lt_linear` (cuBLASLt, bias or GELU + bias
+        epilogue as before), each shape's algorithm tuned once when a plan is built (`gemm_shapes`, `lt_linear.tune`)
+        instead of the heuristic's first; on CPU (the op's reference, for tests) only when asked for."""
         if attention not in (None, "step", "triton", "sdpa"):
             raise ValueError(f"attention takes 'step', 'triton' or 'sdpa', not {attention!r}")
         unknown = set(tune) - {"blocks", "decoder"}
@@ -368,6 +385,9 @@ class FastRuntime:
             self.skinny_rows = min(default if skinny_rows is None else skinny_rows, _skinny_mm.MAX_ROWS) if kernel else 0
         else:  # the op's reference, for tests
             self.skinny_rows = 0 if skinny_rows is None or 0 in self.skinny_splits else skinny_rows
+        low = self.dtype in (torch.float16, torch.bfloat16)
+        want_lt = cuda and use_kernels and low if lt_gemms is None else lt_gemms
+        self.lt_gemms = bool(want_lt) and (not cuda or (low and _lt.available(self.device, self.dtype)))
         self.first_step_table = cuda if first_step_table is None else first_step_table
         self.first_step_max_bytes = first_step_max_bytes
         self._first: OrderedDict = OrderedDict()  # first scale -> table or None (LRU of 4; plans hold theirs)
@@ -501,7 +521,8 @@ class FastRuntime:
         end = start + x_BlC.shape[1]
         rows = x_BlC.shape[0] * x_BlC.shape[1]
         splits = self.skinny_splits if rows <= self.skinny_rows else (0, 0)
-        qkv = self.qkv_proj(x_BlC, blocks[0], W[0][0], W[0][1], eps)
+        lt = self.lt_gemms
+        qkv = self.qkv_proj(x_BlC, blocks[0], W[0][0], W[0][1], eps, lt)
         fused = self.attention == "step" and _attention.step_kernel_available(qkv, kv)
         for i, (_, _, scale, *second) in enumerate(W):
             if fused:
@@ -511,10 +532,25 @@ class FastRuntime:
                 o = attend(q, kv[i, 0], kv[i, 1], end, kernel=self.attention != "sdpa")
             if i + 1 < len(W):
                 x_BlC, qkv = self.finish_qkv(x_BlC, blocks[i], o, *second, blocks[i + 1], W[i + 1][0], W[i + 1][1],
-                                             eps, splits)
+                                             eps, splits, lt)
             else:
-                x_BlC = self.finish_step(x_BlC, blocks[i], o, *second, eps, splits)
+                x_BlC = self.finish_step(x_BlC, blocks[i], o, *second, eps, splits, lt)
         return x_BlC
+
+    def gemm_shapes(self, schedule: Schedule, B: int, first_from_table: bool) -> list[tuple[int, int, int, bool]]:
+        """(M, N, K, gelu) of the block GEMMs that a generation of B images runs through the per-block path: qkv
+        and fc1 of every step but those of at most `small_step_rows` rows (one `small_step` kernel) and, with
+        `first_from_table`, the first; the projection and fc2 where the step is not split-K (`skinny_rows`)."""
+        C, hidden = self.model.cfg.width, self.model.cfg.mlp_hidden
+        shapes = []
+        for si, (h, w) in enumerate(schedule):
+            rows = 2 * B * h * w
+            if (si == 0 and first_from_table) or (self.fused_small_steps and rows <= self.small_step_rows):
+                continue
+            shapes += [(rows, 3 * C, C, False), (rows, hidden, C, True)]
+            if rows > self.skinny_rows:
+                shapes += [(rows, C, C, False), (rows, C, hidden, False)]
+        return shapes
 
     def _small_step(self, x_BlC: torch.Tensor, kv: torch.Tensor, start: int) -> bool:
         """Whether this step runs as one `small_step` kernel (few rows; on CPU only when asked)."""
@@ -630,6 +666,8 @@ class FastRuntime:
                     for h, w in schedule] if forced else None,
             first=self.first_step(schedule.steps[0]),
         )
+        if self.lt_gemms and self.device.type == "cuda":  # before any run: the choices are made once per shape
+            _lt.tune(self.gemm_shapes(schedule, B, plan.first is not None), self.dtype, self.device)
         if self.use_graphs:
             self._capture(plan)
         self._plans[key] = plan

@@ -1,6 +1,7 @@
 """GPU checks (marked gpu; skipped without CUDA): the CUDA kernel against its reference, the fast
 runtime with CUDA graphs against the reference runtime."""
 import copy
+import json
 
 import pytest
 import torch
@@ -423,3 +424,118 @@ def test_inpaint_with_cuda_graphs_equals_reference(models):
     assert fast.fast_runtime._plans and next(iter(fast.fast_runtime._plans.values())).graph is not None
     for si, (x, y) in enumerate(zip(a.codes, b.codes)):
         assert torch.equal(x, y), f"step {si + 1}"
+
+
+# ---- cuBLASLt GEMMs with tuned algorithms (flexvar.kernels.lt_linear) --------------------------------------
+def _lt_operands(M, N, K, dtype, seed):
+    g = torch.Generator("cuda").manual_seed(seed)
+    x = torch.randn(M, K, device="cuda", generator=g).to(dtype)
+    w = (torch.randn(N, K, device="cuda", generator=g) / K ** 0.5).to(dtype)
+    return x, w, torch.randn(N, device="cuda", generator=g).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("M, N, K, gelu", [(18, 3072, 1024, False), (200, 1024, 1024, False), (338, 4096, 1024, True),
+                                           (512, 1024, 4096, False), (50, 6144, 1536, True), (338, 4608, 1536, False),
+                                           (512, 1536, 6144, False), (16384, 4096, 1024, True), (7, 64, 32, False)],
+                         ids=str)
+def test_lt_linear_every_candidate(dtype, M, N, K, gelu):
+    """Every algorithm the heuristic offers for the shape against the float32 definition; deterministic."""
+    from flexvar.kernels import lt_linear as lt
+    assert lt.available(torch.device("cuda"), dtype)
+    x, w, b = _lt_operands(M, N, K, dtype, M + N + K)
+    epi = int(gelu)
+    ref = lt.lt_linear_ref(x.float(), w.float(), b.float(), gelu)
+    n = torch.ops.flexvar.lt_select(x, w, b, epi, -1)
+    assert n >= 1
+    before = lt._state["chosen"].get((0, M, N, K, str(dtype), gelu), 0)
+    try:
+        for i in range(n):
+            torch.ops.flexvar.lt_select(x, w, b, epi, i)
+            poison = torch.full((M, N), float("nan"), device="cuda", dtype=dtype)
+            del poison  # the allocator hands this block to the op's output: unwritten elements stay NaN
+            y = torch.ops.flexvar.lt_linear(x, w, b, epi)
+            assert y.shape == (M, N) and y.dtype == dtype and torch.isfinite(y).all(), i
+            assert rel_err(y.float(), ref) < (5e-3 if dtype == torch.float16 else 2e-2), i
+            assert torch.equal(y, torch.ops.flexvar.lt_linear(x, w, b, epi)), i
+    finally:
+        torch.ops.flexvar.lt_select(x, w, b, epi, before)
+
+
+def test_lt_linear_other_operands_run_aten():
+    """float32, a misaligned view, or a transposed weight: no candidates, and ATen's result."""
+    x, w, b = _lt_operands(64, 256, 128, torch.float16, 1)
+    xf, wf, bf = x.float(), w.float(), b.float()
+    assert torch.ops.flexvar.lt_select(xf, wf, bf, 0, -1) == 0
+    assert torch.equal(torch.ops.flexvar.lt_linear(xf, wf, bf, 0), torch.addmm(bf, xf, wf.t()))
+    xm = torch.randn(64 * 128 + 1, device="cuda").half()[1:].view(64, 128)  # 2 bytes off 16-byte alignment
+    assert torch.ops.flexvar.lt_select(xm, w, b, 1, -1) == 0
+    assert torch.equal(torch.ops.flexvar.lt_linear(xm, w, b, 1), torch._addmm_activation(b, xm, w.t(), use_gelu=True))
+    wt = torch.randn(128, 256, device="cuda").half().t()
+    assert torch.equal(torch.ops.flexvar.lt_linear(x, wt, b, 0), torch.addmm(b, x, wt.t()))
+
+
+def test_lt_tune_saves_choices_and_replays_in_a_graph(tmp_path, monkeypatch):
+    """`tune` times every candidate, keeps the first unless another is 3 % faster, saves the choice (a new process
+    takes it untimed); lt_linear in a CUDA graph replays what it computes eagerly."""
+    from flexvar.kernels import lt_linear as lt
+    monkeypatch.setenv("FLEXVAR_KERNELS_CACHE", str(tmp_path))
+    monkeypatch.setitem(lt._state, "saved", None)
+    monkeypatch.setitem(lt._state, "chosen", {})
+    shapes = [(200, 1024, 1024, False), (338, 4096, 1024, True)]
+    done = lt.tune(shapes, torch.float16, "cuda")
+    assert set(done) == set(shapes)
+    for index, n, times in done.values():
+        assert n >= 1 and 0 <= index < n and len(times) == n and all(t > 0 for t in times)
+        assert index == 0 or times[index] < 0.97 * times[0]
+    saved = json.loads((tmp_path / "lt_algos.json").read_text())
+    (machine, choices), = saved.items()
+    assert choices == {f"{m},{n},{k},float16,{int(g)}": done[(m, n, k, g)][0] for m, n, k, g in shapes}
+    assert lt.tune(shapes, torch.float16, "cuda") == {}  # chosen in this process already
+    monkeypatch.setitem(lt._state, "saved", None)
+    monkeypatch.setitem(lt._state, "chosen", {})
+    again = lt.tune(shapes, torch.float16, "cuda")
+    assert {s: v[0] for s, v in again.items()} == {s: v[0] for s, v in done.items()} and all(
+        v[2] is None for v in again.values())  # read, not timed
+    x, w, b = _lt_operands(338, 4096, 1024, torch.float16, 5)
+    eager = torch.ops.flexvar.lt_linear(x, w, b, 1)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        y = torch.ops.flexvar.lt_linear(x, w, b, 1)
+    graph.replay()
+    assert torch.equal(y, eager)
+
+
+def test_fast_lt_gemms_near_aten(models):
+    """fp16: the runtime's block GEMMs through lt_linear with the *last* candidate of every shape (the furthest from
+    what F.linear runs) against F.linear's, teacher-forced; then tuned, a graph replay = eager."""
+    from flexvar.bench.precision import fast_teacher_forced
+    from flexvar.kernels import lt_linear as lt
+    model, vae = copy.deepcopy(models[0]).half(), copy.deepcopy(models[1]).half()
+    sched, p = Schedule.parse("256-10"), SamplingParams()
+    g = torch.Generator("cuda").manual_seed(0)
+    codes = [torch.randint(0, model.cfg.vocab_size, (2, h, w), device="cuda", generator=g) for h, w in sched]
+    on = FastRuntime(model, vae, use_graphs=False)
+    off = FastRuntime(model, vae, use_graphs=False, lt_gemms=False)
+    assert on.lt_gemms and not off.lt_gemms
+    C = model.cfg.width
+    forced = []
+    for rows, n_out, n_in, gelu in on.gemm_shapes(sched, 2, first_from_table=True):
+        x, w, b = _lt_operands(rows, n_out, n_in, torch.float16, 0)
+        n = torch.ops.flexvar.lt_select(x, w, b, int(gelu), -1)
+        forced.append(n)
+        torch.ops.flexvar.lt_select(x, w, b, int(gelu), n - 1)
+    assert max(forced) > 1, forced  # some shape has another algorithm to try
+    try:
+        a, b = (fast_teacher_forced(rt, [1, 2], codes, sched, p) for rt in (on, off))
+    finally:
+        for rows, n_out, n_in, gelu in on.gemm_shapes(sched, 2, first_from_table=True):  # this process's choices
+            x, w, bias = _lt_operands(rows, n_out, n_in, torch.float16, 0)
+            index = lt._state["chosen"].get((0, rows, n_out, n_in, "torch.float16", gelu), 0)
+            torch.ops.flexvar.lt_select(x, w, bias, int(gelu), index)
+    errs = [rel_err(x, y) for x, y in zip(a, b)]
+    assert max(errs) < 5e-3, (errs, C)
+    graph = FastRuntime(model, vae, use_graphs=True)
+    x = [c.clone() for c in graph.generate([5, 6], sched, p, 11)[0]]
+    y = on.generate([5, 6], sched, p, 11)[0]
+    assert all(torch.equal(u, v) for u, v in zip(x, y))
