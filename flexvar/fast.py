@@ -13,7 +13,9 @@ guidance, sampling, decode) that is replayed afterwards.
 Steps of few token rows (batch 1's first steps) run every block in one cooperative kernel
 (`flexvar.kernels.small_step`); the others run each block as compiled halves around one attention
 kernel (`flexvar.kernels.attention.attend_step`: q/k norms, the cache write and attention over the
-cache), or in float32 `qk_norm_cache` + SDPA on the cache's views (`FastRuntime.transformer`).
+cache), or in float32 `qk_norm_cache` + SDPA on the cache's views (`FastRuntime.transformer`). In fp16/bf16 their
+GEMMs that are not split-K run through `flexvar.kernels.lt_linear`: cuBLASLt with each shape's algorithm tuned when a
+plan is built (`gemm_shapes`), saved per machine so that later processes compute alike.
 
 The decoder on CUDA is a copy sharing the tokenizer's parameters whose attention blocks are two batched
 products and a float32 softmax (`product_attention`), and, from `group_norm_min_batch` images on, whose
