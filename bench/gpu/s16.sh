@@ -3,9 +3,9 @@
 #   bash bench/gpu/s16.sh a   # the cuBLASLt extension built; its GPU tests with the greedy, graph-replay, low-precision,
 #                            # skinny and first-step ones; d24 batch 1: eager, fast-nolt, fast, fast-nolt, fast in one process
 #   bash bench/gpu/s16.sh b   # d16 256-10 at batch 1 and 32: eager, fast-nolt, fast, fast-nolt, fast in one process
-#   bash bench/gpu/s16.sh cd  # c: d24 batch 1, eager, fast-nolt, fast, fast-rows2 (step 2 through the per-block path with
-#                            # the tuned GEMMs and split-K, not `small_step`), alternated in one process; d: the tests of
-#                            # tests/test_gpu.py that a did not run
+#   bash bench/gpu/s16.sh cd  # d (first): the tests of tests/test_gpu.py that a did not run; c: d24 batch 1, eager,
+#                            # fast-nolt, fast, fast-rows2 (step 2 through the per-block path with the tuned GEMMs and
+#                            # split-K, not `small_step`), alternated in one process
 # Each run writes the choices it tuned to $OUT/lt_algos.json (the cache file, FLEXVAR_KERNELS_CACHE/lt_algos.json).
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}
@@ -30,14 +30,14 @@ fi
 if [ "${1:-a}" = b ]; then
   lt_ab d16 --depths 16 --batches 1,32
 fi
-if [[ "${1:-a}" == *c* ]]; then
-  (cd /tmp && timeout 200 python3 -m flexvar bench --dtype fp16 --schedules 256-10 --depths 24 --batches 1 \
-    --impls eager,fast-nolt,fast,fast-rows2,fast-nolt,fast,fast-rows2 --repeat 15 --out "$OUT/lt_rows_d24.json" 2>&1 \
-    | grep -E "^bench: ran|^\||rror")
-fi
 if [[ "${1:-a}" == *d* ]]; then
-  timeout 330 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "not (lt_ or greedy or graph_replay \
+  timeout 300 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "not (lt_ or greedy or graph_replay \
 or low_precision or skinny or first_step)" > "$OUT/gpu_tests_d.log" 2>&1
   echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_d.log" | tail -8
+fi
+if [[ "${1:-a}" == *c* ]]; then
+  (cd /tmp && timeout 180 python3 -m flexvar bench --dtype fp16 --schedules 256-10 --depths 24 --batches 1 \
+    --impls eager,fast-nolt,fast,fast-rows2,fast-nolt,fast,fast-rows2 --repeat 15 --out "$OUT/lt_rows_d24.json" 2>&1 \
+    | grep -E "^bench: ran|^\||rror")
 fi
 cp "${FLEXVAR_KERNELS_CACHE:-$HOME/.cache/flexvar/kernels}/lt_algos.json" "$OUT/lt_algos.json" 2>/dev/null
