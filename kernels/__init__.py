@@ -202,10 +202,10 @@ def small_step_ref(x_RlC: torch.Tensor, mods: torch.Tensor, kv: torch.Tensor, wq
     keys and values into kv (depth, 2, L, R, H, d) at [start, start + l). mods (depth, R, 6, C);
     per block i the weights wqkv[i] (3C, C), bqkv[i], qscale[i] (H) float32, wproj[i], bproj[i],
     w1[i], b1[i], w2[i], b2[i] in the cache's dtype. The definition is the fast runtime's per-block
-    path (`fast.qkv_proj`, `qk_norm_cache_ref`, `fast.attend`, `fast.finish_step`), which computes
+    path (`fast_step.qkv_proj`, `qk_norm_cache_ref`, `fast_step.attend`, `fast_step.finish_step`), which computes
     `model.Block.forward_step`: products in the weights' dtype, LayerNorms, modulation and residuals
     in float32."""
-    from ..fast import attend, finish_step, qkv_proj  # here, not at the top: fast imports this module
+    from ..fast_step import attend, finish_step, qkv_proj  # here, not at the top: fast_step imports this module
     end = start + x_RlC.shape[1]
     y = x_RlC
     for i in range(len(wqkv)):
