@@ -387,7 +387,9 @@ class FastRuntime:
     def gemm_shapes(self, schedule: Schedule, B: int, first_from_table: bool) -> list[tuple[int, int, int, bool]]:
         """(M, N, K, gelu) of the block GEMMs that a generation of B images runs through the per-block path: qkv
         and fc1 of every step but those of at most `small_step_rows` rows (one `small_step` kernel) and, with
-        `first_from_table`, the first; the projection and fc2 where the step is not split-K (`skinny_rows`)."""
+        `first_from_table`, the first; the projection and fc2 where the step is not split-K (`skinny_rows`).
+        A step that `small_step` refuses for other reasons (e.g. over 256 keys) runs the per-block path untuned,
+        i.e. with the heuristic's first algorithm, as before `lt_linear`."""
         C, hidden = self.model.cfg.width, self.model.cfg.mlp_hidden
         shapes = []
         for si, (h, w) in enumerate(schedule):

@@ -257,9 +257,14 @@ def small_step(x_RlC: torch.Tensor, mods: torch.Tensor, kv: torch.Tensor, weight
 _state = {"loaded": None}
 
 
+def cache_dir() -> Path:
+    """Where built extensions and tuning choices are kept: FLEXVAR_KERNELS_CACHE, else ~/.cache/flexvar/kernels."""
+    return Path(os.environ.get("FLEXVAR_KERNELS_CACHE", Path.home() / ".cache" / "flexvar" / "kernels"))
+
+
 def _build_jit() -> str:
     from torch.utils.cpp_extension import load
-    cache = Path(os.environ.get("FLEXVAR_KERNELS_CACHE", Path.home() / ".cache" / "flexvar" / "kernels"))
+    cache = cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     log.warning("kernels: building the CUDA extension once (about a minute) into %s", cache)
     sources = [str(HERE / "torch" / "flexvar_ops.cpp")] + sorted(str(p) for p in (HERE / "src").glob("*.cu"))

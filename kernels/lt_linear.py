@@ -11,8 +11,9 @@ larger than L2, as in a generation, and keeps the first unless another is at lea
 Choices are made once per shape and process, so every runtime of a process computes a shape alike, and are
 saved (`FLEXVAR_KERNELS_CACHE`/lt_algos.json, keyed by GPU, SM count and cuBLASLt version), so later
 processes reuse them and a seed keeps its codes. The CUDA side (`torch/lt_linear.cpp`) is its own extension,
-built on first use against the cuBLASLt that torch loaded; where it is not built (CPU, CI, the CMake library)
-`lt_linear` is `lt_linear_ref`.
+built on first use against the cuBLASLt that torch loaded (also where the other kernels come from the CMake library,
+which does not contain it). On CPU the op is `lt_linear_ref`; on CUDA it has a kernel only once `load()` has built
+the extension: `available()` says whether, and the fast runtime calls the op only then.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import HERE, _lib
+from . import HERE, _lib, cache_dir
 
 log = logging.getLogger("flexvar.kernels")
 
@@ -65,7 +66,7 @@ def _lt_version_cpu(x):
 
 def lt_linear(x_MK: torch.Tensor, w_NK: torch.Tensor, b_N: torch.Tensor, gelu: bool = False) -> torch.Tensor:
     """The op: cuBLASLt with the shape's chosen algorithm on CUDA (fp16/bf16, aligned contiguous operands;
-    ATen's addmm / _addmm_activation for others), `lt_linear_ref` on CPU."""
+    ATen's addmm / _addmm_activation for others) where `available`, `lt_linear_ref` on CPU."""
     return torch.ops.flexvar.lt_linear(x_MK, w_NK, b_N, GELU_BIAS if gelu else BIAS)
 
 
@@ -92,10 +93,6 @@ def _cublaslt() -> tuple[Path, Path] | None:
     return None
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("FLEXVAR_KERNELS_CACHE", Path.home() / ".cache" / "flexvar" / "kernels"))
-
-
 def load() -> bool:
     """Build (once, cached) and load the CUDA side; False (logged once) where it cannot be."""
     if _state["loaded"] is not None:
@@ -108,7 +105,7 @@ def load() -> bool:
     else:
         from torch.utils.cpp_extension import load as build
         inc, lib = found
-        out = _cache_dir() / "lt"  # a folder of its own: each extension writes its own build.ninja
+        out = cache_dir() / "lt"  # a folder of its own: each extension writes its own build.ninja
         out.mkdir(parents=True, exist_ok=True)
         try:
             build(name="flexvar_lt_ext", sources=[str(HERE / "torch" / "lt_linear.cpp")],
@@ -139,7 +136,7 @@ def _saved(machine: str) -> dict:
     """This machine's saved choices, {"M,N,K,dtype,gelu": index}; a file that does not parse is ignored."""
     if _state["saved"] is None:
         try:
-            data = json.loads((_cache_dir() / "lt_algos.json").read_text())
+            data = json.loads((cache_dir() / "lt_algos.json").read_text())
             _state["saved"] = data if isinstance(data, dict) else {}
         except (OSError, ValueError):
             _state["saved"] = {}
@@ -148,7 +145,7 @@ def _saved(machine: str) -> dict:
 
 def _save() -> None:
     """Every machine's choices to lt_algos.json, replaced whole (a temporary file renamed over it)."""
-    path = _cache_dir() / "lt_algos.json"
+    path = cache_dir() / "lt_algos.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".lt_algos.", suffix=".tmp")
     try:
@@ -183,10 +180,16 @@ def graph_us(run, n: int, rounds: int = 5) -> float:
     return statistics.median(times)
 
 
+def choose(times: list[float], margin: float) -> int:
+    """The candidate to keep: the fastest, if at least `margin` faster than the first (the heuristic's), else 0."""
+    best = min(range(len(times)), key=times.__getitem__)
+    return best if times[best] < (1 - margin) * times[0] else 0
+
+
 def tune(shapes, dtype: torch.dtype, device, margin: float = 0.03, copy_bytes: int = 96 << 20) -> dict:
     """Choose the algorithm of every (M, N, K, gelu) in `shapes` that this process has not chosen yet: a saved
     choice for this machine if there is one, else the fastest candidate by `graph_us` (random operands, never
-    zeros; the weight rotated over copies of `copy_bytes` in all, so it comes from device memory), kept only
+    zeros; the weight rotated over copies of up to `copy_bytes` in all, so it comes from device memory), kept only
     if at least `margin` faster than the heuristic's first. Returns {shape: (index, candidates, microseconds
     per candidate or None where saved)} for the shapes chosen by this call."""
     device = torch.device(device)
@@ -200,31 +203,32 @@ def tune(shapes, dtype: torch.dtype, device, margin: float = 0.03, copy_bytes: i
             continue
         name = f"{M},{N},{K},{str(dtype).removeprefix('torch.')},{int(bool(gelu))}"
         g = torch.Generator(device).manual_seed(M * 7919 + N * 31 + K)
-        copies = max(2, min(24, math.ceil(copy_bytes / (N * K * dtype.itemsize))))
-        ws = [(torch.randn(N, K, device=device, generator=g) / K ** 0.5).to(dtype) for _ in range(copies)]
+        ws = [(torch.randn(N, K, device=device, generator=g) / K ** 0.5).to(dtype)]
         x = torch.randn(M, K, device=device, generator=g).to(dtype)
         b = torch.randn(N, device=device, generator=g).to(dtype)
         epi = GELU_BIAS if gelu else BIAS
         n = torch.ops.flexvar.lt_select(x, ws[0], b, epi, -1)
-        # launches per graph: every copy, fewer for long GEMMs (~2 ms a graph at ~400 TFLOP/s and 3 TB/s)
-        est_s = 2 * M * N * K / 4e14 + N * K * dtype.itemsize / 3e12
-        launches = max(2, min(copies, math.ceil(2e-3 / est_s)))
         times = None
         if n <= 1:
             index = 0
         elif isinstance(saved.get(name), int) and 0 <= saved[name] < n:
             index = saved[name]
         else:
+            # launches per graph: one per weight copy, fewer for long GEMMs (~2 ms a graph at ~400 TFLOP/s and
+            # 3 TB/s), whose time the activations dominate; the copies exist only while timing
+            copies = max(2, min(24, math.ceil(copy_bytes / (N * K * dtype.itemsize))))
+            est_s = 2 * M * N * K / 4e14 + N * K * dtype.itemsize / 3e12
+            copies = max(2, min(copies, math.ceil(2e-3 / est_s)))
+            ws += [(torch.randn(N, K, device=device, generator=g) / K ** 0.5).to(dtype) for _ in range(copies - 1)]
             times = []
             for i in range(n):
                 torch.ops.flexvar.lt_select(x, ws[0], b, epi, i)
                 try:
-                    times.append(graph_us(lambda j: torch.ops.flexvar.lt_linear(x, ws[j % copies], b, epi), launches))
+                    times.append(graph_us(lambda j: torch.ops.flexvar.lt_linear(x, ws[j], b, epi), copies))
                 except RuntimeError as e:  # a candidate that fails to launch is never chosen
                     log.warning("kernels: cuBLASLt %s candidate %d failed (%s)", name, i, str(e).splitlines()[0][:120])
                     times.append(math.inf)
-            best = min(range(n), key=times.__getitem__)
-            index = best if times[best] < (1 - margin) * times[0] else 0
+            index = choose(times, margin)
             saved[name], dirty = index, True
         torch.ops.flexvar.lt_select(x, ws[0], b, epi, index)
         chosen[key] = index

@@ -1,6 +1,7 @@
 """`lt_linear` (cuBLASLt GEMMs with tuned algorithms) on CPU: where the fast runtime routes its GEMMs, which shapes a
 plan tunes, and the file of saved choices. Its CUDA side is tested in test_gpu.py."""
 import json
+import math
 
 import pytest
 import torch
@@ -85,3 +86,13 @@ def test_lt_linear_ref_is_linear_then_gelu(gelu):
     y = x.double() @ w.double().t() + b.double()
     want = 0.5 * y * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (y + 0.044715 * y ** 3))) if gelu else y
     assert rel_err(torch.ops.flexvar.lt_linear(x, w, b, int(gelu)), want) < 1e-6
+
+
+def test_choose_keeps_the_first_unless_clearly_faster():
+    """The fastest candidate only where it beats the heuristic's first by the margin; a failed one (inf) never."""
+    assert lt.choose([10.0, 9.8, 9.9], 0.03) == 0  # 2 % faster: not enough
+    assert lt.choose([10.0, 9.8, 9.6], 0.03) == 2  # 4 % faster
+    assert lt.choose([10.0, 8.0, 9.0, 8.5], 0.03) == 1
+    assert lt.choose([math.inf, 5.0, 6.0], 0.03) == 1  # the first failed to launch
+    assert lt.choose([10.0, math.inf], 0.03) == 0
+    assert lt.choose([7.0], 0.03) == 0
