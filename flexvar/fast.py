@@ -31,19 +31,18 @@ for non-greedy sampling (same distribution); greedy codes are identical.
 """
 from __future__ import annotations
 
-import copy
 from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from .images import pixels_uint8
+from .fast_decoder import (UPSAMPLE_MODES, product_attention, with_folded_upsample,  # noqa: F401
+                           with_group_norm_op, with_product_attention)
 from .fast_step import (_has_mm_out_dtype, attend, bicubic_taps, fc1_gelu, finish_qkv, finish_step,  # noqa: F401
                         guidance_coefficients, guided_head_input, head_input, qkv_proj, qkv_step)
 from .kernels import attention as _attention
-from .kernels.group_norm import group_norm_silu
 from .kernels import lt_linear as _lt
 from .kernels import skinny_mm as _skinny_mm
 from .kernels import guided_sample, next_tokens, qk_norm_cache, small_step, small_step_fits
@@ -52,66 +51,13 @@ from .kv_cache import KVCache
 from .model import FlexVAR
 from .sampling import SamplingParams, step_top_k
 from .schedule import Schedule
-from .vqvae import VQVAE, AttnBlock, spatial_attention
+from .vqvae import VQVAE
 
 _M32 = 0xFFFFFFFF
+UPSAMPLE_DEFAULT = "transpose"
 def _no_stage(name):
     return nullcontext()
 
-
-
-class _GroupNormOp(nn.Module):
-    """A decoder GroupNorm as the `group_norm_silu` op (Triton kernels on channels-last fp16/bf16 CUDA
-    activations), sharing the original module's parameters; `forward_silu` fuses the SiLU that follows
-    it (`vqvae.norm_silu`)."""
-
-    def __init__(self, gn: nn.GroupNorm):
-        super().__init__()
-        self.weight, self.bias = gn.weight, gn.bias
-        self.groups, self.eps = gn.num_groups, gn.eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return group_norm_silu(x, self.weight, self.bias, self.groups, self.eps, False)
-
-    def forward_silu(self, x: torch.Tensor) -> torch.Tensor:
-        return group_norm_silu(x, self.weight, self.bias, self.groups, self.eps, True)
-
-
-def with_group_norm_op(decoder: nn.Module) -> nn.Module:
-    """A copy of the decoder (same parameters, not copied) whose GroupNorms are `_GroupNormOp`s."""
-    dec = _share_copy(decoder)
-    for parent in list(dec.modules()):
-        for name, child in parent.named_children():
-            if isinstance(child, nn.GroupNorm) and child.affine:
-                setattr(parent, name, _GroupNormOp(child))
-    return dec
-
-
-def product_attention(q_BNC: torch.Tensor, k_BNC: torch.Tensor, v_BNC: torch.Tensor,
-                      max_tokens: int = 1024) -> torch.Tensor:
-    """`vqvae.spatial_attention` as two batched products and a float32 softmax: for the tokenizer's one
-    head of 128-512 channels SDPA has no flash or cuDNN kernel and runs its memory-efficient one (~22 us
-    per block at batch 1 on the H100 for 16x16 latents), while each product is one GEMM. The scores are
-    (B, N, N) float32, so past `max_tokens` positions `spatial_attention` runs instead."""
-    N, C = q_BNC.shape[1:]
-    if N > max_tokens:
-        return spatial_attention(q_BNC, k_BNC, v_BNC)
-    s = torch.bmm(q_BNC, k_BNC.transpose(1, 2)).float() * C ** -0.5
-    return torch.bmm(torch.softmax(s, dim=-1).to(v_BNC.dtype), v_BNC)
-
-
-def _share_copy(module: nn.Module) -> nn.Module:
-    """A structural copy of the module with the same parameters and buffers (not copied)."""
-    return copy.deepcopy(module, memo={id(t): t for t in list(module.parameters()) + list(module.buffers())})
-
-
-def with_product_attention(decoder: nn.Module) -> nn.Module:
-    """A copy of the decoder (same parameters) whose attention blocks attend with `product_attention`."""
-    dec = _share_copy(decoder)
-    for m in dec.modules():
-        if isinstance(m, AttnBlock):
-            m.attend = product_attention
-    return dec
 
 
 @dataclass
@@ -146,7 +92,7 @@ class FastRuntime:
                  group_norm_op: bool | None = None, group_norm_min_batch: int = 8, max_plans: int = 8,
                  max_label_sets: int = 64, first_step_table: bool | None = None,
                  first_step_max_bytes: int = 512 << 20, skinny_rows: int | None = None,
-                 lt_gemms: bool | None = None):
+                 lt_gemms: bool | None = None, upsample: str | None = None):
         """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
         dynamic shapes (once per process), the channels-last decoder compiled per output shape, and
         steps of at most `small_step_rows` token rows (guidance included: batch 1's first two steps at
@@ -173,7 +119,11 @@ class FastRuntime:
         lt_gemms (default on CUDA in fp16/bf16 with the kernels on, where the cuBLASLt extension builds): the
         per-block steps' GEMMs that are not split-K as `flexvar.kernels.lt_linear` (cuBLASLt, bias or GELU + bias
         epilogue as before), each shape's algorithm tuned once when a plan is built (`gemm_shapes`, `lt_linear.tune`)
-        instead of the heuristic's first; on CPU (the op's reference, for tests) only when asked for."""
+        instead of the heuristic's first; on CPU (the op's reference, for tests) only when asked for.
+        upsample: how the decoder's nearest x2 + 3x3 convolutions run (`fast_decoder.with_folded_upsample`):
+        "nearest" as written (default on CPU and with the kernels off), "transpose" or "phases" (filters folded
+        once into a stride-2 transposed convolution, or four interleaved 2x2 ones: 16 multiply-adds per input
+        pixel instead of 36); default on CUDA: UPSAMPLE_DEFAULT."""
         if attention not in (None, "step", "triton", "sdpa"):
             raise ValueError(f"attention takes 'step', 'triton' or 'sdpa', not {attention!r}")
         unknown = set(tune) - {"blocks", "decoder"}
@@ -207,7 +157,11 @@ class FastRuntime:
             self.qkv_proj = torch.compile(qkv_proj, dynamic=True, options=opts)
             self.finish_qkv = torch.compile(finish_qkv, dynamic=True, options=opts)
             self.finish_step = torch.compile(finish_step, dynamic=True, options=opts)
-        self.decoder = with_product_attention(vae.decoder) if cuda and use_kernels else vae.decoder
+        if upsample is not None and upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample takes one of {', '.join(UPSAMPLE_MODES)}, not {upsample!r}")
+        self.upsample = upsample or (UPSAMPLE_DEFAULT if cuda and use_kernels else "nearest")
+        self.decoder = with_folded_upsample(vae.decoder, self.upsample)
+        self.decoder = with_product_attention(self.decoder) if cuda and use_kernels else self.decoder
         if self.channels_last:
             self.decoder = self.decoder.to(memory_format=torch.channels_last)
         use_gn_op = cuda and use_kernels if group_norm_op is None else group_norm_op

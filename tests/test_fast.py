@@ -479,6 +479,52 @@ def test_group_norm_op_decoder_is_the_decoder(pipe_test):
     assert torch.equal(group_norm_silu_ref(x, w, b, 32, 1e-6, False), F.group_norm(x, 32, w, b, 1e-6))
 
 
+@pytest.mark.parametrize("mode", ["transpose", "phases"])
+@pytest.mark.parametrize("C, h, w", [(8, 5, 7), (16, 1, 1), (4, 3, 2), (32, 6, 6), (3, 2, 9)], ids=str)
+def test_folded_upsample_is_the_upsample(mode, C, h, w):
+    """Nearest x2 + 3x3 convolution from filters folded once (one transposed convolution, or four interleaved
+    2x2 ones) = the module as written, float32 to 1e-5 with fresh random filters and inputs, any (h, w)."""
+    from flexvar.fast_decoder import FoldedUpsample
+    from flexvar.vqvae import Upsample
+    g = torch.Generator().manual_seed(C * 100 + h * 10 + w)
+    up = Upsample(C)
+    with torch.no_grad():
+        up.conv.weight.copy_(torch.randn(up.conv.weight.shape, generator=g))
+        up.conv.bias.copy_(torch.randn(C, generator=g))
+    x = torch.randn(2, C, h, w, generator=g)
+    with torch.no_grad():
+        want, got = up(x), FoldedUpsample(up, mode)(x)
+    assert got.shape == want.shape == (2, C, 2 * h, 2 * w)
+    assert rel_err(got, want) < 1e-5
+
+
+def test_folded_upsample_decoder_is_the_decoder(pipe_test):
+    """The decoder copy with folded upsampling shares the tokenizer's parameters, leaves the tokenizer's own
+    Upsample modules alone and decodes as it does (float32, to 1e-5); FastRuntime takes the mode by name
+    (CPU default: as written) and refuses others."""
+    from flexvar.fast_decoder import FoldedUpsample, with_folded_upsample
+    from flexvar.vqvae import Upsample
+    vae = pipe_test.vae
+    z = torch.randn(2, vae.cfg.z_channels, 3, 5, generator=torch.Generator().manual_seed(3))
+    assert with_folded_upsample(vae.decoder, "nearest") is vae.decoder
+    for mode in ("transpose", "phases"):
+        dec = with_folded_upsample(vae.decoder, mode)
+        assert {id(p) for p in dec.parameters()} <= {id(p) for p in vae.decoder.parameters()}
+        assert not any(isinstance(m, Upsample) for m in dec.modules())
+        assert len([m for m in dec.modules() if isinstance(m, FoldedUpsample)]) == len(
+            [m for m in vae.decoder.modules() if isinstance(m, Upsample)]) > 0
+        with torch.no_grad():
+            assert rel_err(dec(z), vae.decoder(z)) < 1e-5, mode
+        rt = FastRuntime(pipe_test.model, vae, upsample=mode)
+        codes = torch.randint(0, vae.cfg.codebook_size, (2, 3, 5), generator=torch.Generator().manual_seed(4))
+        with torch.no_grad():  # uint8 pixels: equal but where the ~1e-7 difference crosses a rounding boundary
+            diff = rt.decode(codes).int() - FastRuntime(pipe_test.model, vae).decode(codes).int()
+        assert rt.upsample == mode and diff.abs().max() <= 1
+    assert FastRuntime(pipe_test.model, vae).upsample == "nearest"
+    with pytest.raises(ValueError, match="upsample takes one of nearest, transpose, phases, not 'bilinear'"):
+        FastRuntime(pipe_test.model, vae, upsample="bilinear")
+
+
 def test_group_norm_chunks_divide_the_pixels():
     from flexvar.kernels.group_norm import chunks
     assert chunks(65536, 32) == 32 and chunks(65536, 1) == 256 and chunks(256, 32) == 32

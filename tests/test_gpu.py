@@ -289,6 +289,46 @@ def test_fast_decoder_group_norm_op(models):
     assert GN.fallbacks["cuda"] == before
 
 
+@pytest.mark.parametrize("dtype, tol", [(torch.float16, 2e-3), (torch.bfloat16, 1e-2)], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("mode", ["transpose", "phases"])
+def test_folded_upsample_near_float32(mode, dtype, tol):
+    """The folded upsampling in fp16/bf16, channels-last, eager and compiled, against the module as written in
+    float32 on the same rounded inputs, at the tokenizer's upsampling shapes (512 channels at 16x16 to 128 at
+    128x128) and an odd one."""
+    from flexvar.fast_decoder import FoldedUpsample
+    from flexvar.vqvae import Upsample
+    g = torch.Generator("cuda").manual_seed(11)
+    for B, C, h, w in [(1, 512, 16, 16), (2, 256, 32, 32), (1, 256, 64, 64), (2, 128, 128, 128), (3, 96, 5, 9)]:
+        up = Upsample(C).cuda()
+        with torch.no_grad():
+            up.conv.weight.copy_(torch.randn(up.conv.weight.shape, device="cuda", generator=g) * C ** -0.5 / 3)
+            up.conv.bias.copy_(torch.randn(C, device="cuda", generator=g))
+        x = torch.randn(B, C, h, w, device="cuda", generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            ref = up(x.float())
+            fold = FoldedUpsample(copy.deepcopy(up).to(dtype), mode).to(memory_format=torch.channels_last)
+            for out in (fold(x), torch.compile(fold, dynamic=False)(x)):
+                assert out.dtype == dtype and out.shape == ref.shape
+                assert rel_err(out.float(), ref) < tol, (B, C, h, w)
+
+
+def test_fast_decoder_upsample_modes(models):
+    """The compiled channels-last fp16 decoder with each upsampling = as written, with and without the GroupNorm
+    op, to fp16 accuracy; the decoded pixels within 1 level on average."""
+    model, vae = copy.deepcopy(models[0]).half(), copy.deepcopy(models[1]).half()
+    codes = torch.randint(0, vae.cfg.codebook_size, (3, 16, 16), device="cuda", generator=torch.Generator("cuda").manual_seed(5))
+    ref = FastRuntime(model, vae, upsample="nearest", group_norm_op=True, group_norm_min_batch=1)
+    z = vae.post_quant_conv(vae.quantize.lookup(codes)).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        want = ref.decoder(z).float(), ref.decoder_gn(z).float()
+    for mode in ("transpose", "phases"):
+        rt = FastRuntime(model, vae, upsample=mode, group_norm_op=True, group_norm_min_batch=1)
+        with torch.no_grad():
+            got = rt.decoder(z).float(), rt.decoder_gn(z).float()
+        assert rel_err(got[0], want[0]) < 1e-2 and rel_err(got[1], want[1]) < 1e-2, mode
+        assert (rt.decode(codes).int() - ref.decode(codes).int()).abs().float().mean() < 1.0, mode
+
+
 def test_small_step_in_a_cuda_graph(models):
     """The fast runtime's fp16 steps of <= 32 rows run as small_step inside the captured graph; replay =
     eager, and the per-block path gives the same logits to fp16 accuracy."""

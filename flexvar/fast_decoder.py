@@ -1,0 +1,146 @@
+"""The fast runtime's copy of the tokenizer decoder: the same parameters (not copied), other ways to compute.
+
+- `with_product_attention`: attention blocks as two batched products and a float32 softmax;
+- `with_group_norm_op`: GroupNorms (+ the SiLU after them) as the `group_norm_silu` op;
+- `with_folded_upsample`: each nearest x2 upsample + 3x3 convolution as one stride-2 transposed convolution
+  with 4x4 filters ("transpose"), or as a 2x2 convolution with four output phases whose results are
+  interleaved ("phases"), each with filters folded once from the 3x3 ones: 16 instead of 36 multiply-adds per
+  input pixel, channel pair, and no upsampled copy of the input.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .kernels.group_norm import group_norm_silu
+from .vqvae import AttnBlock, Upsample, spatial_attention
+
+UPSAMPLE_MODES = ("nearest", "transpose", "phases")
+
+# Nearest x2 then a 3-tap filter f = (f0, f1, f2) along one axis, written per output phase a (row 2i + a):
+#   a = 0: f0 x[i-1] + (f1 + f2) x[i];   a = 1: (f0 + f1) x[i] + f2 x[i+1].
+# As a stride-2 transposed convolution with padding 1, output o = 2i + a takes input j through tap
+# k = o + 1 - 2j (j = i-1, i, i+1 -> k = a+3, a+1, a-1), so its 4-tap filter is
+# (f2, f1 + f2, f0 + f1, f0) = _FOLD4 @ f.
+_FOLD4 = ((0., 0., 1.), (0., 1., 1.), (1., 1., 0.), (1., 0., 0.))
+# As a 2x2 convolution with padding 1 (output p covers inputs p-1, p), phase a is read at p = i + a:
+# phase 0 taps (f0, f1 + f2), phase 1 taps (f0 + f1, f2): _FOLD2[a] @ f.
+_FOLD2 = (((1., 0., 0.), (0., 1., 1.)), ((1., 1., 0.), (0., 0., 1.)))
+
+
+def fold_upsample_transpose(w_OI33: torch.Tensor) -> torch.Tensor:
+    """(Cout, Cin, 3, 3) filters of nearest x2 + conv (padding 1) -> (Cin, Cout, 4, 4) filters of the equal
+    `conv_transpose2d(x, w, stride=2, padding=1)`, computed in float64, returned in float32."""
+    A = torch.tensor(_FOLD4, dtype=torch.float64, device=w_OI33.device)
+    return torch.einsum("ar,bs,oirs->ioab", A, A, w_OI33.double()).float()
+
+
+def fold_upsample_phases(w_OI33: torch.Tensor) -> torch.Tensor:
+    """(Cout, Cin, 3, 3) filters of nearest x2 + conv (padding 1) -> (4 Cout, Cin, 2, 2) filters of a 2x2
+    convolution with padding 1, output channels ordered (row phase, column phase, Cout); float32."""
+    A = torch.tensor(_FOLD2, dtype=torch.float64, device=w_OI33.device)  # (phase, tap, 3)
+    w = torch.einsum("apr,bqs,oirs->aboipq", A, A, w_OI33.double()).float()
+    return w.reshape(4 * w_OI33.shape[0], w_OI33.shape[1], 2, 2)
+
+
+def interleave_phases(y_B4Chw: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(B, 4C, h+1, w+1) outputs of the phase filters -> (B, C, 2h, 2w): out[.., 2i+a, 2j+b] is phase
+    (a, b)'s output at (i + a, j + b)."""
+    B, C4 = y_B4Chw.shape[:2]
+    y = y_B4Chw.view(B, 2, 2, C4 // 4, h + 1, w + 1)
+    rows = [torch.stack([y[:, a, b, :, a:a + h, b:b + w] for b in (0, 1)], dim=-1) for a in (0, 1)]
+    return torch.stack(rows, dim=3).reshape(B, C4 // 4, 2 * h, 2 * w)  # (B, C, h, 2, w, 2) -> (B, C, 2h, 2w)
+
+
+class FoldedUpsample(nn.Module):
+    """`vqvae.Upsample` (nearest x2 then a 3x3 convolution) computed from filters folded once from its own
+    (buffers derived from the module's weights when built: rebuild after changing them). Same result up to
+    rounding: in float32 within ~1e-6 relative."""
+
+    def __init__(self, up: Upsample, mode: str):
+        super().__init__()
+        if mode not in ("transpose", "phases"):
+            raise ValueError(f"a folded upsample is 'transpose' or 'phases', not {mode!r}")
+        self.mode = mode
+        w, b = up.conv.weight.detach(), up.conv.bias.detach()
+        with torch.no_grad():
+            folded = fold_upsample_transpose(w) if mode == "transpose" else fold_upsample_phases(w)
+        self.register_buffer("weight", folded.to(w.dtype), persistent=False)
+        self.register_buffer("bias", (b if mode == "transpose" else b.repeat(4)).clone(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "transpose":
+            return F.conv_transpose2d(x, self.weight, self.bias, stride=2, padding=1)
+        return interleave_phases(F.conv2d(x, self.weight, self.bias, padding=1), *x.shape[-2:])
+
+
+def share_copy(module: nn.Module) -> nn.Module:
+    """A structural copy of the module with the same parameters and buffers (not copied)."""
+    return copy.deepcopy(module, memo={id(t): t for t in list(module.parameters()) + list(module.buffers())})
+
+
+def with_folded_upsample(decoder: nn.Module, mode: str) -> nn.Module:
+    """A copy of the decoder (same parameters) whose `Upsample`s are `FoldedUpsample(mode)`s; "nearest":
+    the decoder itself."""
+    if mode not in UPSAMPLE_MODES:
+        raise ValueError(f"upsample takes one of {', '.join(UPSAMPLE_MODES)}, not {mode!r}")
+    if mode == "nearest":
+        return decoder
+    dec = share_copy(decoder)
+    for parent in list(dec.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, Upsample):
+                setattr(parent, name, FoldedUpsample(child, mode))
+    return dec
+
+
+class _GroupNormOp(nn.Module):
+    """A decoder GroupNorm as the `group_norm_silu` op (Triton kernels on channels-last fp16/bf16 CUDA
+    activations), sharing the original module's parameters; `forward_silu` fuses the SiLU that follows
+    it (`vqvae.norm_silu`)."""
+
+    def __init__(self, gn: nn.GroupNorm):
+        super().__init__()
+        self.weight, self.bias = gn.weight, gn.bias
+        self.groups, self.eps = gn.num_groups, gn.eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return group_norm_silu(x, self.weight, self.bias, self.groups, self.eps, False)
+
+    def forward_silu(self, x: torch.Tensor) -> torch.Tensor:
+        return group_norm_silu(x, self.weight, self.bias, self.groups, self.eps, True)
+
+
+def with_group_norm_op(decoder: nn.Module) -> nn.Module:
+    """A copy of the decoder (same parameters, not copied) whose GroupNorms are `_GroupNormOp`s."""
+    dec = share_copy(decoder)
+    for parent in list(dec.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, nn.GroupNorm) and child.affine:
+                setattr(parent, name, _GroupNormOp(child))
+    return dec
+
+
+def product_attention(q_BNC: torch.Tensor, k_BNC: torch.Tensor, v_BNC: torch.Tensor,
+                      max_tokens: int = 1024) -> torch.Tensor:
+    """`vqvae.spatial_attention` as two batched products and a float32 softmax: for the tokenizer's one
+    head of 128-512 channels SDPA has no flash or cuDNN kernel and runs its memory-efficient one (~22 us
+    per block at batch 1 on the H100 for 16x16 latents), while each product is one GEMM. The scores are
+    (B, N, N) float32, so past `max_tokens` positions `spatial_attention` runs instead."""
+    N, C = q_BNC.shape[1:]
+    if N > max_tokens:
+        return spatial_attention(q_BNC, k_BNC, v_BNC)
+    s = torch.bmm(q_BNC, k_BNC.transpose(1, 2)).float() * C ** -0.5
+    return torch.bmm(torch.softmax(s, dim=-1).to(v_BNC.dtype), v_BNC)
+
+
+def with_product_attention(decoder: nn.Module) -> nn.Module:
+    """A copy of the decoder (same parameters) whose attention blocks attend with `product_attention`."""
+    dec = share_copy(decoder)
+    for m in dec.modules():
+        if isinstance(m, AttnBlock):
+            m.attend = product_attention
+    return dec
