@@ -37,13 +37,15 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", default="fp16", choices=["fp16", "bf16"])
     ap.add_argument("--decode-kernels", action="store_true",
                     help="list the decode's kernels (after the last sampling) by full name: count and total us")
+    ap.add_argument("--upsample", choices=["nearest", "transpose", "phases"],
+                    help="the decoder's upsampling (FastRuntime's upsample; default: the runtime's)")
     ap.add_argument("--timeline", help="write every kernel's (name, start us, duration us) here and print per-step spans")
     args = ap.parse_args(argv)
     dt = torch.float16 if args.dtype == "fp16" else torch.bfloat16
     model = random_transformer(FlexVARConfig.from_name(args.depth), device="cuda").to(dt)
     vae = random_tokenizer(VQVAEConfig.from_name("vq16"), device="cuda").to(dt)
     rt = FastRuntime(model, vae, use_graphs=args.graph, compile_blocks=not args.no_compile,
-                     compile_decoder=not args.no_compile)
+                     compile_decoder=not args.no_compile, upsample=args.upsample)
     sched, p = Schedule.parse(args.schedule), SamplingParams()
     labels = list(range(args.batch))
     for _ in range(2):

@@ -6,6 +6,7 @@
 #                           # convolutions, alternated
 #   bash bench/gpu/s17.sh b  # d24 batch 1: eager, fast-upnear, fast, fast-rows2 (step 2 through the per-block path,
 #                           # not `small_step`), alternated in one process
+#   bash bench/gpu/s17.sh p  # the decode's kernels by name (graph replay), d16 batch 32 and 1, as written / transposed
 #   bash bench/gpu/s17.sh c  # every test of tests/test_gpu.py but those a ran
 #   bash bench/gpu/s17.sh f  # final_runs (d16 and d24 256-10, eager and fast, bench.precision)
 set -uo pipefail
@@ -26,6 +27,12 @@ or product_attention" > "$OUT/gpu_tests_a.log" 2>&1
 b)
   bench_ab up_rows_d24 --depths 24 --batches 1 \
     --impls eager,fast-upnear,fast,fast-rows2,fast-upnear,fast,fast-rows2 --repeat 15 ;;
+p)
+  for b in 32 1; do for m in nearest transpose; do
+    timeout 150 python3 -m flexvar.bench.profile_fast --depth d16 --batch $b --graph --decode-kernels --rows 0 \
+      --upsample $m 2>&1 | grep -vE "Warning|warn_once|^-|Name|^$|Self" > "$OUT/decode_kernels_b${b}_$m.txt"
+    head -14 "$OUT/decode_kernels_b${b}_$m.txt"
+  done; done ;;
 c)
   timeout 420 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "not (folded or upsample \
 or group_norm_op or product_attention)" > "$OUT/gpu_tests_c.log" 2>&1
