@@ -38,8 +38,8 @@ from dataclasses import dataclass
 import torch
 
 from .images import pixels_uint8
-from .fast_decoder import (UPSAMPLE_MODES, product_attention, with_folded_upsample,  # noqa: F401
-                           with_group_norm_op, with_product_attention)
+from .fast_decoder import (UPSAMPLE_MODES, ResidualGroupNorm, product_attention,  # noqa: F401
+                           with_folded_upsample, with_group_norm_op, with_product_attention)
 from .fast_step import (_has_mm_out_dtype, attend, bicubic_taps, fc1_gelu, finish_qkv, finish_step,  # noqa: F401
                         guidance_coefficients, guided_head_input, head_input, qkv_proj, qkv_step)
 from .kernels import attention as _attention
@@ -92,7 +92,8 @@ class FastRuntime:
                  group_norm_op: bool | None = None, group_norm_min_batch: int = 8, max_plans: int = 8,
                  max_label_sets: int = 64, first_step_table: bool | None = None,
                  first_step_max_bytes: int = 512 << 20, skinny_rows: int | None = None,
-                 lt_gemms: bool | None = None, upsample: str | None = None):
+                 lt_gemms: bool | None = None, upsample: str | None = None,
+                 group_norm_add: bool = True):
         """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
         dynamic shapes (once per process), the channels-last decoder compiled per output shape, and
         steps of at most `small_step_rows` token rows (guidance included: batch 1's first two steps at
@@ -123,7 +124,9 @@ class FastRuntime:
         upsample: how the decoder's nearest x2 + 3x3 convolutions run (`fast_decoder.with_folded_upsample`):
         "nearest" as written (default on CPU and with the kernels off), "transpose" or "phases" (filters folded
         once into a stride-2 transposed convolution, or four interleaved 2x2 ones: 16 multiply-adds per input
-        pixel instead of 36); default on CUDA: UPSAMPLE_DEFAULT."""
+        pixel instead of 36); default on CUDA: UPSAMPLE_DEFAULT.
+        group_norm_add: with the GroupNorm op, each residual sum that a GroupNorm normalises next is formed in
+        that GroupNorm's statistics pass (`fast_decoder.ResidualGroupNorm`) instead of a pass of its own."""
         if attention not in (None, "step", "triton", "sdpa"):
             raise ValueError(f"attention takes 'step', 'triton' or 'sdpa', not {attention!r}")
         unknown = set(tune) - {"blocks", "decoder"}
@@ -166,6 +169,8 @@ class FastRuntime:
             self.decoder = self.decoder.to(memory_format=torch.channels_last)
         use_gn_op = cuda and use_kernels if group_norm_op is None else group_norm_op
         self.decoder_gn = with_group_norm_op(self.decoder) if use_gn_op else None  # same parameters
+        if self.decoder_gn is not None and group_norm_add:
+            self.decoder_gn = ResidualGroupNorm(self.decoder_gn)
         self.group_norm_min_batch = group_norm_min_batch
         if cuda if compile_decoder is None else compile_decoder:
             # static shapes: Inductor's channels-last conv layouts and fused GroupNorm+SiLU need them;

@@ -2,6 +2,8 @@
 
 - `with_product_attention`: attention blocks as two batched products and a float32 softmax;
 - `with_group_norm_op`: GroupNorms (+ the SiLU after them) as the `group_norm_silu` op;
+- `ResidualGroupNorm`: each residual sum that a GroupNorm normalises next formed by that GroupNorm's kernels
+  (`add_group_norm_silu`) instead of a pass of its own;
 - `with_folded_upsample`: each nearest x2 upsample + 3x3 convolution as one stride-2 transposed convolution
   with 4x4 filters ("transpose"), or as a 2x2 convolution with four output phases whose results are
   interleaved ("phases"), each with filters folded once from the 3x3 ones: 16 instead of 36 multiply-adds per
@@ -15,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kernels.group_norm import group_norm_silu
-from .vqvae import AttnBlock, Upsample, spatial_attention
+from .kernels.group_norm import add_group_norm_silu, group_norm_silu
+from .vqvae import AttnBlock, ResBlock, Upsample, norm_silu, spatial_attention
 
 UPSAMPLE_MODES = ("nearest", "transpose", "phases")
 
@@ -144,3 +146,36 @@ def with_product_attention(decoder: nn.Module) -> nn.Module:
         if isinstance(m, AttnBlock):
             m.attend = product_attention
     return dec
+
+
+def _add_norm(norm: nn.Module, x: torch.Tensor, pending: torch.Tensor | None, silu: bool):
+    """(x + pending, norm(x + pending), then swish if `silu`); the sum by the op where the norm is one."""
+    if pending is not None and isinstance(norm, _GroupNormOp):
+        return add_group_norm_silu(x, pending, norm.weight, norm.bias, norm.groups, norm.eps, silu)
+    if pending is not None:
+        x = x + pending
+    return x, (norm_silu(norm, x) if silu else norm(x))
+
+
+class ResidualGroupNorm(nn.Module):
+    """Runs a decoder (a `with_group_norm_op` copy; same parameters) with each block's residual sum left
+    pending until the next module: a GroupNorm forms it in its statistics pass (`add_group_norm_silu`), an
+    upsampling adds it first. Same operations and roundings as the decoder's own forward."""
+
+    def __init__(self, decoder: nn.Module):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        d = self.decoder
+        x, pending = d.conv_in(z), None
+        for m in [*d.mid, *(mod for level in d.conv_blocks for mod in level.sequence())]:
+            if isinstance(m, ResBlock):
+                x, y = _add_norm(m.norm1, x, pending, True)
+                x, pending = m.skip(x), m.branch(y)
+            elif isinstance(m, AttnBlock):
+                x, h = _add_norm(m.norm, x, pending, False)
+                pending = m.branch(h)
+            else:  # resampling
+                x, pending = m(x if pending is None else x + pending), None
+        return d.conv_out(_add_norm(d.norm_out, x, pending, True)[1])

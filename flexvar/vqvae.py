@@ -30,11 +30,15 @@ class ResBlock(nn.Module):
         if cin != cout:
             self.nin_shortcut = nn.Conv2d(cin, cout, 1)
 
+    def skip(self, x: torch.Tensor) -> torch.Tensor:
+        return self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x
+
+    def branch(self, y: torch.Tensor) -> torch.Tensor:
+        """The residual branch after norm1 + swish: y = silu(norm1(x))."""
+        return self.conv2(norm_silu(self.norm2, self.conv1(y)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(norm_silu(self.norm1, x))
-        h = self.conv2(norm_silu(self.norm2, h))
-        skip = self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x
-        return skip + h
+        return self.skip(x) + self.branch(norm_silu(self.norm1, x))
 
 
 def spatial_attention(q_BNC: torch.Tensor, k_BNC: torch.Tensor, v_BNC: torch.Tensor) -> torch.Tensor:
@@ -53,12 +57,15 @@ class AttnBlock(nn.Module):
         self.norm = group_norm(c)
         self.q, self.k, self.v, self.proj_out = (nn.Conv2d(c, c, 1) for _ in range(4))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, C, H, W = x.shape
-        h = self.norm(x)
+    def branch(self, h: torch.Tensor) -> torch.Tensor:
+        """The residual branch after the norm: h = norm(x), (B, C, H, W)."""
+        B, C, H, W = h.shape
         q, k, v = (m(h).flatten(2).transpose(1, 2) for m in (self.q, self.k, self.v))  # (B, HW, C)
         o = self.attend(q, k, v)
-        return x + self.proj_out(o.transpose(1, 2).reshape(B, C, H, W))
+        return self.proj_out(o.transpose(1, 2).reshape(B, C, H, W))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.branch(self.norm(x))
 
 
 class Downsample(nn.Module):
@@ -91,15 +98,16 @@ class Level(nn.Module):
         elif resample == "up":
             self.upsample = Upsample(cout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def sequence(self) -> list[nn.Module]:
+        """The modules in the order they run."""
+        seq = []
         for i, r in enumerate(self.res):
-            x = r(x)
-            if len(self.attn):
-                x = self.attn[i](x)
-        if hasattr(self, "downsample"):
-            x = self.downsample(x)
-        if hasattr(self, "upsample"):
-            x = self.upsample(x)
+            seq += [r, self.attn[i]] if len(self.attn) else [r]
+        return seq + [getattr(self, n) for n in ("downsample", "upsample") if hasattr(self, n)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for m in self.sequence():
+            x = m(x)
         return x
 
 

@@ -17,6 +17,11 @@ float32; the result is rounded once (F.group_norm then F.silu in fp16 round twic
 `group_norm_silu_ref` is the definition (F.group_norm, then F.silu); the op `flexvar::group_norm_silu`
 runs the kernels on CUDA for channels-last fp16/bf16 inputs when Triton is installed, the
 reference otherwise. It is opaque to torch.compile (a registered op with a fake implementation).
+
+`add_group_norm_silu(a, b, ...)` is x = a + b and group_norm_silu(x) in the same passes: the statistics
+kernel reads a and b, writes x (rounded as PyTorch's a + b is) and reduces it, so a residual sum that a
+GroupNorm normalises next (the decoder's ResNet and attention blocks) is not read back once more: five
+passes instead of six. Its reference is `add_group_norm_silu_ref`.
 """
 from __future__ import annotations
 
@@ -34,6 +39,8 @@ except ImportError:  # pragma: no cover - depends on the install
     triton = None
 
 _lib.define("group_norm_silu(Tensor x, Tensor weight, Tensor bias, int groups, float eps, bool silu) -> Tensor")
+_lib.define("add_group_norm_silu(Tensor a, Tensor b, Tensor weight, Tensor bias, int groups, float eps, bool silu)"
+            " -> (Tensor, Tensor)")
 
 
 def group_norm_silu_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int, eps: float,
@@ -41,6 +48,13 @@ def group_norm_silu_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     """Plain PyTorch: F.group_norm(x, groups, weight, bias, eps), then F.silu if `silu`."""
     y = F.group_norm(x, groups, weight, bias, eps)
     return F.silu(y) if silu else y
+
+
+def add_group_norm_silu_ref(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int,
+                            eps: float, silu: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain PyTorch: x = a + b, then (x, group_norm_silu_ref(x, ...))."""
+    x = a + b
+    return x, group_norm_silu_ref(x, weight, bias, groups, eps, silu)
 
 
 def kernel_available(x: torch.Tensor, groups: int) -> bool:
@@ -67,25 +81,56 @@ def _group_norm_silu_cpu(x, weight, bias, groups, eps, silu):
     return group_norm_silu_ref(x, weight, bias, groups, eps, silu)
 
 
-@torch.library.impl(_lib, "group_norm_silu", "CUDA")
-def _group_norm_silu_cuda(x, weight, bias, groups, eps, silu):
-    if not kernel_available(x, groups):
-        fallbacks["cuda"] += triton is not None
-        if fallbacks["cuda"] == 1:
-            log.warning("group_norm_silu: %s %s input (strides %s) is not what the kernels take; reference used",
-                        tuple(x.shape), x.dtype, x.stride())
-        return group_norm_silu_ref(x, weight, bias, groups, eps, silu)
+def _fallback(x: torch.Tensor) -> None:
+    fallbacks["cuda"] += triton is not None
+    if fallbacks["cuda"] == 1:
+        log.warning("group_norm_silu: %s %s input (strides %s) is not what the kernels take; reference used",
+                    tuple(x.shape), x.dtype, x.stride())
+
+
+def _launch(x, add, weight, bias, groups, eps, silu):
+    """(x, y) with y = group_norm_silu(x); with `add` (same shape, dtype and layout) x = x + add is formed by
+    the statistics kernel and returned instead."""
     B, C, H, W = x.shape
     P = H * W
     n = chunks(P, B)  # statistics: more, shorter programs (their loop waits on each load)
     na = chunks(P, B, target=512)  # apply: fewer, longer ones (each first combines the n partials)
     part = torch.empty(B, n, groups, 2, device=x.device, dtype=torch.float32)
+    s = torch.empty_like(x, memory_format=torch.channels_last) if add is not None else x
     y = torch.empty_like(x, memory_format=torch.channels_last)
-    _gn_stats_kernel[(B, n)](x, part, P, P // n, C=C, G=groups, BLOCK_P=max(1, min(32, 4096 // C)), num_warps=4)
-    _gn_apply_kernel[(B, na)](x, y, part, weight, bias, P, P // na, n, P // n, float(eps), C=C, G=groups,
+    _gn_stats_kernel[(B, n)](x, add if add is not None else x, s, part, P, P // n, C=C, G=groups,
+                             BLOCK_P=max(1, min(32, 4096 // C)), ADD=add is not None, num_warps=4)
+    _gn_apply_kernel[(B, na)](s, y, part, weight, bias, P, P // na, n, P // n, float(eps), C=C, G=groups,
                               BLOCK_P=max(1, min(64, 8192 // C)), NCH=triton.next_power_of_2(n), SILU=bool(silu),
                               num_warps=4)
-    return y
+    return s, y
+
+
+@torch.library.impl(_lib, "group_norm_silu", "CUDA")
+def _group_norm_silu_cuda(x, weight, bias, groups, eps, silu):
+    if not kernel_available(x, groups):
+        _fallback(x)
+        return group_norm_silu_ref(x, weight, bias, groups, eps, silu)
+    return _launch(x, None, weight, bias, groups, eps, silu)[1]
+
+
+@torch.library.impl(_lib, "add_group_norm_silu", "CPU")
+def _add_group_norm_silu_cpu(a, b, weight, bias, groups, eps, silu):
+    return add_group_norm_silu_ref(a, b, weight, bias, groups, eps, silu)
+
+
+@torch.library.impl(_lib, "add_group_norm_silu", "CUDA")
+def _add_group_norm_silu_cuda(a, b, weight, bias, groups, eps, silu):
+    if not (kernel_available(a, groups) and b.shape == a.shape and b.dtype == a.dtype
+            and b.is_contiguous(memory_format=torch.channels_last)):
+        _fallback(a)
+        return add_group_norm_silu_ref(a, b, weight, bias, groups, eps, silu)
+    return _launch(a, b, weight, bias, groups, eps, silu)
+
+
+@torch.library.register_fake("flexvar::add_group_norm_silu")
+def _add_group_norm_silu_fake(a, b, weight, bias, groups, eps, silu):
+    return torch.empty_like(a), torch.empty_like(a)
 
 
 @torch.library.register_fake("flexvar::group_norm_silu")
@@ -99,16 +144,28 @@ def group_norm_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, g
     return torch.ops.flexvar.group_norm_silu(x, weight, bias, int(groups), float(eps), bool(silu))
 
 
+def add_group_norm_silu(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int,
+                        eps: float, silu: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The op: (a + b, group_norm_silu(a + b)) in the kernels' passes where `kernel_available` (a and b of one
+    shape, dtype and channels-last layout), else `add_group_norm_silu_ref`."""
+    return torch.ops.flexvar.add_group_norm_silu(a, b, weight, bias, int(groups), float(eps), bool(silu))
+
+
 if triton is not None:
     @triton.jit
-    def _gn_stats_kernel(X, PART, P, rows, C: tl.constexpr, G: tl.constexpr, BLOCK_P: tl.constexpr):
+    def _gn_stats_kernel(X, A, S, PART, P, rows, C: tl.constexpr, G: tl.constexpr, BLOCK_P: tl.constexpr,
+                         ADD: tl.constexpr):
+        # ADD: the normalised tensor is S = X + A, rounded to X's dtype as PyTorch's addition rounds, written here
         b = tl.program_id(0)
         c = tl.program_id(1)
         n = tl.num_programs(1)
         rc = tl.arange(0, C)
         row0 = c * rows
-        base = X + b.to(tl.int64) * P * C
+        off = b.to(tl.int64) * P * C
+        base = X + off
         shift = tl.load(base + row0 * C + rc).to(tl.float32)
+        if ADD:
+            shift = (shift + tl.load(A + off + row0 * C + rc).to(tl.float32)).to(X.dtype.element_ty).to(tl.float32)
         # (BLOCK_P, C) partial sums in registers: the loop is loads and adds only, no reduction across
         # warps (and no barrier) per iteration; the rows are summed once after it
         s1 = tl.zeros([BLOCK_P, C], tl.float32)
@@ -116,7 +173,12 @@ if triton is not None:
         for r0 in tl.range(0, rows, BLOCK_P, num_stages=3):  # loads 2 iterations ahead (cp.async)
             rp = r0 + tl.arange(0, BLOCK_P)
             m = rp < rows
-            x = tl.load(base + (row0 + rp)[:, None] * C + rc[None, :], mask=m[:, None], other=0.0).to(tl.float32)
+            idx = (row0 + rp)[:, None] * C + rc[None, :]
+            x = tl.load(base + idx, mask=m[:, None], other=0.0).to(tl.float32)
+            if ADD:
+                x = (x + tl.load(A + off + idx, mask=m[:, None], other=0.0).to(tl.float32)).to(X.dtype.element_ty)
+                tl.store(S + off + idx, x, mask=m[:, None])
+                x = x.to(tl.float32)
             d = tl.where(m[:, None], x - shift[None, :], 0.0)
             s1 += d
             s2 += d * d

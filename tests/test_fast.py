@@ -525,6 +525,25 @@ def test_folded_upsample_decoder_is_the_decoder(pipe_test):
         FastRuntime(pipe_test.model, vae, upsample="bilinear")
 
 
+def test_residual_group_norm_decoder_is_the_decoder(pipe_test):
+    """The decoder run with each residual sum formed by the next GroupNorm (the op's reference on CPU) gives the
+    decoder's own result bit for bit, with the GroupNorm op and with plain GroupNorms; the op is the sum and the
+    reference's GroupNorm of it."""
+    from flexvar.fast import ResidualGroupNorm, with_group_norm_op
+    from flexvar.kernels.group_norm import add_group_norm_silu, group_norm_silu_ref
+    vae = pipe_test.vae
+    z = torch.randn(2, vae.cfg.z_channels, 3, 5, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        want = vae.decoder(z)
+        assert torch.equal(ResidualGroupNorm(with_group_norm_op(vae.decoder))(z), want)
+        assert torch.equal(ResidualGroupNorm(vae.decoder)(z), want)
+    g = torch.Generator().manual_seed(7)
+    a, b = torch.randn(2, 64, 4, 4, generator=g), torch.randn(2, 64, 4, 4, generator=g)
+    w, bias = torch.randn(64, generator=g), torch.randn(64, generator=g)
+    x, y = add_group_norm_silu(a, b, w, bias, 32, 1e-6, True)
+    assert torch.equal(x, a + b) and torch.equal(y, group_norm_silu_ref(a + b, w, bias, 32, 1e-6, True))
+
+
 def test_group_norm_chunks_divide_the_pixels():
     from flexvar.kernels.group_norm import chunks
     assert chunks(65536, 32) == 32 and chunks(65536, 1) == 256 and chunks(256, 32) == 32

@@ -257,6 +257,27 @@ def test_group_norm_silu_kernel(dtype, B, C, H, W, mu):
         assert rel_err(out.float(), ref) < (2e-3 if dtype == torch.float16 else 1e-2), silu
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("B, C, H, W, mu", [(2, 128, 16, 16, 0.0), (4, 128, 256, 256, 3.0), (3, 256, 20, 12, -2.0),
+                                            (1, 512, 16, 16, 0.5), (5, 64, 7, 9, 0.0), (32, 256, 64, 64, 1.0)], ids=str)
+def test_add_group_norm_silu_kernel(dtype, B, C, H, W, mu):
+    """The GroupNorm kernels forming their input a + b: the sum equals PyTorch's a + b bit for bit, the result
+    F.group_norm (+ F.silu) of that sum in float32; the separate op on the sum gives the same bits."""
+    from flexvar.kernels.group_norm import add_group_norm_silu, group_norm_silu, group_norm_silu_ref
+    g = torch.Generator("cuda").manual_seed(B * C + W)
+    a, b = ((torch.randn(B, C, H, W, device="cuda", generator=g) * 2 + mu).to(dtype)
+            .contiguous(memory_format=torch.channels_last) for _ in range(2))
+    w = torch.randn(C, device="cuda", generator=g).to(dtype)
+    bias = torch.randn(C, device="cuda", generator=g).to(dtype)
+    for silu in (False, True):
+        x, out = add_group_norm_silu(a, b, w, bias, 32, 1e-6, silu)
+        assert torch.equal(x, a + b) and x.is_contiguous(memory_format=torch.channels_last)
+        ref = group_norm_silu_ref(x.float(), w.float(), bias.float(), 32, 1e-6, silu)
+        assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
+        assert rel_err(out.float(), ref) < (2e-3 if dtype == torch.float16 else 1e-2), silu
+        assert torch.equal(out, group_norm_silu(a + b, w, bias, 32, 1e-6, silu))
+
+
 @pytest.mark.parametrize("dtype, tol", [(torch.float16, 5e-3), (torch.bfloat16, 2e-2)], ids=["fp16", "bf16"])
 def test_product_attention_near_float32(dtype, tol):
     """The fast decoder's attention (two products, float32 softmax) in fp16/bf16 against SDPA in float32 on the
@@ -273,18 +294,20 @@ def test_product_attention_near_float32(dtype, tol):
 
 
 def test_fast_decoder_group_norm_op(models):
-    """The compiled channels-last fp16 decoder with the GroupNorm op = without it, to fp16 accuracy; every
-    GroupNorm on that path ran the Triton kernels (none fell back to the reference)."""
+    """The compiled channels-last fp16 decoder with the GroupNorm op (residual sums formed by it, or apart) =
+    without it, to fp16 accuracy; every GroupNorm on that path ran the Triton kernels (none fell back to the
+    reference)."""
     from flexvar.kernels import group_norm as GN
     model, vae = copy.deepcopy(models[0]).half(), copy.deepcopy(models[1]).half()
     before = GN.fallbacks["cuda"]
     codes = torch.randint(0, vae.cfg.codebook_size, (3, 16, 16), device="cuda", generator=torch.Generator("cuda").manual_seed(2))
     a = FastRuntime(model, vae, group_norm_op=True, group_norm_min_batch=1)
     b = FastRuntime(model, vae, group_norm_op=False)
+    c = FastRuntime(model, vae, group_norm_op=True, group_norm_min_batch=1, group_norm_add=False)
     z = vae.post_quant_conv(vae.quantize.lookup(codes)).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        ya, yb = a.decoder_gn(z).float(), b.decoder(z).float()
-    assert rel_err(ya, yb) < 1e-2
+        ya, yb, yc = a.decoder_gn(z).float(), b.decoder(z).float(), c.decoder_gn(z).float()
+    assert rel_err(ya, yb) < 1e-2 and rel_err(ya, yc) < 1e-3
     assert (a.decode(codes).int() - b.decode(codes).int()).abs().float().mean() < 1.0
     assert GN.fallbacks["cuda"] == before
 
