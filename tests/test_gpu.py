@@ -339,7 +339,8 @@ def test_fast_decoder_upsample_modes(models):
     """The compiled channels-last fp16 decoder with each upsampling = as written, with and without the GroupNorm
     op, to fp16 accuracy; the decoded pixels within 1 level on average."""
     model, vae = copy.deepcopy(models[0]).half(), copy.deepcopy(models[1]).half()
-    codes = torch.randint(0, vae.cfg.codebook_size, (3, 16, 16), device="cuda", generator=torch.Generator("cuda").manual_seed(5))
+    codes = torch.randint(0, vae.cfg.codebook_size, (3, 16, 16), device="cuda",
+                          generator=torch.Generator("cuda").manual_seed(5))
     ref = FastRuntime(model, vae, upsample="nearest", group_norm_op=True, group_norm_min_batch=1)
     z = vae.post_quant_conv(vae.quantize.lookup(codes)).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
