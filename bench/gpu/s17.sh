@@ -24,7 +24,7 @@ a)
     > "$OUT/gpu_tests_a.log" 2>&1
   echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_a.log" | tail -8
   bench_ab dec_d16_b32 --depths 16 --batches 32 \
-    --impls fast-upnear,fast-upph,fast-noadd,fast,fast-upnear,fast-upph,fast-noadd,fast --repeat 11 ;;
+    --impls eager,fast-upnear,fast-upph,fast-noadd,fast,fast-upnear,fast-upph,fast-noadd,fast --repeat 11 ;;
 b)
   bench_ab dec_rows_d24 --depths 24 --batches 1 \
     --impls eager,fast-upnear,fast,fast-rows2,fast-upnear,fast,fast-rows2 --repeat 15
