@@ -269,8 +269,8 @@ if triton is not None:
 
     @triton.jit
     def _gn_affine(PART, Wt, Bs, b, n, stat_rows, eps, C: tl.constexpr, G: tl.constexpr, NCH: tl.constexpr):
-        # image b's per-channel (scale, shift), float32 (C,): y = x * scale + shift, from the statistics' n
-        # partials (mean, sum of squared deviations per group, stat_rows rows each: equal counts, combined exactly)
+        """Image b's per-channel (scale, shift), float32 (C,): y = x * scale + shift, from the statistics' n
+        partials (mean, sum of squared deviations per group, stat_rows rows each: equal counts, combined exactly)."""
         rk = tl.arange(0, NCH)
         rg = tl.arange(0, G)
         mk = rk < n
