@@ -93,7 +93,7 @@ class FastRuntime:
                  max_label_sets: int = 64, first_step_table: bool | None = None,
                  first_step_max_bytes: int = 512 << 20, skinny_rows: int | None = None,
                  lt_gemms: bool | None = None, upsample: str | None = None,
-                 group_norm_add: bool = True, group_norm_conv_out: bool = True):
+                 group_norm_add: bool = True):
         """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
         dynamic shapes (once per process), the channels-last decoder compiled per output shape, and
         steps of at most `small_step_rows` token rows (guidance included: batch 1's first two steps at
@@ -126,9 +126,7 @@ class FastRuntime:
         once into a stride-2 transposed convolution, or four interleaved 2x2 ones: 16 multiply-adds per input
         pixel instead of 36); default on CUDA: UPSAMPLE_DEFAULT.
         group_norm_add: with the GroupNorm op, each residual sum that a GroupNorm normalises next is formed in
-        that GroupNorm's statistics pass (`fast_decoder.ResidualGroupNorm`) instead of a pass of its own;
-        group_norm_conv_out: with it, the last GroupNorm + swish + 3x3 output convolution as one op
-        (`group_norm_silu_conv`) instead of the GroupNorm op and cuDNN."""
+        that GroupNorm's statistics pass (`fast_decoder.ResidualGroupNorm`) instead of a pass of its own."""
         if attention not in (None, "step", "triton", "sdpa"):
             raise ValueError(f"attention takes 'step', 'triton' or 'sdpa', not {attention!r}")
         unknown = set(tune) - {"blocks", "decoder"}
@@ -172,7 +170,7 @@ class FastRuntime:
         use_gn_op = cuda and use_kernels if group_norm_op is None else group_norm_op
         self.decoder_gn = with_group_norm_op(self.decoder) if use_gn_op else None  # same parameters
         if self.decoder_gn is not None and group_norm_add:
-            self.decoder_gn = ResidualGroupNorm(self.decoder_gn, conv_out=group_norm_conv_out)
+            self.decoder_gn = ResidualGroupNorm(self.decoder_gn)
         self.group_norm_min_batch = group_norm_min_batch
         if cuda if compile_decoder is None else compile_decoder:
             # static shapes: Inductor's channels-last conv layouts and fused GroupNorm+SiLU need them;

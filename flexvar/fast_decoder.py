@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kernels.group_norm import add_group_norm_silu, group_norm_silu, group_norm_silu_conv
+from .kernels.group_norm import add_group_norm_silu, group_norm_silu
 from .vqvae import AttnBlock, ResBlock, Upsample, norm_silu, spatial_attention
 
 UPSAMPLE_MODES = ("nearest", "transpose", "phases")
@@ -160,17 +160,11 @@ def _add_norm(norm: nn.Module, x: torch.Tensor, pending: torch.Tensor | None, si
 class ResidualGroupNorm(nn.Module):
     """Runs a decoder (a `with_group_norm_op` copy; same parameters) with each block's residual sum left
     pending until the next module: a GroupNorm forms it in its statistics pass (`add_group_norm_silu`), an
-    upsampling adds it first. Same operations and roundings as the decoder's own forward.
-    conv_out: the last GroupNorm, swish and 3x3 output convolution as one op (`group_norm_silu_conv`: the
-    normalised activations are not written; the convolution's result is rounded once, after its bias)."""
+    upsampling adds it first. Same operations and roundings as the decoder's own forward."""
 
-    def __init__(self, decoder: nn.Module, conv_out: bool = True):
+    def __init__(self, decoder: nn.Module):
         super().__init__()
         self.decoder = decoder
-        conv = decoder.conv_out
-        self.conv_out = (conv_out and isinstance(decoder.norm_out, _GroupNormOp) and conv.kernel_size == (3, 3)
-                         and conv.padding == (1, 1) and conv.stride == (1, 1) and conv.dilation == (1, 1)
-                         and conv.groups == 1 and conv.bias is not None)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         d = self.decoder
@@ -184,7 +178,4 @@ class ResidualGroupNorm(nn.Module):
                 pending = m.branch(h)
             else:  # resampling
                 x, pending = m(x if pending is None else x + pending), None
-        if self.conv_out:
-            n, c = d.norm_out, d.conv_out
-            return group_norm_silu_conv(x, pending, n.weight, n.bias, n.groups, n.eps, c.weight, c.bias)
         return d.conv_out(_add_norm(d.norm_out, x, pending, True)[1])

@@ -22,12 +22,6 @@ reference otherwise. It is opaque to torch.compile (a registered op with a fake 
 kernel reads a and b, writes x (rounded as PyTorch's a + b is) and reduces it, so a residual sum that a
 GroupNorm normalises next (the decoder's ResNet and attention blocks) is not read back once more: five
 passes instead of six. Its reference is `add_group_norm_silu_ref`.
-
-`group_norm_silu_conv(a, b, ...)` is the decoder's end, conv2d(silu(group_norm(a + b)), 3x3, padding 1) with
-at most 16 output channels (the image's 3), b optional: after the statistics pass one kernel normalises,
-applies the swish and convolves each row of 64 pixels as nine tensor-core products (one per tap) over the
-normalised neighbours, so the normalised tensor is never written (cuDNN ran this 128 -> 3 convolution with an
-sm80 kernel at a quarter of its input's read rate). Its reference is `group_norm_silu_conv_ref`.
 """
 from __future__ import annotations
 
@@ -47,9 +41,6 @@ except ImportError:  # pragma: no cover - depends on the install
 _lib.define("group_norm_silu(Tensor x, Tensor weight, Tensor bias, int groups, float eps, bool silu) -> Tensor")
 _lib.define("add_group_norm_silu(Tensor a, Tensor b, Tensor weight, Tensor bias, int groups, float eps, bool silu)"
             " -> (Tensor, Tensor)")
-_lib.define("group_norm_silu_conv(Tensor a, Tensor? b, Tensor weight, Tensor bias, int groups, float eps, "
-            "Tensor conv_weight, Tensor conv_bias) -> Tensor")
-CONV_MAX_OUT = 16  # output channels of group_norm_silu_conv's kernel (one tensor-core tile)
 
 
 def group_norm_silu_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int, eps: float,
@@ -66,15 +57,6 @@ def add_group_norm_silu_ref(a: torch.Tensor, b: torch.Tensor, weight: torch.Tens
     return x, group_norm_silu_ref(x, weight, bias, groups, eps, silu)
 
 
-def group_norm_silu_conv_ref(a: torch.Tensor, b: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor,
-                             groups: int, eps: float, conv_weight: torch.Tensor,
-                             conv_bias: torch.Tensor) -> torch.Tensor:
-    """Plain PyTorch: F.conv2d(group_norm_silu_ref(a + b, ..., silu=True), conv_weight, conv_bias, padding=1);
-    a alone where b is None."""
-    x = a if b is None else a + b
-    return F.conv2d(group_norm_silu_ref(x, weight, bias, groups, eps, True), conv_weight, conv_bias, padding=1)
-
-
 def kernel_available(x: torch.Tensor, groups: int) -> bool:
     """Whether the op runs the Triton kernels for x (B, C, H, W)."""
     if triton is None or not x.is_cuda or x.dtype not in (torch.float16, torch.bfloat16) or x.dim() != 4:
@@ -82,17 +64,6 @@ def kernel_available(x: torch.Tensor, groups: int) -> bool:
     C = x.shape[1]
     return (x.is_contiguous(memory_format=torch.channels_last) and C % groups == 0 and C & (C - 1) == 0
             and 32 <= C <= 1024 and groups & (groups - 1) == 0 and x.shape[2] * x.shape[3] >= 1)
-
-
-def conv_kernel_available(a: torch.Tensor, b: torch.Tensor | None, groups: int, conv_weight: torch.Tensor) -> bool:
-    """Whether `group_norm_silu_conv` runs its kernels: the GroupNorm's conditions, at most 256 channels, b (if
-    any) like a, 3x3 filters of a's dtype with at most CONV_MAX_OUT outputs."""
-    C = a.shape[1] if a.dim() == 4 else 0
-    return (kernel_available(a, groups) and C <= 256
-            and (b is None or (b.shape == a.shape and b.dtype == a.dtype
-                               and b.is_contiguous(memory_format=torch.channels_last)))
-            and conv_weight.dim() == 4 and tuple(conv_weight.shape[1:]) == (C, 3, 3)
-            and conv_weight.shape[0] <= CONV_MAX_OUT and conv_weight.dtype == a.dtype)
 
 
 def chunks(P: int, B: int, target: int = 1024) -> int:
@@ -128,8 +99,7 @@ def _launch(x, add, weight, bias, groups, eps, silu):
     s = torch.empty_like(x, memory_format=torch.channels_last) if add is not None else x
     y = torch.empty_like(x, memory_format=torch.channels_last)
     _gn_stats_kernel[(B, n)](x, add if add is not None else x, s, part, P, P // n, C=C, G=groups,
-                             BLOCK_P=max(1, min(32, 4096 // C)), ADD=add is not None, STORE=add is not None,
-                             num_warps=4)
+                             BLOCK_P=max(1, min(32, 4096 // C)), ADD=add is not None, num_warps=4)
     _gn_apply_kernel[(B, na)](s, y, part, weight, bias, P, P // na, n, P // n, float(eps), C=C, G=groups,
                               BLOCK_P=max(1, min(64, 8192 // C)), NCH=triton.next_power_of_2(n), SILU=bool(silu),
                               num_warps=4)
@@ -158,40 +128,6 @@ def _add_group_norm_silu_cuda(a, b, weight, bias, groups, eps, silu):
     return _launch(a, b, weight, bias, groups, eps, silu)
 
 
-@torch.library.impl(_lib, "group_norm_silu_conv", "CPU")
-def _group_norm_silu_conv_cpu(a, b, weight, bias, groups, eps, conv_weight, conv_bias):
-    return group_norm_silu_conv_ref(a, b, weight, bias, groups, eps, conv_weight, conv_bias)
-
-
-@torch.library.impl(_lib, "group_norm_silu_conv", "CUDA")
-def _group_norm_silu_conv_cuda(a, b, weight, bias, groups, eps, conv_weight, conv_bias):
-    if not conv_kernel_available(a, b, groups, conv_weight):
-        _fallback(a)
-        return group_norm_silu_conv_ref(a, b, weight, bias, groups, eps, conv_weight, conv_bias)
-    B, C, H, W = a.shape
-    P, Co = H * W, conv_weight.shape[0]
-    n = chunks(P, B)
-    part = torch.empty(B, n, groups, 2, device=a.device, dtype=torch.float32)
-    add = b if b is not None else a
-    _gn_stats_kernel[(B, n)](a, add, a, part, P, P // n, C=C, G=groups, BLOCK_P=max(1, min(32, 4096 // C)),
-                             ADD=b is not None, STORE=False, num_warps=4)
-    # filters as (tap, C, CONV_MAX_OUT), zero past Co
-    taps = torch.zeros(9, C, CONV_MAX_OUT, device=a.device, dtype=a.dtype)
-    taps[:, :, :Co] = conv_weight.permute(2, 3, 1, 0).reshape(9, C, Co)
-    y = torch.empty(B, Co, H, W, device=a.device, dtype=a.dtype, memory_format=torch.channels_last)
-    block_x = 64
-    _gn_silu_conv_kernel[(B * H, triton.cdiv(W, block_x))](
-        a, add, part, weight, bias, taps, conv_bias, y, H, W, n, P // n, float(eps), C=C, G=groups,
-        NCH=triton.next_power_of_2(n), CO=Co, NO=CONV_MAX_OUT, BLOCK_X=block_x, ADD=b is not None, num_warps=4)
-    return y
-
-
-@torch.library.register_fake("flexvar::group_norm_silu_conv")
-def _group_norm_silu_conv_fake(a, b, weight, bias, groups, eps, conv_weight, conv_bias):
-    B, _, H, W = a.shape
-    return a.new_empty(B, conv_weight.shape[0], H, W).contiguous(memory_format=torch.channels_last)
-
-
 @torch.library.register_fake("flexvar::add_group_norm_silu")
 def _add_group_norm_silu_fake(a, b, weight, bias, groups, eps, silu):
     return torch.empty_like(a), torch.empty_like(a)
@@ -215,19 +151,11 @@ def add_group_norm_silu(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor, 
     return torch.ops.flexvar.add_group_norm_silu(a, b, weight, bias, int(groups), float(eps), bool(silu))
 
 
-def group_norm_silu_conv(a: torch.Tensor, b: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor,
-                         groups: int, eps: float, conv_weight: torch.Tensor, conv_bias: torch.Tensor) -> torch.Tensor:
-    """The op: conv2d(silu(group_norm(a + b)), conv_weight, conv_bias, padding=1), (B, Cout, H, W) channels-last,
-    in the kernels where `conv_kernel_available`, else `group_norm_silu_conv_ref`."""
-    return torch.ops.flexvar.group_norm_silu_conv(a, b, weight, bias, int(groups), float(eps), conv_weight,
-                                                  conv_bias)
-
-
 if triton is not None:
     @triton.jit
     def _gn_stats_kernel(X, A, S, PART, P, rows, C: tl.constexpr, G: tl.constexpr, BLOCK_P: tl.constexpr,
-                         ADD: tl.constexpr, STORE: tl.constexpr):
-        # ADD: the normalised tensor is X + A, rounded to X's dtype as PyTorch's addition rounds; STORE: written to S
+                         ADD: tl.constexpr):
+        # ADD: the normalised tensor is S = X + A, rounded to X's dtype as PyTorch's addition rounds, written here
         b = tl.program_id(0)
         c = tl.program_id(1)
         n = tl.num_programs(1)
@@ -249,8 +177,7 @@ if triton is not None:
             x = tl.load(base + idx, mask=m[:, None], other=0.0).to(tl.float32)
             if ADD:
                 x = (x + tl.load(A + off + idx, mask=m[:, None], other=0.0).to(tl.float32)).to(X.dtype.element_ty)
-                if STORE:
-                    tl.store(S + off + idx, x, mask=m[:, None])
+                tl.store(S + off + idx, x, mask=m[:, None])
                 x = x.to(tl.float32)
             d = tl.where(m[:, None], x - shift[None, :], 0.0)
             s1 += d
@@ -268,9 +195,10 @@ if triton is not None:
         tl.store(out + 1, m2_g)
 
     @triton.jit
-    def _gn_affine(PART, Wt, Bs, b, n, stat_rows, eps, C: tl.constexpr, G: tl.constexpr, NCH: tl.constexpr):
-        """Image b's per-channel (scale, shift), float32 (C,): y = x * scale + shift, from the statistics' n
-        partials (mean, sum of squared deviations per group, stat_rows rows each: equal counts, combined exactly)."""
+    def _gn_apply_kernel(X, Y, PART, Wt, Bs, P, rows, n, stat_rows, eps, C: tl.constexpr, G: tl.constexpr,
+                         BLOCK_P: tl.constexpr, NCH: tl.constexpr, SILU: tl.constexpr):
+        b = tl.program_id(0)
+        c = tl.program_id(1)
         rk = tl.arange(0, NCH)
         rg = tl.arange(0, G)
         mk = rk < n
@@ -287,15 +215,6 @@ if triton is not None:
         rstd_c = tl.reshape(tl.broadcast_to(rstd[:, None], [G, C // G]), [C])
         scale = rstd_c * tl.load(Wt + rc).to(tl.float32)
         shift = tl.load(Bs + rc).to(tl.float32) - mean_c * scale
-        return scale, shift
-
-    @triton.jit
-    def _gn_apply_kernel(X, Y, PART, Wt, Bs, P, rows, n, stat_rows, eps, C: tl.constexpr, G: tl.constexpr,
-                         BLOCK_P: tl.constexpr, NCH: tl.constexpr, SILU: tl.constexpr):
-        b = tl.program_id(0)
-        c = tl.program_id(1)
-        scale, shift = _gn_affine(PART, Wt, Bs, b, n, stat_rows, eps, C, G, NCH)
-        rc = tl.arange(0, C)
         row0 = c * rows
         off = b.to(tl.int64) * P * C
         for r0 in tl.range(0, rows, BLOCK_P, num_stages=3):
@@ -307,41 +226,3 @@ if triton is not None:
             if SILU:
                 y = y / (1.0 + tl.exp(-y))
             tl.store(Y + idx, y.to(Y.dtype.element_ty), mask=m[:, None])
-
-    @triton.jit
-    def _gn_silu_conv_kernel(X, A, PART, Wt, Bs, TAPS, CB, Y, H, W, n, stat_rows, eps, C: tl.constexpr,
-                             G: tl.constexpr, NCH: tl.constexpr, CO: tl.constexpr, NO: tl.constexpr,
-                             BLOCK_X: tl.constexpr, ADD: tl.constexpr):
-        # one program per (image, output row, BLOCK_X pixels): for each of the nine taps, the shifted input
-        # pixels normalised + swish (zero outside the image: the convolution pads the activations), rounded to
-        # the input dtype as the separate ops round, times that tap's (C, NO) filters, accumulated in float32
-        bh = tl.program_id(0)
-        b = bh // H
-        y = bh % H
-        x0 = tl.program_id(1) * BLOCK_X
-        scale, shift = _gn_affine(PART, Wt, Bs, b, n, stat_rows, eps, C, G, NCH)
-        rc = tl.arange(0, C)
-        rx = tl.arange(0, BLOCK_X)
-        ro = tl.arange(0, NO)
-        off = b.to(tl.int64) * H * W * C
-        acc = tl.zeros([BLOCK_X, NO], tl.float32)
-        for dy in tl.static_range(3):
-            yy = y + dy - 1
-            for dx in tl.static_range(3):
-                xx = x0 + rx + dx - 1
-                m = (xx >= 0) & (xx < W) & (yy >= 0) & (yy < H)
-                idx = off + (yy * W + xx)[:, None] * C + rc[None, :]
-                v = tl.load(X + idx, mask=m[:, None], other=0.0).to(tl.float32)
-                if ADD:
-                    v = (v + tl.load(A + idx, mask=m[:, None], other=0.0).to(tl.float32)).to(X.dtype.element_ty)
-                    v = v.to(tl.float32)
-                h = v * scale[None, :] + shift[None, :]
-                h = h / (1.0 + tl.exp(-h))
-                h = tl.where(m[:, None], h, 0.0).to(X.dtype.element_ty)
-                w = tl.load(TAPS + ((dy * 3 + dx) * C + rc[:, None]) * NO + ro[None, :])
-                acc = tl.dot(h, w, acc)
-        mo = ro < CO
-        out = acc + tl.load(CB + ro, mask=mo, other=0.0).to(tl.float32)[None, :]
-        xs = x0 + rx
-        dst = Y + b.to(tl.int64) * H * W * CO + (y * W + xs)[:, None] * CO + ro[None, :]
-        tl.store(dst, out.to(Y.dtype.element_ty), mask=(xs < W)[:, None] & mo[None, :])

@@ -535,31 +535,13 @@ def test_residual_group_norm_decoder_is_the_decoder(pipe_test):
     z = torch.randn(2, vae.cfg.z_channels, 3, 5, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
         want = vae.decoder(z)
-        for conv_out in (True, False):
-            fused = ResidualGroupNorm(with_group_norm_op(vae.decoder), conv_out=conv_out)
-            assert fused.conv_out == conv_out and torch.equal(fused(z), want)
-        plain = ResidualGroupNorm(vae.decoder)
-        assert not plain.conv_out and torch.equal(plain(z), want)
+        assert torch.equal(ResidualGroupNorm(with_group_norm_op(vae.decoder))(z), want)
+        assert torch.equal(ResidualGroupNorm(vae.decoder)(z), want)
     g = torch.Generator().manual_seed(7)
     a, b = torch.randn(2, 64, 4, 4, generator=g), torch.randn(2, 64, 4, 4, generator=g)
     w, bias = torch.randn(64, generator=g), torch.randn(64, generator=g)
     x, y = add_group_norm_silu(a, b, w, bias, 32, 1e-6, True)
     assert torch.equal(x, a + b) and torch.equal(y, group_norm_silu_ref(a + b, w, bias, 32, 1e-6, True))
-
-
-def test_group_norm_silu_conv_definition():
-    """group_norm_silu_conv (its reference on CPU) is the decoder's end, conv2d(silu(group_norm(a + b))) with
-    padding 1, b optional; the kernel's availability rules."""
-    from flexvar.kernels.group_norm import conv_kernel_available, group_norm_silu_conv
-    g = torch.Generator().manual_seed(8)
-    a, b = torch.randn(2, 64, 5, 7, generator=g), torch.randn(2, 64, 5, 7, generator=g)
-    w, bias = torch.randn(64, generator=g), torch.randn(64, generator=g)
-    cw, cb = torch.randn(3, 64, 3, 3, generator=g), torch.randn(3, generator=g)
-    for other in (None, b):
-        x = a if other is None else a + b
-        want = F.conv2d(F.silu(F.group_norm(x, 32, w, bias, 1e-6)), cw, cb, padding=1)
-        assert rel_err(group_norm_silu_conv(a, other, w, bias, 32, 1e-6, cw, cb), want) < 1e-6
-    assert not conv_kernel_available(a, None, 32, cw)  # CPU, float32
 
 
 def test_group_norm_chunks_divide_the_pixels():

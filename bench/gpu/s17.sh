@@ -1,11 +1,9 @@
 #!/usr/bin/env bash
 # Session 17 device calls: the decoder's nearest x2 + 3x3 convolutions from folded filters and its residual sums
 # formed by the GroupNorm op (`fast_decoder`), and step 2 at d24 through the per-block path.
-#   bash bench/gpu/s17.sh a  # the decoder's GPU tests; d16 256-10 batch 32: eager, and fast with the upsampling as
-#                           # written (upnear) / four 2x2 phase convolutions (upph) / the residual sums apart and cuDNN's
-#                           # output convolution (noadd) / the sums in the GroupNorm but cuDNN's output convolution
-#                           # (noconv) / the defaults (one transposed convolution, sums in the GroupNorm, the output
-#                           # convolution fused), alternated in one process
+#   bash bench/gpu/s17.sh a  # the decoder's GPU tests; d16 256-10 batch 32: fast with the upsampling as written
+#                           # (upnear) / four 2x2 phase convolutions (upph) / the residual sums apart (noadd) / the
+#                           # defaults (one transposed convolution, sums in the GroupNorm), alternated in one process
 #   bash bench/gpu/s17.sh b  # batch 1: d24 eager, fast-upnear, fast, fast-rows2 (step 2 through the per-block path,
 #                           # not `small_step`), alternated in one process; d16 fast-upnear, fast
 #   bash bench/gpu/s17.sh p  # the decode's kernels by name (graph replay), d16 batch 32 and 1, as written / transposed
@@ -26,8 +24,7 @@ a)
     > "$OUT/gpu_tests_a.log" 2>&1
   echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_a.log" | tail -8
   bench_ab dec_d16_b32 --depths 16 --batches 32 \
-    --impls eager,fast-upnear,fast-upph,fast-noadd,fast-noconv,fast,fast-upnear,fast-upph,fast-noadd,fast-noconv,fast \
-    --repeat 11 ;;
+    --impls eager,fast-upnear,fast-upph,fast-noadd,fast,fast-upnear,fast-upph,fast-noadd,fast --repeat 11 ;;
 b)
   bench_ab dec_rows_d24 --depths 24 --batches 1 \
     --impls eager,fast-upnear,fast,fast-rows2,fast-upnear,fast,fast-rows2 --repeat 15
