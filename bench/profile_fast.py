@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", default="fp16", choices=["fp16", "bf16"])
     ap.add_argument("--decode-kernels", action="store_true",
                     help="list the decode's kernels (after the last sampling) by full name: count and total us")
-    ap.add_argument("--upsample", choices=["nearest", "transpose", "phases"],
+    ap.add_argument("--upsample", choices=["nearest", "transpose"],
                     help="the decoder's upsampling (FastRuntime's upsample; default: the runtime's)")
     ap.add_argument("--timeline", help="write every kernel's (name, start us, duration us) here and print per-step spans")
     args = ap.parse_args(argv)

@@ -54,7 +54,6 @@ from .schedule import Schedule
 from .vqvae import VQVAE
 
 _M32 = 0xFFFFFFFF
-UPSAMPLE_DEFAULT = "transpose"
 def _no_stage(name):
     return nullcontext()
 
@@ -93,7 +92,7 @@ class FastRuntime:
                  max_label_sets: int = 64, first_step_table: bool | None = None,
                  first_step_max_bytes: int = 512 << 20, skinny_rows: int | None = None,
                  lt_gemms: bool | None = None, upsample: str | None = None,
-                 group_norm_add: bool = True):
+                 group_norm_fuse: bool = True):
         """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
         dynamic shapes (once per process), the channels-last decoder compiled per output shape, and
         steps of at most `small_step_rows` token rows (guidance included: batch 1's first two steps at
@@ -122,11 +121,11 @@ class FastRuntime:
         epilogue as before), each shape's algorithm tuned once when a plan is built (`gemm_shapes`, `lt_linear.tune`)
         instead of the heuristic's first; on CPU (the op's reference, for tests) only when asked for.
         upsample: how the decoder's nearest x2 + 3x3 convolutions run (`fast_decoder.with_folded_upsample`):
-        "nearest" as written (default on CPU and with the kernels off), "transpose" or "phases" (filters folded
-        once into a stride-2 transposed convolution, or four interleaved 2x2 ones: 16 multiply-adds per input
-        pixel instead of 36); default on CUDA: UPSAMPLE_DEFAULT.
-        group_norm_add: with the GroupNorm op, each residual sum that a GroupNorm normalises next is formed in
-        that GroupNorm's statistics pass (`fast_decoder.ResidualGroupNorm`) instead of a pass of its own."""
+        "nearest" as written (default on CPU and with the kernels off) or "transpose" (filters folded once into a
+        stride-2 transposed convolution: 16 multiply-adds per input pixel instead of 36; default on CUDA).
+        group_norm_fuse: with the GroupNorm op, the bias of the convolution before each GroupNorm and each
+        residual sum that a GroupNorm normalises next are added by that GroupNorm's kernels
+        (`fast_decoder.ResidualGroupNorm`) instead of in passes of their own."""
         if attention not in (None, "step", "triton", "sdpa"):
             raise ValueError(f"attention takes 'step', 'triton' or 'sdpa', not {attention!r}")
         unknown = set(tune) - {"blocks", "decoder"}
@@ -162,14 +161,14 @@ class FastRuntime:
             self.finish_step = torch.compile(finish_step, dynamic=True, options=opts)
         if upsample is not None and upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample takes one of {', '.join(UPSAMPLE_MODES)}, not {upsample!r}")
-        self.upsample = upsample or (UPSAMPLE_DEFAULT if cuda and use_kernels else "nearest")
+        self.upsample = upsample or ("transpose" if cuda and use_kernels else "nearest")
         self.decoder = with_folded_upsample(vae.decoder, self.upsample)
         self.decoder = with_product_attention(self.decoder) if cuda and use_kernels else self.decoder
         if self.channels_last:
             self.decoder = self.decoder.to(memory_format=torch.channels_last)
         use_gn_op = cuda and use_kernels if group_norm_op is None else group_norm_op
         self.decoder_gn = with_group_norm_op(self.decoder) if use_gn_op else None  # same parameters
-        if self.decoder_gn is not None and group_norm_add:
+        if self.decoder_gn is not None and group_norm_fuse:
             self.decoder_gn = ResidualGroupNorm(self.decoder_gn)
         self.group_norm_min_batch = group_norm_min_batch
         if cuda if compile_decoder is None else compile_decoder:

@@ -5,9 +5,8 @@
 - `ResidualGroupNorm`: each residual sum that a GroupNorm normalises next formed by that GroupNorm's kernels
   (`add_group_norm_silu`) instead of a pass of its own;
 - `with_folded_upsample`: each nearest x2 upsample + 3x3 convolution as one stride-2 transposed convolution
-  with 4x4 filters ("transpose"), or as a 2x2 convolution with four output phases whose results are
-  interleaved ("phases"), each with filters folded once from the 3x3 ones: 16 instead of 36 multiply-adds per
-  input pixel, channel pair, and no upsampled copy of the input.
+  with 4x4 filters folded once from the 3x3 ones ("transpose"): 16 instead of 36 multiply-adds per input pixel
+  and channel pair, and no upsampled copy of the input.
 """
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ from torch import nn
 from .kernels.group_norm import add_group_norm_silu, group_norm_silu
 from .vqvae import AttnBlock, ResBlock, Upsample, norm_silu, spatial_attention
 
-UPSAMPLE_MODES = ("nearest", "transpose", "phases")
+UPSAMPLE_MODES = ("nearest", "transpose")
 
 # Nearest x2 then a 3-tap filter f = (f0, f1, f2) along one axis, written per output phase a (row 2i + a):
 #   a = 0: f0 x[i-1] + (f1 + f2) x[i];   a = 1: (f0 + f1) x[i] + f2 x[i+1].
@@ -28,9 +27,6 @@ UPSAMPLE_MODES = ("nearest", "transpose", "phases")
 # k = o + 1 - 2j (j = i-1, i, i+1 -> k = a+3, a+1, a-1), so its 4-tap filter is
 # (f2, f1 + f2, f0 + f1, f0) = _FOLD4 @ f.
 _FOLD4 = ((0., 0., 1.), (0., 1., 1.), (1., 1., 0.), (1., 0., 0.))
-# As a 2x2 convolution with padding 1 (output p covers inputs p-1, p), phase a is read at p = i + a:
-# phase 0 taps (f0, f1 + f2), phase 1 taps (f0 + f1, f2): _FOLD2[a] @ f.
-_FOLD2 = (((1., 0., 0.), (0., 1., 1.)), ((1., 1., 0.), (0., 0., 1.)))
 
 
 def fold_upsample_transpose(w_OI33: torch.Tensor) -> torch.Tensor:
@@ -40,43 +36,20 @@ def fold_upsample_transpose(w_OI33: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ar,bs,oirs->ioab", A, A, w_OI33.double()).float()
 
 
-def fold_upsample_phases(w_OI33: torch.Tensor) -> torch.Tensor:
-    """(Cout, Cin, 3, 3) filters of nearest x2 + conv (padding 1) -> (4 Cout, Cin, 2, 2) filters of a 2x2
-    convolution with padding 1, output channels ordered (row phase, column phase, Cout); float32."""
-    A = torch.tensor(_FOLD2, dtype=torch.float64, device=w_OI33.device)  # (phase, tap, 3)
-    w = torch.einsum("apr,bqs,oirs->aboipq", A, A, w_OI33.double()).float()
-    return w.reshape(4 * w_OI33.shape[0], w_OI33.shape[1], 2, 2)
-
-
-def interleave_phases(y_B4Chw: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """(B, 4C, h+1, w+1) outputs of the phase filters -> (B, C, 2h, 2w): out[.., 2i+a, 2j+b] is phase
-    (a, b)'s output at (i + a, j + b)."""
-    B, C4 = y_B4Chw.shape[:2]
-    y = y_B4Chw.view(B, 2, 2, C4 // 4, h + 1, w + 1)
-    rows = [torch.stack([y[:, a, b, :, a:a + h, b:b + w] for b in (0, 1)], dim=-1) for a in (0, 1)]
-    return torch.stack(rows, dim=3).reshape(B, C4 // 4, 2 * h, 2 * w)  # (B, C, h, 2, w, 2) -> (B, C, 2h, 2w)
-
-
 class FoldedUpsample(nn.Module):
-    """`vqvae.Upsample` (nearest x2 then a 3x3 convolution) computed from filters folded once from its own
-    (buffers derived from the module's weights when built: rebuild after changing them). Same result up to
-    rounding: in float32 within ~1e-6 relative."""
+    """`vqvae.Upsample` (nearest x2 then a 3x3 convolution) as one stride-2 transposed convolution with filters
+    folded once from its own (buffers derived from the module's weights when built: rebuild after changing
+    them). Same result up to rounding: in float32 within ~1e-6 relative."""
 
-    def __init__(self, up: Upsample, mode: str):
+    def __init__(self, up: Upsample):
         super().__init__()
-        if mode not in ("transpose", "phases"):
-            raise ValueError(f"a folded upsample is 'transpose' or 'phases', not {mode!r}")
-        self.mode = mode
         w, b = up.conv.weight.detach(), up.conv.bias.detach()
         with torch.no_grad():
-            folded = fold_upsample_transpose(w) if mode == "transpose" else fold_upsample_phases(w)
-        self.register_buffer("weight", folded.to(w.dtype), persistent=False)
-        self.register_buffer("bias", (b if mode == "transpose" else b.repeat(4)).clone(), persistent=False)
+            self.register_buffer("weight", fold_upsample_transpose(w).to(w.dtype), persistent=False)
+        self.register_buffer("bias", b.clone(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "transpose":
-            return F.conv_transpose2d(x, self.weight, self.bias, stride=2, padding=1)
-        return interleave_phases(F.conv2d(x, self.weight, self.bias, padding=1), *x.shape[-2:])
+        return F.conv_transpose2d(x, self.weight, self.bias, stride=2, padding=1)
 
 
 def share_copy(module: nn.Module) -> nn.Module:
@@ -85,8 +58,8 @@ def share_copy(module: nn.Module) -> nn.Module:
 
 
 def with_folded_upsample(decoder: nn.Module, mode: str) -> nn.Module:
-    """A copy of the decoder (same parameters) whose `Upsample`s are `FoldedUpsample(mode)`s; "nearest":
-    the decoder itself."""
+    """A copy of the decoder (same parameters) whose `Upsample`s are `FoldedUpsample`s ("transpose");
+    "nearest": the decoder itself."""
     if mode not in UPSAMPLE_MODES:
         raise ValueError(f"upsample takes one of {', '.join(UPSAMPLE_MODES)}, not {mode!r}")
     if mode == "nearest":
@@ -95,7 +68,7 @@ def with_folded_upsample(decoder: nn.Module, mode: str) -> nn.Module:
     for parent in list(dec.modules()):
         for name, child in parent.named_children():
             if isinstance(child, Upsample):
-                setattr(parent, name, FoldedUpsample(child, mode))
+                setattr(parent, name, FoldedUpsample(child))
     return dec
 
 
@@ -148,19 +121,41 @@ def with_product_attention(decoder: nn.Module) -> nn.Module:
     return dec
 
 
-def _add_norm(norm: nn.Module, x: torch.Tensor, pending: torch.Tensor | None, silu: bool):
-    """(x + pending, norm(x + pending), then swish if `silu`); the sum by the op where the norm is one."""
-    if pending is not None and isinstance(norm, _GroupNormOp):
-        return add_group_norm_silu(x, pending, norm.weight, norm.bias, norm.groups, norm.eps, silu)
-    if pending is not None:
-        x = x + pending
-    return x, (norm_silu(norm, x) if silu else norm(x))
+def _biased(x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return x if bias is None else x + bias.view(1, -1, 1, 1)
+
+
+def _unbiased_conv(conv: nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(the convolution's output without its bias, the bias): the GroupNorm op adds the bias as it loads."""
+    return F.conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups), conv.bias
+
+
+def _norm(norm: nn.Module, x: torch.Tensor, x_bias: torch.Tensor | None, silu: bool) -> torch.Tensor:
+    """norm(x + x_bias), then swish if `silu`."""
+    if isinstance(norm, _GroupNormOp):
+        return group_norm_silu(x, norm.weight, norm.bias, norm.groups, norm.eps, silu, x_bias)
+    x = _biased(x, x_bias)
+    return norm_silu(norm, x) if silu else norm(x)
+
+
+def _add_norm(norm: nn.Module, x: torch.Tensor, pending: tuple | None, silu: bool):
+    """(s, norm(s), then swish if `silu`) with s = x + (t + t_bias) for pending = (t, t_bias), or x."""
+    if pending is None:
+        return x, _norm(norm, x, None, silu)
+    t, t_bias = pending
+    if isinstance(norm, _GroupNormOp):
+        return add_group_norm_silu(x, t, norm.weight, norm.bias, norm.groups, norm.eps, silu, t_bias)
+    s = x + _biased(t, t_bias)
+    return s, _norm(norm, s, None, silu)
 
 
 class ResidualGroupNorm(nn.Module):
-    """Runs a decoder (a `with_group_norm_op` copy; same parameters) with each block's residual sum left
-    pending until the next module: a GroupNorm forms it in its statistics pass (`add_group_norm_silu`), an
-    upsampling adds it first. Same operations and roundings as the decoder's own forward."""
+    """Runs a decoder (a `with_group_norm_op` copy; same parameters) so that its GroupNorm ops take in what
+    would otherwise be passes of their own over the activations: the bias of the convolution before each
+    (Inductor runs a convolution without its bias on CUDA and adds it in the consumer, which cannot be an opaque
+    op) and each block's residual sum, left pending until the next module (a GroupNorm forms it in its statistics
+    pass, `add_group_norm_silu`; an upsampling adds it first). The same operations as the decoder's own forward,
+    in the same order; each addition rounds as in PyTorch."""
 
     def __init__(self, decoder: nn.Module):
         super().__init__()
@@ -168,14 +163,15 @@ class ResidualGroupNorm(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         d = self.decoder
-        x, pending = d.conv_in(z), None
+        x, pending = d.conv_in(z), None  # pending: (t, t_bias) to add to x
         for m in [*d.mid, *(mod for level in d.conv_blocks for mod in level.sequence())]:
-            if isinstance(m, ResBlock):
+            if isinstance(m, ResBlock):  # ResBlock.forward with the biases and the sum deferred
                 x, y = _add_norm(m.norm1, x, pending, True)
-                x, pending = m.skip(x), m.branch(y)
+                h, h_bias = _unbiased_conv(m.conv1, y)
+                x, pending = m.skip(x), _unbiased_conv(m.conv2, _norm(m.norm2, h, h_bias, True))
             elif isinstance(m, AttnBlock):
                 x, h = _add_norm(m.norm, x, pending, False)
-                pending = m.branch(h)
+                pending = (m.branch(h), None)
             else:  # resampling
-                x, pending = m(x if pending is None else x + pending), None
+                x, pending = m(x if pending is None else x + _biased(*pending)), None
         return d.conv_out(_add_norm(d.norm_out, x, pending, True)[1])

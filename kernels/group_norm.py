@@ -14,14 +14,19 @@ at a third of the memory bandwidth. Here the activations are read as a (B * H * 
 Three passes over the tensor in all (read, read, write). Statistics and the normalisation are
 float32; the result is rounded once (F.group_norm then F.silu in fp16 round twice).
 
-`group_norm_silu_ref` is the definition (F.group_norm, then F.silu); the op `flexvar::group_norm_silu`
-runs the kernels on CUDA for channels-last fp16/bf16 inputs when Triton is installed, the
-reference otherwise. It is opaque to torch.compile (a registered op with a fake implementation).
+Two inputs the decoder would otherwise form in passes of their own:
+  - `in_bias`: the per-channel bias of the convolution that produced x. On CUDA, Inductor runs a
+    convolution without its bias and adds the bias in the kernel that consumes the result; an opaque op
+    cannot take it in, so that addition cost a read and a write of the tensor before every GroupNorm op.
+    Both kernels add it as they load (x + in_bias rounded to x's dtype, as the convolution's output is).
+  - `add_group_norm_silu(a, b, ..., b_bias)`: the residual sum s = a + (b + b_bias) of a ResNet or
+    attention block, which the next GroupNorm normalises: the statistics kernel reads a and b, writes s
+    (rounded as PyTorch rounds each addition) and reduces it; the apply kernel reads s.
 
-`add_group_norm_silu(a, b, ...)` is x = a + b and group_norm_silu(x) in the same passes: the statistics
-kernel reads a and b, writes x (rounded as PyTorch's a + b is) and reduces it, so a residual sum that a
-GroupNorm normalises next (the decoder's ResNet and attention blocks) is not read back once more: five
-passes instead of six. Its reference is `add_group_norm_silu_ref`.
+`group_norm_silu_ref` and `add_group_norm_silu_ref` are the definitions (plain PyTorch); the ops
+`flexvar::group_norm_silu` and `flexvar::add_group_norm_silu` run the kernels on CUDA for channels-last
+fp16/bf16 inputs when Triton is installed, the references otherwise. They are opaque to torch.compile
+(registered ops with fake implementations).
 """
 from __future__ import annotations
 
@@ -38,23 +43,30 @@ try:  # CPU builds of torch come without Triton
 except ImportError:  # pragma: no cover - depends on the install
     triton = None
 
-_lib.define("group_norm_silu(Tensor x, Tensor weight, Tensor bias, int groups, float eps, bool silu) -> Tensor")
-_lib.define("add_group_norm_silu(Tensor a, Tensor b, Tensor weight, Tensor bias, int groups, float eps, bool silu)"
-            " -> (Tensor, Tensor)")
+_lib.define("group_norm_silu(Tensor x, Tensor weight, Tensor bias, int groups, float eps, bool silu, "
+            "Tensor? in_bias=None) -> Tensor")
+_lib.define("add_group_norm_silu(Tensor a, Tensor b, Tensor weight, Tensor bias, int groups, float eps, bool silu, "
+            "Tensor? b_bias=None) -> (Tensor, Tensor)")
+
+
+def _biased(x: torch.Tensor, in_bias: torch.Tensor | None) -> torch.Tensor:
+    return x if in_bias is None else x + in_bias.to(x.dtype).view(1, -1, 1, 1)
 
 
 def group_norm_silu_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int, eps: float,
-                        silu: bool) -> torch.Tensor:
-    """Plain PyTorch: F.group_norm(x, groups, weight, bias, eps), then F.silu if `silu`."""
-    y = F.group_norm(x, groups, weight, bias, eps)
+                        silu: bool, in_bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Plain PyTorch: F.group_norm(x + in_bias, groups, weight, bias, eps), then F.silu if `silu`; in_bias (C,)
+    per channel, optional."""
+    y = F.group_norm(_biased(x, in_bias), groups, weight, bias, eps)
     return F.silu(y) if silu else y
 
 
 def add_group_norm_silu_ref(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int,
-                            eps: float, silu: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Plain PyTorch: x = a + b, then (x, group_norm_silu_ref(x, ...))."""
-    x = a + b
-    return x, group_norm_silu_ref(x, weight, bias, groups, eps, silu)
+                            eps: float, silu: bool,
+                            b_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain PyTorch: s = a + (b + b_bias), then (s, group_norm_silu_ref(s, ...)); b_bias (C,) optional."""
+    s = a + _biased(b, b_bias)
+    return s, group_norm_silu_ref(s, weight, bias, groups, eps, silu)
 
 
 def kernel_available(x: torch.Tensor, groups: int) -> bool:
@@ -64,6 +76,13 @@ def kernel_available(x: torch.Tensor, groups: int) -> bool:
     C = x.shape[1]
     return (x.is_contiguous(memory_format=torch.channels_last) and C % groups == 0 and C & (C - 1) == 0
             and 32 <= C <= 1024 and groups & (groups - 1) == 0 and x.shape[2] * x.shape[3] >= 1)
+
+
+def _like(x: torch.Tensor, other: torch.Tensor | None, vec: torch.Tensor | None) -> bool:
+    """other (if any) of x's shape, dtype and channels-last layout; vec (if any) a contiguous (C,) on x's device."""
+    return ((other is None or (other.shape == x.shape and other.dtype == x.dtype
+                               and other.is_contiguous(memory_format=torch.channels_last)))
+            and (vec is None or (vec.shape == (x.shape[1],) and vec.device == x.device and vec.is_contiguous())))
 
 
 def chunks(P: int, B: int, target: int = 1024) -> int:
@@ -76,11 +95,6 @@ def chunks(P: int, B: int, target: int = 1024) -> int:
     return 1
 
 
-@torch.library.impl(_lib, "group_norm_silu", "CPU")
-def _group_norm_silu_cpu(x, weight, bias, groups, eps, silu):
-    return group_norm_silu_ref(x, weight, bias, groups, eps, silu)
-
-
 def _fallback(x: torch.Tensor) -> None:
     fallbacks["cuda"] += triton is not None
     if fallbacks["cuda"] == 1:
@@ -88,84 +102,101 @@ def _fallback(x: torch.Tensor) -> None:
                     tuple(x.shape), x.dtype, x.stride())
 
 
-def _launch(x, add, weight, bias, groups, eps, silu):
-    """(x, y) with y = group_norm_silu(x); with `add` (same shape, dtype and layout) x = x + add is formed by
-    the statistics kernel and returned instead."""
+def _launch(x, in_bias, res, weight, bias, groups, eps, silu):
+    """(s, y): y = GroupNorm (+ SiLU) of v = x + in_bias (+ res); s = v, written only where res is given."""
     B, C, H, W = x.shape
     P = H * W
     n = chunks(P, B)  # statistics: more, shorter programs (their loop waits on each load)
     na = chunks(P, B, target=512)  # apply: fewer, longer ones (each first combines the n partials)
     part = torch.empty(B, n, groups, 2, device=x.device, dtype=torch.float32)
-    s = torch.empty_like(x, memory_format=torch.channels_last) if add is not None else x
+    add = res is not None
+    s = torch.empty_like(x, memory_format=torch.channels_last) if add else x
     y = torch.empty_like(x, memory_format=torch.channels_last)
-    _gn_stats_kernel[(B, n)](x, add if add is not None else x, s, part, P, P // n, C=C, G=groups,
-                             BLOCK_P=max(1, min(32, 4096 // C)), ADD=add is not None, num_warps=4)
-    _gn_apply_kernel[(B, na)](s, y, part, weight, bias, P, P // na, n, P // n, float(eps), C=C, G=groups,
+    xb = in_bias if in_bias is not None else weight  # an unread pointer where there is no bias
+    _gn_stats_kernel[(B, n)](x, xb, res if add else x, s, part, P, P // n, C=C, G=groups,
+                             BLOCK_P=max(1, min(32, 4096 // C)), XBIAS=in_bias is not None, ADD=add, num_warps=4)
+    # the apply pass reads the written sum, or x (+ its bias) again
+    _gn_apply_kernel[(B, na)](s, xb, y, part, weight, bias, P, P // na, n, P // n, float(eps), C=C, G=groups,
                               BLOCK_P=max(1, min(64, 8192 // C)), NCH=triton.next_power_of_2(n), SILU=bool(silu),
-                              num_warps=4)
+                              XBIAS=in_bias is not None and not add, num_warps=4)
     return s, y
 
 
+@torch.library.impl(_lib, "group_norm_silu", "CPU")
+def _group_norm_silu_cpu(x, weight, bias, groups, eps, silu, in_bias=None):
+    return group_norm_silu_ref(x, weight, bias, groups, eps, silu, in_bias)
+
+
 @torch.library.impl(_lib, "group_norm_silu", "CUDA")
-def _group_norm_silu_cuda(x, weight, bias, groups, eps, silu):
-    if not kernel_available(x, groups):
+def _group_norm_silu_cuda(x, weight, bias, groups, eps, silu, in_bias=None):
+    if not (kernel_available(x, groups) and _like(x, None, in_bias)):
         _fallback(x)
-        return group_norm_silu_ref(x, weight, bias, groups, eps, silu)
-    return _launch(x, None, weight, bias, groups, eps, silu)[1]
-
-
-@torch.library.impl(_lib, "add_group_norm_silu", "CPU")
-def _add_group_norm_silu_cpu(a, b, weight, bias, groups, eps, silu):
-    return add_group_norm_silu_ref(a, b, weight, bias, groups, eps, silu)
-
-
-@torch.library.impl(_lib, "add_group_norm_silu", "CUDA")
-def _add_group_norm_silu_cuda(a, b, weight, bias, groups, eps, silu):
-    if not (kernel_available(a, groups) and b.shape == a.shape and b.dtype == a.dtype
-            and b.is_contiguous(memory_format=torch.channels_last)):
-        _fallback(a)
-        return add_group_norm_silu_ref(a, b, weight, bias, groups, eps, silu)
-    return _launch(a, b, weight, bias, groups, eps, silu)
-
-
-@torch.library.register_fake("flexvar::add_group_norm_silu")
-def _add_group_norm_silu_fake(a, b, weight, bias, groups, eps, silu):
-    return torch.empty_like(a), torch.empty_like(a)
+        return group_norm_silu_ref(x, weight, bias, groups, eps, silu, in_bias)
+    return _launch(x, in_bias, None, weight, bias, groups, eps, silu)[1]
 
 
 @torch.library.register_fake("flexvar::group_norm_silu")
-def _group_norm_silu_fake(x, weight, bias, groups, eps, silu):
+def _group_norm_silu_fake(x, weight, bias, groups, eps, silu, in_bias=None):
     return torch.empty_like(x)
 
 
+@torch.library.impl(_lib, "add_group_norm_silu", "CPU")
+def _add_group_norm_silu_cpu(a, b, weight, bias, groups, eps, silu, b_bias=None):
+    return add_group_norm_silu_ref(a, b, weight, bias, groups, eps, silu, b_bias)
+
+
+@torch.library.impl(_lib, "add_group_norm_silu", "CUDA")
+def _add_group_norm_silu_cuda(a, b, weight, bias, groups, eps, silu, b_bias=None):
+    if not (kernel_available(b, groups) and _like(b, a, b_bias)):
+        _fallback(b)
+        return add_group_norm_silu_ref(a, b, weight, bias, groups, eps, silu, b_bias)
+    return _launch(b, b_bias, a, weight, bias, groups, eps, silu)
+
+
+@torch.library.register_fake("flexvar::add_group_norm_silu")
+def _add_group_norm_silu_fake(a, b, weight, bias, groups, eps, silu, b_bias=None):
+    return torch.empty_like(a), torch.empty_like(a)
+
+
 def group_norm_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int, eps: float,
-                    silu: bool) -> torch.Tensor:
-    """The op: Triton kernels where `kernel_available`, else `group_norm_silu_ref`."""
-    return torch.ops.flexvar.group_norm_silu(x, weight, bias, int(groups), float(eps), bool(silu))
+                    silu: bool, in_bias: torch.Tensor | None = None) -> torch.Tensor:
+    """The op: GroupNorm (+ SiLU) of x + in_bias in the Triton kernels where `kernel_available` (in_bias, if any,
+    (C,) on x's device), else `group_norm_silu_ref`."""
+    return torch.ops.flexvar.group_norm_silu(x, weight, bias, int(groups), float(eps), bool(silu), in_bias)
 
 
 def add_group_norm_silu(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int,
-                        eps: float, silu: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The op: (a + b, group_norm_silu(a + b)) in the kernels' passes where `kernel_available` (a and b of one
-    shape, dtype and channels-last layout), else `add_group_norm_silu_ref`."""
-    return torch.ops.flexvar.add_group_norm_silu(a, b, weight, bias, int(groups), float(eps), bool(silu))
+                        eps: float, silu: bool,
+                        b_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The op: (s, group_norm_silu(s)) with s = a + (b + b_bias), in the kernels' passes where `kernel_available`
+    (a and b of one shape, dtype and channels-last layout), else `add_group_norm_silu_ref`."""
+    return torch.ops.flexvar.add_group_norm_silu(a, b, weight, bias, int(groups), float(eps), bool(silu), b_bias)
 
 
 if triton is not None:
     @triton.jit
-    def _gn_stats_kernel(X, A, S, PART, P, rows, C: tl.constexpr, G: tl.constexpr, BLOCK_P: tl.constexpr,
-                         ADD: tl.constexpr):
-        # ADD: the normalised tensor is S = X + A, rounded to X's dtype as PyTorch's addition rounds, written here
+    def _load_v(X, XB, A, idx, rc, m, XBIAS: tl.constexpr, ADD: tl.constexpr):
+        # the normalised values at idx ((rows, C) offsets, rows masked by m): X (+ XB per channel) (+ A), each
+        # addition rounded to X's dtype as the separate PyTorch operations round; float32 and X's dtype
+        v = tl.load(X + idx, mask=m, other=0.0)
+        if XBIAS:
+            v = (v.to(tl.float32) + tl.load(XB + rc).to(tl.float32)[None, :]).to(X.dtype.element_ty)
+        if ADD:
+            v = (v.to(tl.float32) + tl.load(A + idx, mask=m, other=0.0).to(tl.float32)).to(X.dtype.element_ty)
+        return v.to(tl.float32), v
+
+    @triton.jit
+    def _gn_stats_kernel(X, XB, A, S, PART, P, rows, C: tl.constexpr, G: tl.constexpr, BLOCK_P: tl.constexpr,
+                         XBIAS: tl.constexpr, ADD: tl.constexpr):
+        # the statistics of v = X (+ XB) (+ A) (`_load_v`); with ADD, v is also written to S
         b = tl.program_id(0)
         c = tl.program_id(1)
         n = tl.num_programs(1)
         rc = tl.arange(0, C)
         row0 = c * rows
         off = b.to(tl.int64) * P * C
-        base = X + off
-        shift = tl.load(base + row0 * C + rc).to(tl.float32)
-        if ADD:
-            shift = (shift + tl.load(A + off + row0 * C + rc).to(tl.float32)).to(X.dtype.element_ty).to(tl.float32)
+        shift, _ = _load_v(X, XB, A, off + row0 * C + rc[None, :], rc, rc[None, :] < C, XBIAS, ADD)
+        shift = tl.reshape(shift, [C])
         # (BLOCK_P, C) partial sums in registers: the loop is loads and adds only, no reduction across
         # warps (and no barrier) per iteration; the rows are summed once after it
         s1 = tl.zeros([BLOCK_P, C], tl.float32)
@@ -173,12 +204,10 @@ if triton is not None:
         for r0 in tl.range(0, rows, BLOCK_P, num_stages=3):  # loads 2 iterations ahead (cp.async)
             rp = r0 + tl.arange(0, BLOCK_P)
             m = rp < rows
-            idx = (row0 + rp)[:, None] * C + rc[None, :]
-            x = tl.load(base + idx, mask=m[:, None], other=0.0).to(tl.float32)
+            idx = off + (row0 + rp)[:, None] * C + rc[None, :]
+            x, v = _load_v(X, XB, A, idx, rc, m[:, None], XBIAS, ADD)
             if ADD:
-                x = (x + tl.load(A + off + idx, mask=m[:, None], other=0.0).to(tl.float32)).to(X.dtype.element_ty)
-                tl.store(S + off + idx, x, mask=m[:, None])
-                x = x.to(tl.float32)
+                tl.store(S + idx, v, mask=m[:, None])
             d = tl.where(m[:, None], x - shift[None, :], 0.0)
             s1 += d
             s2 += d * d
@@ -195,8 +224,8 @@ if triton is not None:
         tl.store(out + 1, m2_g)
 
     @triton.jit
-    def _gn_apply_kernel(X, Y, PART, Wt, Bs, P, rows, n, stat_rows, eps, C: tl.constexpr, G: tl.constexpr,
-                         BLOCK_P: tl.constexpr, NCH: tl.constexpr, SILU: tl.constexpr):
+    def _gn_apply_kernel(X, XB, Y, PART, Wt, Bs, P, rows, n, stat_rows, eps, C: tl.constexpr, G: tl.constexpr,
+                         BLOCK_P: tl.constexpr, NCH: tl.constexpr, SILU: tl.constexpr, XBIAS: tl.constexpr):
         b = tl.program_id(0)
         c = tl.program_id(1)
         rk = tl.arange(0, NCH)
@@ -221,7 +250,7 @@ if triton is not None:
             rp = r0 + tl.arange(0, BLOCK_P)
             m = rp < rows
             idx = off + (row0 + rp)[:, None] * C + rc[None, :]
-            x = tl.load(X + idx, mask=m[:, None], other=0.0).to(tl.float32)
+            x, _ = _load_v(X, XB, X, idx, rc, m[:, None], XBIAS, False)
             y = x * scale[None, :] + shift[None, :]
             if SILU:
                 y = y / (1.0 + tl.exp(-y))

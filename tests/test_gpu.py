@@ -260,22 +260,31 @@ def test_group_norm_silu_kernel(dtype, B, C, H, W, mu):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("B, C, H, W, mu", [(2, 128, 16, 16, 0.0), (4, 128, 256, 256, 3.0), (3, 256, 20, 12, -2.0),
                                             (1, 512, 16, 16, 0.5), (5, 64, 7, 9, 0.0), (32, 256, 64, 64, 1.0)], ids=str)
-def test_add_group_norm_silu_kernel(dtype, B, C, H, W, mu):
-    """The GroupNorm kernels forming their input a + b: the sum equals PyTorch's a + b bit for bit, the result
-    F.group_norm (+ F.silu) of that sum in float32; the separate op on the sum gives the same bits."""
-    from flexvar.kernels.group_norm import add_group_norm_silu, group_norm_silu, group_norm_silu_ref
+def test_group_norm_kernels_take_bias_and_residual(dtype, B, C, H, W, mu):
+    """The GroupNorm kernels adding a per-channel input bias (a convolution's) and forming a residual sum:
+    the sum s = a + (b + b_bias) equals PyTorch's bit for bit; each result is F.group_norm (+ F.silu) in float32
+    of the same rounded input; the ops agree with each other bit for bit; no fallback to the references."""
+    from flexvar.kernels import group_norm as GN
     g = torch.Generator("cuda").manual_seed(B * C + W)
     a, b = ((torch.randn(B, C, H, W, device="cuda", generator=g) * 2 + mu).to(dtype)
             .contiguous(memory_format=torch.channels_last) for _ in range(2))
-    w = torch.randn(C, device="cuda", generator=g).to(dtype)
-    bias = torch.randn(C, device="cuda", generator=g).to(dtype)
+    w, bias, cb = (torch.randn(C, device="cuda", generator=g).to(dtype) for _ in range(3))
+    tol = 2e-3 if dtype == torch.float16 else 1e-2
+    before = GN.fallbacks["cuda"]
     for silu in (False, True):
-        x, out = add_group_norm_silu(a, b, w, bias, 32, 1e-6, silu)
-        assert torch.equal(x, a + b) and x.is_contiguous(memory_format=torch.channels_last)
-        ref = group_norm_silu_ref(x.float(), w.float(), bias.float(), 32, 1e-6, silu)
+        out = GN.group_norm_silu(b, w, bias, 32, 1e-6, silu, cb)
+        ref = GN.group_norm_silu_ref((b + cb.view(1, -1, 1, 1)).float(), w.float(), bias.float(), 32, 1e-6, silu)
         assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
-        assert rel_err(out.float(), ref) < (2e-3 if dtype == torch.float16 else 1e-2), silu
-        assert torch.equal(out, group_norm_silu(a + b, w, bias, 32, 1e-6, silu))
+        assert rel_err(out.float(), ref) < tol, silu
+        for b_bias in (None, cb):
+            want_s = a + (b if b_bias is None else b + b_bias.view(1, -1, 1, 1))
+            s, out = GN.add_group_norm_silu(a, b, w, bias, 32, 1e-6, silu, b_bias)
+            assert torch.equal(s, want_s) and s.is_contiguous(memory_format=torch.channels_last)
+            ref = GN.group_norm_silu_ref(want_s.float(), w.float(), bias.float(), 32, 1e-6, silu)
+            assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
+            assert rel_err(out.float(), ref) < tol, (silu, b_bias is None)
+            assert torch.equal(out, GN.group_norm_silu(want_s, w, bias, 32, 1e-6, silu))
+    assert GN.fallbacks["cuda"] == before
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float16, 5e-3), (torch.bfloat16, 2e-2)], ids=["fp16", "bf16"])
@@ -294,27 +303,26 @@ def test_product_attention_near_float32(dtype, tol):
 
 
 def test_fast_decoder_group_norm_op(models):
-    """The compiled channels-last fp16 decoder with the GroupNorm op (residual sums formed by it, or apart) =
-    without it, to fp16 accuracy; every GroupNorm on that path ran the Triton kernels (none fell back to the
-    reference)."""
+    """The compiled channels-last fp16 decoder with the GroupNorm op (convolution biases and residual sums added by
+    its kernels, or in passes of their own) = without it, to fp16 accuracy; every GroupNorm on that path ran the
+    Triton kernels (none fell back to the reference)."""
     from flexvar.kernels import group_norm as GN
     model, vae = copy.deepcopy(models[0]).half(), copy.deepcopy(models[1]).half()
     before = GN.fallbacks["cuda"]
     codes = torch.randint(0, vae.cfg.codebook_size, (3, 16, 16), device="cuda", generator=torch.Generator("cuda").manual_seed(2))
     a = FastRuntime(model, vae, group_norm_op=True, group_norm_min_batch=1)
     b = FastRuntime(model, vae, group_norm_op=False)
-    c = FastRuntime(model, vae, group_norm_op=True, group_norm_min_batch=1, group_norm_add=False)
+    c = FastRuntime(model, vae, group_norm_op=True, group_norm_min_batch=1, group_norm_fuse=False)
     z = vae.post_quant_conv(vae.quantize.lookup(codes)).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         ya, yb, yc = a.decoder_gn(z).float(), b.decoder(z).float(), c.decoder_gn(z).float()
-    assert rel_err(ya, yb) < 1e-2 and rel_err(ya, yc) < 1e-3
+    assert rel_err(ya, yb) < 1e-2 and rel_err(ya, yc) < 5e-3
     assert (a.decode(codes).int() - b.decode(codes).int()).abs().float().mean() < 1.0
     assert GN.fallbacks["cuda"] == before
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float16, 2e-3), (torch.bfloat16, 1e-2)], ids=["fp16", "bf16"])
-@pytest.mark.parametrize("mode", ["transpose", "phases"])
-def test_folded_upsample_near_float32(mode, dtype, tol):
+def test_folded_upsample_near_float32(dtype, tol):
     """The folded upsampling in fp16/bf16, channels-last, eager and compiled, against the module as written in
     float32 on the same rounded inputs, at the tokenizer's upsampling shapes (512 channels at 16x16 to 128 at
     128x128) and an odd one."""
@@ -329,15 +337,15 @@ def test_folded_upsample_near_float32(mode, dtype, tol):
         x = torch.randn(B, C, h, w, device="cuda", generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
             ref = up(x.float())
-            fold = FoldedUpsample(copy.deepcopy(up).to(dtype), mode).to(memory_format=torch.channels_last)
+            fold = FoldedUpsample(copy.deepcopy(up).to(dtype)).to(memory_format=torch.channels_last)
             for out in (fold(x), torch.compile(fold, dynamic=False)(x)):
                 assert out.dtype == dtype and out.shape == ref.shape
                 assert rel_err(out.float(), ref) < tol, (B, C, h, w)
 
 
 def test_fast_decoder_upsample_modes(models):
-    """The compiled channels-last fp16 decoder with each upsampling = as written, with and without the GroupNorm
-    op, to fp16 accuracy; the decoded pixels within 1 level on average."""
+    """The compiled channels-last fp16 decoder with the upsampling as a transposed convolution = as written, with
+    and without the GroupNorm op, to fp16 accuracy; the decoded pixels within 1 level on average."""
     model, vae = copy.deepcopy(models[0]).half(), copy.deepcopy(models[1]).half()
     codes = torch.randint(0, vae.cfg.codebook_size, (3, 16, 16), device="cuda",
                           generator=torch.Generator("cuda").manual_seed(5))
@@ -345,12 +353,11 @@ def test_fast_decoder_upsample_modes(models):
     z = vae.post_quant_conv(vae.quantize.lookup(codes)).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         want = ref.decoder(z).float(), ref.decoder_gn(z).float()
-    for mode in ("transpose", "phases"):
-        rt = FastRuntime(model, vae, upsample=mode, group_norm_op=True, group_norm_min_batch=1)
-        with torch.no_grad():
-            got = rt.decoder(z).float(), rt.decoder_gn(z).float()
-        assert rel_err(got[0], want[0]) < 1e-2 and rel_err(got[1], want[1]) < 1e-2, mode
-        assert (rt.decode(codes).int() - ref.decode(codes).int()).abs().float().mean() < 1.0, mode
+    rt = FastRuntime(model, vae, upsample="transpose", group_norm_op=True, group_norm_min_batch=1)
+    with torch.no_grad():
+        got = rt.decoder(z).float(), rt.decoder_gn(z).float()
+    assert rel_err(got[0], want[0]) < 1e-2 and rel_err(got[1], want[1]) < 1e-2
+    assert (rt.decode(codes).int() - ref.decode(codes).int()).abs().float().mean() < 1.0
 
 
 def test_small_step_in_a_cuda_graph(models):
