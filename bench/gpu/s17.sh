@@ -3,11 +3,10 @@
 # filters, its convolution biases and residual sums added by the GroupNorm op's kernels (`fast_decoder`), and step 2
 # at d24 through the per-block path.
 #   bash bench/gpu/s17.sh a  # (as run first: the variants of commit 3c28af0, table in bench/NOTES.md session 17)
-#   bash bench/gpu/s17.sh b  # the decoder's GPU tests and the graph-replay ones; then, each alternated in one process:
-#                           # d16 256-10 batch 32: eager, fast-upnear-nofuse (the upsampling as written, biases and sums
-#                           # in passes of their own: session 16's runtime), fast-nofuse, fast; d24 batch 1: eager,
-#                           # fast-upnear-nofuse, fast, fast-rows2 (step 2 through the per-block path, not
-#                           # `small_step`); d16 batch 1: fast-upnear-nofuse, fast
+#   bash bench/gpu/s17.sh b  # the decoder's GPU tests; then, each alternated in one process: d16 256-10 batch 32:
+#                           # eager, fast-upnear-nofuse (the upsampling as written, biases and sums in passes of their
+#                           # own: session 16's runtime), fast-nofuse, fast; d24 batch 1: eager, fast-upnear-nofuse,
+#                           # fast, fast-rows2 (step 2 through the per-block path, not `small_step`)
 #   bash bench/gpu/s17.sh c  # every test of tests/test_gpu.py but those b ran
 #   bash bench/gpu/s17.sh f  # final_runs (d16 and d24 256-10, eager and fast, bench.precision)
 set -uo pipefail
@@ -18,19 +17,18 @@ bench_ab() {  # bench_ab NAME SECONDS ARGS...: 256-10, fp16, with the stage brea
   (cd /tmp && timeout "$limit" python3 -m flexvar bench --dtype fp16 --schedules 256-10 "$@" --out "$OUT/${name}.json" \
     2>&1 | grep -E "^bench: ran|^\||rror")
 }
-FIRST_TESTS="folded or upsample or group_norm or product_attention or graph_replay"
+FIRST_TESTS="folded or upsample or group_norm"
 case "${1:-b}" in
 a)
   echo "part a ran on commit 3c28af0 (its variants fast-upph, fast-noadd, fast-noconv are gone)"; exit 1 ;;
 b)
-  timeout 180 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "$FIRST_TESTS" \
+  timeout 150 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "$FIRST_TESTS" \
     > "$OUT/gpu_tests_b.log" 2>&1
   echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_b.log" | tail -8
   bench_ab dec_d16_b32 100 --depths 16 --batches 32 \
     --impls eager,fast-upnear-nofuse,fast-nofuse,fast,fast-upnear-nofuse,fast-nofuse,fast --repeat 11
-  bench_ab dec_rows_d24 150 --depths 24 --batches 1 \
-    --impls eager,fast-upnear-nofuse,fast,fast-rows2,fast-upnear-nofuse,fast,fast-rows2 --repeat 15
-  bench_ab dec_d16_b1 80 --depths 16 --batches 1 --impls fast-upnear-nofuse,fast,fast-upnear-nofuse,fast --repeat 15 ;;
+  bench_ab dec_rows_d24 130 --depths 24 --batches 1 \
+    --impls eager,fast-upnear-nofuse,fast,fast-rows2,fast-upnear-nofuse,fast,fast-rows2 --repeat 11 ;;
 c)
   timeout 420 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "not ($FIRST_TESTS)" \
     > "$OUT/gpu_tests_c.log" 2>&1
