@@ -87,7 +87,7 @@ class FastRuntime:
     def __init__(self, model: FlexVAR, vae: VQVAE, use_graphs: bool | None = None, use_kernels: bool = True,
                  compile_blocks: bool | None = None, channels_last: bool | None = None,
                  compile_decoder: bool | None = None, fused_small_steps: bool | None = None,
-                 small_step_rows: int = 8, tune: tuple[str, ...] = (), attention: str | None = None,
+                 small_step_rows: int | None = None, tune: tuple[str, ...] = (), attention: str | None = None,
                  group_norm_op: bool | None = None, group_norm_min_batch: int = 8, max_plans: int = 8,
                  max_label_sets: int = 64, first_step_table: bool | None = None,
                  first_step_max_bytes: int = 512 << 20, skinny_rows: int | None = None,
@@ -95,9 +95,11 @@ class FastRuntime:
                  group_norm_fuse: bool = True):
         """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
         dynamic shapes (once per process), the channels-last decoder compiled per output shape, and
-        steps of at most `small_step_rows` token rows (guidance included: batch 1's first two steps at
-        the default 8, the best of 2/8/32/none measured on the H100 since the per-block path's Triton
-        attention) as one `small_step` kernel.
+        steps of at most `small_step_rows` token rows (guidance included) as one `small_step` kernel: by
+        default 8 up to width 1,024 (d16: batch 1's first two steps, of which the first comes from the table;
+        the best of 2/8/32/none on the H100 since the per-block path's Triton attention) and 2 above (d24: step 2
+        runs the per-block path, with its tuned GEMMs and split-K, 14.83 / 14.79 ms against 15.21 / 14.90 in
+        session 17's A/B).
         On CPU: none of them (fused_small_steps=True runs `small_step`'s reference there, for tests).
         tune: "blocks" and/or "decoder": Inductor's coordinate-descent tuning of those kernels' launch
         configurations (longer first compile; on the H100 neither is faster with the GroupNorm op on).
@@ -138,6 +140,8 @@ class FastRuntime:
         self.use_graphs = cuda if use_graphs is None else use_graphs
         self.use_kernels = use_kernels
         self.fused_small_steps = cuda and use_kernels if fused_small_steps is None else fused_small_steps
+        if small_step_rows is None:
+            small_step_rows = 8 if model.cfg.width <= 1024 else 2
         self.small_step_rows = small_step_rows  # steps of at most this many rows (guidance included) fused
         self.attention = attention or ("step" if cuda and use_kernels else "sdpa")
         self.channels_last = cuda if channels_last is None else channels_last
