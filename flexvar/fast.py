@@ -17,9 +17,10 @@ cache), or in float32 `qk_norm_cache` + SDPA on the cache's views (`FastRuntime.
 GEMMs that are not split-K run through `flexvar.kernels.lt_linear`: cuBLASLt with each shape's algorithm tuned when a
 plan is built (`gemm_shapes`), saved per machine so that later processes compute alike.
 
-The decoder on CUDA is a copy sharing the tokenizer's parameters whose attention blocks are two batched
-products and a float32 softmax (`product_attention`), and, from `group_norm_min_batch` images on, whose
-GroupNorms are the `group_norm_silu` op.
+The decoder on CUDA is a copy sharing the tokenizer's parameters (`fast_decoder`) whose attention blocks are two
+batched products and a float32 softmax (`product_attention`), whose upsamplings are transposed convolutions with
+folded filters (`FoldedUpsample`), and, from `group_norm_min_batch` images on, whose GroupNorms are the
+`group_norm_silu` op, which also adds the convolution biases and residual sums before it (`ResidualGroupNorm`).
 
 Guidance is applied to the head's input (`guided_head_input`: the head is linear and the two guidance
 weights sum to one), so the head runs on one row per token instead of two and the logits are already

@@ -2,8 +2,9 @@
 
 - `with_product_attention`: attention blocks as two batched products and a float32 softmax;
 - `with_group_norm_op`: GroupNorms (+ the SiLU after them) as the `group_norm_silu` op;
-- `ResidualGroupNorm`: each residual sum that a GroupNorm normalises next formed by that GroupNorm's kernels
-  (`add_group_norm_silu`) instead of a pass of its own;
+- `ResidualGroupNorm`: the bias of the convolution before each GroupNorm op, and each residual sum that a
+  GroupNorm normalises next, added by that GroupNorm's kernels (`group_norm_silu(..., in_bias)`,
+  `add_group_norm_silu`) instead of in passes of their own;
 - `with_folded_upsample`: each nearest x2 upsample + 3x3 convolution as one stride-2 transposed convolution
   with 4x4 filters folded once from the 3x3 ones ("transpose"): 16 instead of 36 multiply-adds per input pixel
   and channel pair, and no upsampled copy of the input.
@@ -154,8 +155,8 @@ class ResidualGroupNorm(nn.Module):
     would otherwise be passes of their own over the activations: the bias of the convolution before each
     (Inductor runs a convolution without its bias on CUDA and adds it in the consumer, which cannot be an opaque
     op) and each block's residual sum, left pending until the next module (a GroupNorm forms it in its statistics
-    pass, `add_group_norm_silu`; an upsampling adds it first). The same operations as the decoder's own forward,
-    in the same order; each addition rounds as in PyTorch."""
+    pass, `add_group_norm_silu`; an upsampling adds it first). The decoder's own arithmetic, with each
+    convolution's bias added after it (as Inductor computes it on CUDA), each addition rounded as in PyTorch."""
 
     def __init__(self, decoder: nn.Module):
         super().__init__()

@@ -79,10 +79,12 @@ def kernel_available(x: torch.Tensor, groups: int) -> bool:
 
 
 def _like(x: torch.Tensor, other: torch.Tensor | None, vec: torch.Tensor | None) -> bool:
-    """other (if any) of x's shape, dtype and channels-last layout; vec (if any) a contiguous (C,) on x's device."""
+    """other (if any) of x's shape, dtype and channels-last layout; vec (if any) a contiguous (C,) of x's dtype
+    on x's device."""
     return ((other is None or (other.shape == x.shape and other.dtype == x.dtype
                                and other.is_contiguous(memory_format=torch.channels_last)))
-            and (vec is None or (vec.shape == (x.shape[1],) and vec.device == x.device and vec.is_contiguous())))
+            and (vec is None or (vec.shape == (x.shape[1],) and vec.device == x.device and vec.dtype == x.dtype
+                                 and vec.is_contiguous())))
 
 
 def chunks(P: int, B: int, target: int = 1024) -> int:

@@ -7,7 +7,7 @@
 #                           # eager, fast-upnear-nofuse (the upsampling as written, biases and sums in passes of their
 #                           # own: session 16's runtime), fast-nofuse, fast; d24 batch 1: eager, fast-upnear-nofuse,
 #                           # fast, fast-rows2 (step 2 through the per-block path, not `small_step`)
-#   bash bench/gpu/s17.sh r  # the runtime's greedy, graph-replay, low-precision, first-step and small-step GPU tests
+#   bash bench/gpu/s17.sh r  # the runtime's graph-replay and low-precision GPU tests and its float32 greedy ones at 256-10
 #   bash bench/gpu/s17.sh c  # every test of tests/test_gpu.py but those b ran
 #   bash bench/gpu/s17.sh f  # final_runs (d16 and d24 256-10, eager and fast, bench.precision)
 set -uo pipefail
@@ -31,8 +31,8 @@ b)
   bench_ab dec_rows_d24 130 --depths 24 --batches 1 \
     --impls eager,fast-upnear-nofuse,fast,fast-rows2,fast-upnear-nofuse,fast,fast-rows2 --repeat 11 ;;
 r)
-  timeout 300 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "greedy or graph_replay or \
-low_precision or first_step or small_step" > "$OUT/gpu_tests_r.log" 2>&1
+  timeout 150 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "graph_replay or low_precision \
+or 256-10" > "$OUT/gpu_tests_r.log" 2>&1
   echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_r.log" | tail -8 ;;
 c)
   timeout 420 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "not ($FIRST_TESTS)" \
