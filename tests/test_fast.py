@@ -547,6 +547,23 @@ def test_residual_group_norm_decoder_is_the_decoder(pipe_test):
     assert torch.equal(s, a + b) and torch.equal(y, F.silu(F.group_norm(a + b, 32, w, bias, 1e-6)))
 
 
+def test_fast_runtime_decoder_copies(pipe_test):
+    """FastRuntime's decoder options (the references run on CPU): with the GroupNorm op on, the decoder for batches
+    of at least group_norm_min_batch is `ResidualGroupNorm` over the op's copy (group_norm_fuse, default) or the
+    copy itself; every choice decodes the same images as the tokenizer (uint8, within one level)."""
+    from flexvar.fast import ResidualGroupNorm
+    m, vae = pipe_test.model, pipe_test.vae
+    codes = torch.randint(0, vae.cfg.codebook_size, (2, 3, 3), generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        want = FastRuntime(m, vae).decode(codes).int()
+        for fuse in (True, False):
+            rt = FastRuntime(m, vae, group_norm_op=True, group_norm_min_batch=2, group_norm_fuse=fuse,
+                             upsample="transpose")
+            assert isinstance(rt.decoder_gn, ResidualGroupNorm) == fuse
+            assert (rt.decode(codes).int() - want).abs().max() <= 1
+    assert FastRuntime(m, vae).decoder_gn is None  # CPU default: no GroupNorm op
+
+
 def test_group_norm_chunks_divide_the_pixels():
     from flexvar.kernels.group_norm import chunks
     assert chunks(65536, 32) == 32 and chunks(65536, 1) == 256 and chunks(256, 32) == 32
