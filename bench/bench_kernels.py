@@ -173,6 +173,19 @@ def test_group_norm_silu_kernel(benchmark, norm_case):
     _timed(benchmark, lambda: group_norm.group_norm_silu(x, w, b, 32, 1e-6, True))
 
 
+def test_add_group_norm_silu_ref(benchmark, norm_case):
+    """The residual form with a convolution's bias: s = x + (x + b), then GroupNorm + SiLU of s."""
+    x, w, b = norm_case
+    _timed(benchmark, lambda: group_norm.add_group_norm_silu_ref(x, x, w, b, 32, 1e-6, True, b))
+
+
+@pytest.mark.skipif(DEV != "cuda" or group_norm.triton is None, reason="the kernels are CUDA Triton kernels")
+def test_add_group_norm_silu_kernel(benchmark, norm_case):
+    x, w, b = norm_case
+    assert group_norm.kernel_available(x, 32)
+    _timed(benchmark, lambda: group_norm.add_group_norm_silu(x, x, w, b, 32, 1e-6, True, b))
+
+
 @pytest.fixture(scope="module")
 def fc2_case():
     """d16's fc2 at batch 1's step 4: h (32, 4096) against the (1024, 4096) weight, 8 K splits."""
