@@ -172,9 +172,9 @@ class FastRuntime:
         if self.channels_last:
             self.decoder = self.decoder.to(memory_format=torch.channels_last)
         use_gn_op = cuda and use_kernels if group_norm_op is None else group_norm_op
-        self.decoder_gn = with_group_norm_op(self.decoder) if use_gn_op else None  # same parameters
-        if self.decoder_gn is not None and group_norm_fuse:
-            self.decoder_gn = ResidualGroupNorm(self.decoder_gn)
+        self.decoder_gn = None  # a copy with the GroupNorm op, same parameters
+        if use_gn_op:
+            self.decoder_gn = (ResidualGroupNorm if group_norm_fuse else with_group_norm_op)(self.decoder)
         self.group_norm_min_batch = group_norm_min_batch
         if cuda if compile_decoder is None else compile_decoder:
             # static shapes: Inductor's channels-last conv layouts and fused GroupNorm+SiLU need them;

@@ -2,9 +2,9 @@
 
 - `with_product_attention`: attention blocks as two batched products and a float32 softmax;
 - `with_group_norm_op`: GroupNorms (+ the SiLU after them) as the `group_norm_silu` op;
-- `ResidualGroupNorm`: the bias of the convolution before each GroupNorm op, and each residual sum that a
-  GroupNorm normalises next, added by that GroupNorm's kernels (`group_norm_silu(..., in_bias)`,
-  `add_group_norm_silu`) instead of in passes of their own;
+- `ResidualGroupNorm`: the GroupNorm op's copy run so that the bias of the convolution before each GroupNorm,
+  and each residual sum that a GroupNorm normalises next, are added by that GroupNorm's kernels
+  (`group_norm_silu(..., in_bias)`, `add_group_norm_silu`) instead of in passes of their own;
 - `with_folded_upsample`: each nearest x2 upsample + 3x3 convolution as one stride-2 transposed convolution
   with 4x4 filters folded once from the 3x3 ones ("transpose"): 16 instead of 36 multiply-adds per input pixel
   and channel pair, and no upsampled copy of the input.
@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kernels.group_norm import add_group_norm_silu, group_norm_silu
-from .vqvae import AttnBlock, ResBlock, Upsample, norm_silu, spatial_attention
+from .kernels.group_norm import add_channel_bias, add_group_norm_silu, group_norm_silu
+from .vqvae import AttnBlock, ResBlock, Upsample, spatial_attention
 
 UPSAMPLE_MODES = ("nearest", "transpose")
 
@@ -58,19 +58,22 @@ def share_copy(module: nn.Module) -> nn.Module:
     return copy.deepcopy(module, memo={id(t): t for t in list(module.parameters()) + list(module.buffers())})
 
 
+def _replace(decoder: nn.Module, kind, make) -> nn.Module:
+    """A copy of the decoder (same parameters) with every submodule of type `kind` replaced by make(it)."""
+    dec = share_copy(decoder)
+    for parent in list(dec.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, kind):
+                setattr(parent, name, make(child))
+    return dec
+
+
 def with_folded_upsample(decoder: nn.Module, mode: str) -> nn.Module:
     """A copy of the decoder (same parameters) whose `Upsample`s are `FoldedUpsample`s ("transpose");
     "nearest": the decoder itself."""
     if mode not in UPSAMPLE_MODES:
         raise ValueError(f"upsample takes one of {', '.join(UPSAMPLE_MODES)}, not {mode!r}")
-    if mode == "nearest":
-        return decoder
-    dec = share_copy(decoder)
-    for parent in list(dec.modules()):
-        for name, child in parent.named_children():
-            if isinstance(child, Upsample):
-                setattr(parent, name, FoldedUpsample(child))
-    return dec
+    return decoder if mode == "nearest" else _replace(decoder, Upsample, FoldedUpsample)
 
 
 class _GroupNormOp(nn.Module):
@@ -91,13 +94,9 @@ class _GroupNormOp(nn.Module):
 
 
 def with_group_norm_op(decoder: nn.Module) -> nn.Module:
-    """A copy of the decoder (same parameters, not copied) whose GroupNorms are `_GroupNormOp`s."""
-    dec = share_copy(decoder)
-    for parent in list(dec.modules()):
-        for name, child in parent.named_children():
-            if isinstance(child, nn.GroupNorm) and child.affine:
-                setattr(parent, name, _GroupNormOp(child))
-    return dec
+    """A copy of the decoder (same parameters, not copied) whose GroupNorms are `_GroupNormOp`s (the
+    tokenizer's are all affine)."""
+    return _replace(decoder, nn.GroupNorm, _GroupNormOp)
 
 
 def product_attention(q_BNC: torch.Tensor, k_BNC: torch.Tensor, v_BNC: torch.Tensor,
@@ -122,50 +121,40 @@ def with_product_attention(decoder: nn.Module) -> nn.Module:
     return dec
 
 
-def _biased(x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    return x if bias is None else x + bias.view(1, -1, 1, 1)
-
-
 def _unbiased_conv(conv: nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(the convolution's output without its bias, the bias): the GroupNorm op adds the bias as it loads."""
     return F.conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups), conv.bias
 
 
-def _norm(norm: nn.Module, x: torch.Tensor, x_bias: torch.Tensor | None, silu: bool) -> torch.Tensor:
+def _norm(norm: _GroupNormOp, x: torch.Tensor, x_bias: torch.Tensor | None, silu: bool) -> torch.Tensor:
     """norm(x + x_bias), then swish if `silu`."""
-    if isinstance(norm, _GroupNormOp):
-        return group_norm_silu(x, norm.weight, norm.bias, norm.groups, norm.eps, silu, x_bias)
-    x = _biased(x, x_bias)
-    return norm_silu(norm, x) if silu else norm(x)
+    return group_norm_silu(x, norm.weight, norm.bias, norm.groups, norm.eps, silu, x_bias)
 
 
-def _add_norm(norm: nn.Module, x: torch.Tensor, pending: tuple | None, silu: bool):
+def _add_norm(norm: _GroupNormOp, x: torch.Tensor, pending: tuple | None, silu: bool):
     """(s, norm(s), then swish if `silu`) with s = x + (t + t_bias) for pending = (t, t_bias), or x."""
     if pending is None:
         return x, _norm(norm, x, None, silu)
     t, t_bias = pending
-    if isinstance(norm, _GroupNormOp):
-        return add_group_norm_silu(x, t, norm.weight, norm.bias, norm.groups, norm.eps, silu, t_bias)
-    s = x + _biased(t, t_bias)
-    return s, _norm(norm, s, None, silu)
+    return add_group_norm_silu(x, t, norm.weight, norm.bias, norm.groups, norm.eps, silu, t_bias)
 
 
 class ResidualGroupNorm(nn.Module):
-    """Runs a decoder (a `with_group_norm_op` copy; same parameters) so that its GroupNorm ops take in what
-    would otherwise be passes of their own over the activations: the bias of the convolution before each
-    (Inductor runs a convolution without its bias on CUDA and adds it in the consumer, which cannot be an opaque
-    op) and each block's residual sum, left pending until the next module (a GroupNorm forms it in its statistics
-    pass, `add_group_norm_silu`; an upsampling adds it first). The decoder's own arithmetic, with each
+    """The decoder (a `with_group_norm_op` copy of it, made here: same parameters) run so that its GroupNorm ops
+    take in what would otherwise be passes of their own over the activations: the bias of the convolution before
+    each (Inductor runs a convolution without its bias on CUDA and adds it in the consumer, which cannot be an
+    opaque op) and each block's residual sum, left pending until the next module (a GroupNorm forms it in its
+    statistics pass, `add_group_norm_silu`; an upsampling adds it first). The decoder's own arithmetic, with each
     convolution's bias added after it (as Inductor computes it on CUDA), each addition rounded as in PyTorch."""
 
     def __init__(self, decoder: nn.Module):
         super().__init__()
-        self.decoder = decoder
+        self.decoder = with_group_norm_op(decoder)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         d = self.decoder
         x, pending = d.conv_in(z), None  # pending: (t, t_bias) to add to x
-        for m in [*d.mid, *(mod for level in d.conv_blocks for mod in level.sequence())]:
+        for m in d.sequence():
             if isinstance(m, ResBlock):  # ResBlock.forward with the biases and the sum deferred
                 x, y = _add_norm(m.norm1, x, pending, True)
                 h, h_bias = _unbiased_conv(m.conv1, y)
@@ -174,5 +163,5 @@ class ResidualGroupNorm(nn.Module):
                 x, h = _add_norm(m.norm, x, pending, False)
                 pending = (m.branch(h), None)
             else:  # resampling
-                x, pending = m(x if pending is None else x + _biased(*pending)), None
+                x, pending = m(x if pending is None else x + add_channel_bias(*pending)), None
         return d.conv_out(_add_norm(d.norm_out, x, pending, True)[1])

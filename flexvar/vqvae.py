@@ -33,12 +33,9 @@ class ResBlock(nn.Module):
     def skip(self, x: torch.Tensor) -> torch.Tensor:
         return self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x
 
-    def branch(self, y: torch.Tensor) -> torch.Tensor:
-        """The residual branch after norm1 + swish: y = silu(norm1(x))."""
-        return self.conv2(norm_silu(self.norm2, self.conv1(y)))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.skip(x) + self.branch(norm_silu(self.norm1, x))
+        h = self.conv1(norm_silu(self.norm1, x))
+        return self.skip(x) + self.conv2(norm_silu(self.norm2, h))
 
 
 def spatial_attention(q_BNC: torch.Tensor, k_BNC: torch.Tensor, v_BNC: torch.Tensor) -> torch.Tensor:
@@ -155,12 +152,14 @@ class Decoder(nn.Module):
         self.norm_out = group_norm(couts[-1])
         self.conv_out = nn.Conv2d(couts[-1], 3, 3, padding=1)
 
+    def sequence(self) -> list[nn.Module]:
+        """The modules between conv_in and norm_out, in the order they run."""
+        return [*self.mid, *(m for level in self.conv_blocks for m in level.sequence())]
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(z)
-        for m in self.mid:
+        for m in self.sequence():
             h = m(h)
-        for level in self.conv_blocks:
-            h = level(h)
         return self.conv_out(norm_silu(self.norm_out, h))
 
 

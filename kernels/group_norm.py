@@ -49,15 +49,16 @@ _lib.define("add_group_norm_silu(Tensor a, Tensor b, Tensor weight, Tensor bias,
             "Tensor? b_bias=None) -> (Tensor, Tensor)")
 
 
-def _biased(x: torch.Tensor, in_bias: torch.Tensor | None) -> torch.Tensor:
-    return x if in_bias is None else x + in_bias.to(x.dtype).view(1, -1, 1, 1)
+def add_channel_bias(x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x (B, C, H, W) + bias (C,) per channel, in x's dtype; x itself where bias is None."""
+    return x if bias is None else x + bias.to(x.dtype).view(1, -1, 1, 1)
 
 
 def group_norm_silu_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int, eps: float,
                         silu: bool, in_bias: torch.Tensor | None = None) -> torch.Tensor:
     """Plain PyTorch: F.group_norm(x + in_bias, groups, weight, bias, eps), then F.silu if `silu`; in_bias (C,)
     per channel, optional."""
-    y = F.group_norm(_biased(x, in_bias), groups, weight, bias, eps)
+    y = F.group_norm(add_channel_bias(x, in_bias), groups, weight, bias, eps)
     return F.silu(y) if silu else y
 
 
@@ -65,7 +66,7 @@ def add_group_norm_silu_ref(a: torch.Tensor, b: torch.Tensor, weight: torch.Tens
                             eps: float, silu: bool,
                             b_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Plain PyTorch: s = a + (b + b_bias), then (s, group_norm_silu_ref(s, ...)); b_bias (C,) optional."""
-    s = a + _biased(b, b_bias)
+    s = a + add_channel_bias(b, b_bias)
     return s, group_norm_silu_ref(s, weight, bias, groups, eps, silu)
 
 

@@ -506,36 +506,36 @@ def test_folded_upsample_decoder_is_the_decoder(pipe_test):
     vae = pipe_test.vae
     z = torch.randn(2, vae.cfg.z_channels, 3, 5, generator=torch.Generator().manual_seed(3))
     assert with_folded_upsample(vae.decoder, "nearest") is vae.decoder
-    for mode in ["transpose"]:
-        dec = with_folded_upsample(vae.decoder, mode)
-        assert {id(p) for p in dec.parameters()} <= {id(p) for p in vae.decoder.parameters()}
-        assert not any(isinstance(m, Upsample) for m in dec.modules())
-        assert len([m for m in dec.modules() if isinstance(m, FoldedUpsample)]) == len(
-            [m for m in vae.decoder.modules() if isinstance(m, Upsample)]) > 0
-        with torch.no_grad():
-            assert rel_err(dec(z), vae.decoder(z)) < 1e-5, mode
-        rt = FastRuntime(pipe_test.model, vae, upsample=mode)
-        codes = torch.randint(0, vae.cfg.codebook_size, (2, 3, 5), generator=torch.Generator().manual_seed(4))
-        with torch.no_grad():  # uint8 pixels: equal but where the ~1e-7 difference crosses a rounding boundary
-            diff = rt.decode(codes).int() - FastRuntime(pipe_test.model, vae).decode(codes).int()
-        assert rt.upsample == mode and diff.abs().max() <= 1
+    dec = with_folded_upsample(vae.decoder, "transpose")
+    assert {id(p) for p in dec.parameters()} <= {id(p) for p in vae.decoder.parameters()}
+    assert not any(isinstance(m, Upsample) for m in dec.modules())
+    assert len([m for m in dec.modules() if isinstance(m, FoldedUpsample)]) == len(
+        [m for m in vae.decoder.modules() if isinstance(m, Upsample)]) > 0
+    with torch.no_grad():
+        assert rel_err(dec(z), vae.decoder(z)) < 1e-5
+    rt = FastRuntime(pipe_test.model, vae, upsample="transpose")
+    codes = torch.randint(0, vae.cfg.codebook_size, (2, 3, 5), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():  # uint8 pixels: equal but where the ~1e-7 difference crosses a rounding boundary
+        diff = rt.decode(codes).int() - FastRuntime(pipe_test.model, vae).decode(codes).int()
+    assert rt.upsample == "transpose" and diff.abs().max() <= 1
     assert FastRuntime(pipe_test.model, vae).upsample == "nearest"
     with pytest.raises(ValueError, match="upsample takes one of nearest, transpose, not 'bilinear'"):
         FastRuntime(pipe_test.model, vae, upsample="bilinear")
 
 
 def test_residual_group_norm_decoder_is_the_decoder(pipe_test):
-    """The decoder run with its convolutions' biases and residual sums added by the next GroupNorm (the ops'
-    references on CPU) decodes as the decoder does (float32, to 1e-5), with the GroupNorm op and with plain
-    GroupNorms; the ops' definitions: GroupNorm of x + in_bias, and s = a + (b + b_bias) with its GroupNorm."""
-    from flexvar.fast import ResidualGroupNorm, with_group_norm_op
+    """The decoder run with its convolutions' biases and residual sums added by the next GroupNorm op (the ops'
+    references on CPU) shares the tokenizer's parameters and decodes as the decoder does (float32, to 1e-5); the
+    ops' definitions: GroupNorm of x + in_bias, and s = a + (b + b_bias) with its GroupNorm."""
+    from flexvar.fast import ResidualGroupNorm
     from flexvar.kernels.group_norm import add_group_norm_silu, group_norm_silu
     vae = pipe_test.vae
     z = torch.randn(2, vae.cfg.z_channels, 3, 5, generator=torch.Generator().manual_seed(6))
+    fused = ResidualGroupNorm(vae.decoder)
+    assert {id(p) for p in fused.parameters()} == {id(p) for p in vae.decoder.parameters()}
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in fused.modules())
     with torch.no_grad():
-        want = vae.decoder(z)
-        assert rel_err(ResidualGroupNorm(with_group_norm_op(vae.decoder))(z), want) < 1e-5
-        assert rel_err(ResidualGroupNorm(vae.decoder)(z), want) < 1e-5
+        assert rel_err(fused(z), vae.decoder(z)) < 1e-5
     g = torch.Generator().manual_seed(7)
     a, b = torch.randn(2, 64, 4, 4, generator=g), torch.randn(2, 64, 4, 4, generator=g)
     w, bias, cb = torch.randn(64, generator=g), torch.randn(64, generator=g), torch.randn(64, generator=g)
