@@ -165,6 +165,8 @@ class Impls:
         if impl in ("onnxruntime", "aoti", "tensorrt"):
             return self._engine_call(impl, labels, sched, p, seed, decode)
         rt = self.runtime(impl)
+        if "sblock" in impl.split("-"):  # sampling through the one-block-per-row kernels (as captured in its graphs)
+            return lambda: _with_env("FLEXVAR_SAMPLE_KERNEL", "block", lambda: rt.generate(labels, sched, p, seed, decode))
         return lambda: rt.generate(labels, sched, p, seed, decode)
 
     def _engine_call(self, impl, labels, sched, p, seed, decode):
@@ -201,6 +203,19 @@ class Impls:
         with FlopCounterMode(display=False) as fc:
             rt.generate(labels, sched, p, 0, decode)
         return float(fc.get_total_flops())
+
+
+def _with_env(name: str, value: str, fn):
+    """fn() with the environment variable name set to value, restored after."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        return fn()
+    finally:
+        if before is None:
+            os.environ.pop(name)
+        else:
+            os.environ[name] = before
 
 
 class _null:
@@ -315,7 +330,7 @@ def parse_args(argv=None):
                     help="schedules separated by ';'")
     ap.add_argument("--impls", default="eager,compile,fast" if cuda else "eager,fast",
                     help="eager, compile, fast, fast-VARIANT (VARIANT joins nographs, nokernels, nocompile, nchw, "
-                         "nocdec, nosmall, sdpa/triton (qk_norm_cache + SDPA / the Triton attend, not attend_step), ingn (Inductor's GroupNorm in the decoder, not the Triton op), nofirst (no first-step table: the first step computed), rowsN (small_step for steps of <= N rows), skinnyN (the split-K projection and fc2 for steps of <= N rows; 0: never), nolt (the block GEMMs through F.linear, the cuBLASLt heuristic's first algorithm, not tuned per shape), nofuse (the decoder's convolution biases and residual sums added in passes of their own, not by the GroupNorm op's kernels), upnear/uptr (the decoder's upsampling + convolution as written / as one transposed convolution), tdec/tblk (coordinate-descent "
+                         "nocdec, nosmall, sdpa/triton (qk_norm_cache + SDPA / the Triton attend, not attend_step), ingn (Inductor's GroupNorm in the decoder, not the Triton op), nofirst (no first-step table: the first step computed), rowsN (small_step for steps of <= N rows), skinnyN (the split-K projection and fc2 for steps of <= N rows; 0: never), nolt (the block GEMMs through F.linear, the cuBLASLt heuristic's first algorithm, not tuned per shape), nofuse (the decoder's convolution biases and residual sums added in passes of their own, not by the GroupNorm op's kernels), upnear/uptr (the decoder's upsampling + convolution as written / as one transposed convolution), sblock (sampling through the one-block-per-row kernels, not the many-rows kernel), tdec/tblk (coordinate-descent "
                          "tuning of the decoder/block kernels) with '-'), onnxruntime, aoti, tensorrt")
     ap.add_argument("--dtype", default="bf16" if cuda else "fp32", help="fast runtime dtype: bf16, fp16, fp32")
     ap.add_argument("--autocast", default="fp16", help="autocast dtype of the eager baselines on GPU")

@@ -57,12 +57,17 @@ def test_next_tokens_kernel(dtype, src, dst, C):
                                                    (2, 64, 8912, 900, 0.95), (1, 3, 8912, 1024, 0.8),
                                                    (3, 7, 600, 200, 0.7), (8, None, 8912, 900, 0.95),
                                                    (6, None, 8911, 900, 0.95), (6, None, 8912, 1, 0.0)], ids=str)
-def test_guided_sample_kernel(B, l, V, top_k, top_p, rule):
+@pytest.mark.parametrize("kernel", ["auto", "rows", "block"])
+def test_guided_sample_kernel(B, l, V, top_k, top_p, rule, kernel, monkeypatch):
     """Codes equal the reference's except, rarely, where float32 sums of the two land on either side
     of a draw's boundary; greedy (top_k = 1) codes always equal. l = None: enough tokens for 4 rows per SM
-    and more (on this device), where the persistent kernel runs: it stages rows in shared memory, with
-    16-byte copies (V = 8912) and 4-byte ones (V = 8911), and its blocks take unequal numbers of rows.
-    Rule 2 (none): (B, l, V) logits already guided, sampled as given, plus a bias (the runtime's path)."""
+    and more (on this device), where the many-rows kernel runs, or with kernel "block" the persistent one: it
+    stages rows in shared memory, with 16-byte copies (V = 8912) and 4-byte ones (V = 8911), and its blocks
+    take unequal numbers of rows.
+    Rule 2 (none): (B, l, V) logits already guided, sampled as given, plus a bias (the runtime's path).
+    kernel: the op's own choice, or every size through the many-rows kernel (its sorted top-p path up to
+    1,024 survivors, its bisection beyond) or through the one-block-per-row kernels."""
+    monkeypatch.setenv("FLEXVAR_SAMPLE_KERNEL", kernel)
     assert K.load()
     l = l or persistent_tokens(B)
     g = torch.Generator("cuda").manual_seed(B * 1000 + V + top_k)
@@ -89,10 +94,12 @@ def persistent_tokens(B: int) -> int:
     return -(-4 * torch.cuda.get_device_properties(0).multi_processor_count // B) + 7
 
 
-def test_guided_sample_kernel_with_ties():
+@pytest.mark.parametrize("kernel", ["auto", "rows", "block"])
+def test_guided_sample_kernel_with_ties(kernel, monkeypatch):
     """Many equal logits (integers): top-k and top-p keep or drop a tie group whole, as the reference does;
     the sorted top-p path (<= 1024 survivors) and the bisection (more) alike; 128 rows (one block per row)
-    and 4 rows per SM and more (the persistent kernel)."""
+    and 4 rows per SM and more (the persistent kernel, or the many-rows kernel); kernel as above."""
+    monkeypatch.setenv("FLEXVAR_SAMPLE_KERNEL", kernel)
     assert K.load()
     g = torch.Generator("cuda").manual_seed(9)
     seed = torch.tensor([123], device="cuda")

@@ -1,12 +1,17 @@
-"""Probe (session 6): the guided_sample kernel's time by part, from the op with filters switched off.
-full - (top_p = 0) = the top-p bisection; (top_p = 0) - (no filters) = the top-k radix select; no filters =
-loads, guidance, exp and the draw. Shapes of d16 256-10: B1 step 1 / step 10, B32 step 10; V = 8912."""
+"""Probe (session 6; session 18: by kernel): the guided_sample op's time per launch on d16 256-10's shapes, V = 8912,
+top-k 900, top-p 0.95 (the runtime's rule: already-guided logits + the head's bias), with filters switched off to
+split it: full - (top_p = 0) = the top-p cut; (top_p = 0) - (no filters) = the top-k radix select; no filters =
+loads, exp and the draw. `FLEXVAR_SAMPLE_KERNEL` picks the kernel per line: block (one block of 1024 threads per
+row, persistent from 4 rows per SM: sessions 6-17), rows (the many-rows kernel, 256 threads), rows512, auto."""
+import os
+import sys
+
 import torch
 
 import flexvar.kernels as K
 
 
-def time_us(fn, reps=50):
+def time_us(fn, reps=30):
     for _ in range(3):
         fn()
     torch.cuda.synchronize()
@@ -20,10 +25,19 @@ def time_us(fn, reps=50):
 
 
 assert K.load()
+kernels = sys.argv[1].split(",") if len(sys.argv) > 1 else ["block", "rows", "rows512", "auto"]
 seed = torch.tensor([7], device="cuda")
-for name, (B2, l) in {"B1 step1": (2, 1), "B1 step10": (2, 256), "B32 step10": (64, 256)}.items():
-    logits = torch.randn(B2, l, 8912, device="cuda") * 3
-    t = {k: time_us(lambda: torch.ops.flexvar.guided_sample(logits, seed, 2.5, 0, tk, tp, 3))
-         for k, (tk, tp) in {"full": (900, 0.95), "top_k only": (900, 0.0), "no filter": (0, 0.0),
-                             "greedy": (1, 0.0)}.items()}
-    print(f"sample_probe {name} rows={B2 // 2 * l}: " + ", ".join(f"{k} {v:.1f} us" for k, v in t.items()), flush=True)
+none = K.RULE_CODES["none"]
+bias = torch.randn(8912, device="cuda")
+shapes = {"B1 step8": (1, 100), "B1 step10": (1, 256), "B8 step10": (8, 256), "B32 step4": (32, 16),
+          "B32 step5": (32, 25), "B32 step7": (32, 64), "B32 step9": (32, 169), "B32 step10": (32, 256)}
+for name, (B, l) in shapes.items():
+    logits = torch.randn(B, l, 8912, device="cuda") * 3
+    for kern in kernels:
+        os.environ["FLEXVAR_SAMPLE_KERNEL"] = kern
+        t = {k: time_us(lambda: torch.ops.flexvar.guided_sample(logits, seed, 2.5, none, tk, tp, 3, bias))
+             for k, (tk, tp) in {"full": (900, 0.95), "top_k only": (900, 0.0), "no filter": (0, 0.0),
+                                 "greedy": (1, 0.0)}.items()}
+        print(f"sample_probe {name} rows={B * l} {kern}: " + ", ".join(f"{k} {v:.1f} us" for k, v in t.items()),
+              flush=True)
+os.environ.pop("FLEXVAR_SAMPLE_KERNEL")

@@ -1,7 +1,9 @@
 // Guidance + top-k + top-p + draw: see include/flexvar/guided_sample.h for the rule.
-// One block per row (256 to 1024 threads by vocabulary size); thread t holds g[t + THREADS j] in
+// Few rows: one block per row (256 to 1024 threads by vocabulary size); thread t holds g[t + THREADS j] in
 // registers (PER values); from 4 rows per SM on, persistent blocks that stage the next row's logits
-// in shared memory (cp.async) while they sample the current one. The k-th largest is found by a
+// in shared memory (cp.async) while they sample the current one. Many rows (from 1.5 per SM, vocabularies
+// of more than 1024): `guided_sample_rows_kernel`, 256 threads a row holding it in shared memory, so that
+// several rows share an SM; it sorts up to 1024 survivors, four per thread. The k-th largest is found by a
 // 3-pass radix select (integer histograms in shared memory); the top-p cut, when the survivors fit
 // one per thread, by sorting them (bitonic) and scanning their masses in descending order, else by a
 // 31-step bisection over the survivors packed into shared memory in a fixed order; the draw scans the
@@ -11,6 +13,8 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 
 namespace {
 
@@ -43,6 +47,20 @@ __device__ __forceinline__ T block_sum(T v, T* red) {
   return s;
 }
 
+// The minimum over the block; every thread returns it. `red` holds one slot per warp.
+template <int THREADS>
+__device__ __forceinline__ float block_min(float v, float* red) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fminf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  __syncthreads();  // the previous call's readers are done with red
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+  __syncthreads();
+  float m = red[0];
+#pragma unroll
+  for (int w = 1; w < THREADS / 32; ++w) m = fminf(m, red[w]);
+  return m;
+}
+
 // Inclusive and exclusive scan over threads in thread order (in-warp shuffles, then the warps'
 // totals in order): excl of thread t + 1 is bitwise incl of thread t; returns the total.
 template <int THREADS, typename T>
@@ -70,10 +88,10 @@ __device__ __forceinline__ T block_scan(T v, T& incl, T& excl, T* red) {
 }
 
 // The key of the k-th largest of the block's values (1 <= k <= number of valid values): radix
-// select, most significant digit first, with an integer histogram in shared memory.
-template <int THREADS, int PER>
-__device__ uint32_t kth_largest_key(const uint32_t (&key)[PER], const bool (&valid)[PER], int k, int* hist,
-                                    int* redi, int* found) {
+// select, most significant digit first, with an integer histogram in shared memory. each_key(f) calls
+// f(key) on every valid key the thread holds.
+template <int THREADS, typename EachKey>
+__device__ uint32_t kth_largest_key(EachKey each_key, int k, int* hist, int* redi, int* found) {
   uint32_t prefix = 0, mask = 0;
   constexpr int kShift[3] = {21, 10, 0}, kBits[3] = {11, 11, 10};
 #pragma unroll
@@ -81,9 +99,9 @@ __device__ uint32_t kth_largest_key(const uint32_t (&key)[PER], const bool (&val
     const int nb = 1 << kBits[pass], shift = kShift[pass];
     for (int b = threadIdx.x; b < nb; b += THREADS) hist[b] = 0;
     __syncthreads();
-#pragma unroll
-    for (int j = 0; j < PER; ++j)
-      if (valid[j] && (key[j] & mask) == prefix) atomicAdd(&hist[(key[j] >> shift) & (nb - 1)], 1);
+    each_key([&](uint32_t key) {
+      if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & (nb - 1)], 1);
+    });
     __syncthreads();
     // thread t owns bins [t c, t c + c); counts above a bin = bins of higher threads + higher own bins
     const int c = nb / THREADS > 0 ? nb / THREADS : 1, lo = threadIdx.x * c, hi = min(nb, lo + c);
@@ -132,6 +150,69 @@ __device__ __forceinline__ float sort_desc(float v, float* buf) {
   return v;
 }
 
+// Entry i's guided logit: cond (+ bias), or the rule's combination of cond and unc (each + bias first),
+// with explicit roundings: no FMA contraction, the same float32 arithmetic as PyTorch's.
+__device__ __forceinline__ float guided_value(float c, float u, bool has_bias, float bi, float a, float b, int rule) {
+  if (has_bias) c = __fadd_rn(c, bi);
+  if (rule == FLEXVAR_GUIDANCE_NONE) return c;
+  if (has_bias) u = __fadd_rn(u, bi);
+  return rule == FLEXVAR_GUIDANCE_RAMP ? __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, u))
+                                       : __fadd_rn(u, __fmul_rn(b, __fsub_rn(c, u)));
+}
+__device__ __forceinline__ float guided(const float* cond, const float* unc, const float* __restrict__ bias, int i,
+                                        float a, float b, int rule) {
+  return guided_value(cond[i], rule == FLEXVAR_GUIDANCE_NONE ? 0.f : unc[i], bias != nullptr,
+                      bias == nullptr ? 0.f : __ldg(bias + i), a, b, rule);
+}
+
+// The block's largest m and its index am (first index on ties) from each thread's own (m, am), which
+// come from its values in increasing index order; every thread returns the result. best_v and best_i
+// hold one slot per warp.
+template <int THREADS>
+__device__ __forceinline__ void block_argmax(float& m, int& am, float* best_v, int* best_i) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float mv = __shfl_xor_sync(0xffffffffu, m, o);
+    const int mi = __shfl_xor_sync(0xffffffffu, am, o);
+    if (mv > m || (mv == m && mi < am)) m = mv, am = mi;
+  }
+  if ((threadIdx.x & 31) == 0) best_v[threadIdx.x >> 5] = m, best_i[threadIdx.x >> 5] = am;
+  __syncthreads();
+  m = best_v[0], am = best_i[0];
+#pragma unroll
+  for (int w = 1; w < THREADS / 32; ++w)
+    if (best_v[w] > m || (best_v[w] == m && best_i[w] < am)) m = best_v[w], am = best_i[w];
+}
+
+// The draw: u = uniform(seed, step, row), r = u * (sum of kept), and the first v whose running sum of
+// kept[0, V) (in shared memory, visible to every thread) exceeds r into out[row]; each thread owns a
+// contiguous chunk, the chunks' sums are scanned in thread order.
+template <int THREADS>
+__device__ __forceinline__ void draw(const float* kept, int V, int row, const int64_t* __restrict__ seed, int step,
+                                     float* redf, int64_t* __restrict__ out) {
+  const int per = (V + THREADS - 1) / THREADS;
+  const int lo = min(V, threadIdx.x * per), hi = min(V, lo + per);
+  float s = 0.f;
+  for (int i = lo; i < hi; ++i) s += kept[i];
+  float incl, excl;
+  const float total = block_scan<THREADS>(s, incl, excl, redf);
+  const uint32_t h = mix32(mix32((uint32_t)(uint64_t)seed[0]) ^ (uint32_t)((uint64_t)row + (uint64_t)step * 0x9E3779Bu));
+  const float u = (float)(h >> 8) * (1.0f / 16777216.0f);
+  const float r = fminf(u * total, nextafterf(total, 0.f));  // r < total: exactly one owner below
+  if (excl <= r && r < incl) {
+    float run = excl;
+    int pick = -1;
+    for (int i = lo; i < hi; ++i) {
+      if (kept[i] > 0.f) {
+        pick = i;
+        run += kept[i];
+        if (run > r) break;
+      }
+    }
+    out[row] = pick;
+  }
+}
+
 // One row: cond and unc point at its conditional and unconditional logits (global memory, or the
 // shared-memory copy staged by the persistent kernel); kept is V floats of shared memory.
 template <int THREADS, int PER>
@@ -155,34 +236,10 @@ __device__ __forceinline__ void sample_row(const float* cond, const float* unc, 
   for (int j = 0; j < PER; ++j) {
     const int i = threadIdx.x + j * THREADS;
     valid[j] = i < V;
-    g[j] = -INFINITY;
-    if (valid[j]) {
-      const float bi = bias == nullptr ? 0.f : __ldg(bias + i);
-      const float c = bias == nullptr ? cond[i] : __fadd_rn(cond[i], bi);
-      if (rule == FLEXVAR_GUIDANCE_NONE) {
-        g[j] = c;
-      } else {
-        const float u = bias == nullptr ? unc[i] : __fadd_rn(unc[i], bi);
-        // explicit roundings: no FMA contraction, the same float32 arithmetic as PyTorch's
-        g[j] = rule == FLEXVAR_GUIDANCE_RAMP ? __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, u))
-                                             : __fadd_rn(u, __fmul_rn(b, __fsub_rn(c, u)));
-      }
-      if (g[j] > m) m = g[j], am = i;  // i grows with j: the first index wins ties
-    }
+    g[j] = valid[j] ? guided(cond, unc, bias, i, a, b, rule) : -INFINITY;
+    if (g[j] > m) m = g[j], am = i;  // i grows with j: the first index wins ties
   }
-  // argmax, first index on ties
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    const float mv = __shfl_xor_sync(0xffffffffu, m, o);
-    const int mi = __shfl_xor_sync(0xffffffffu, am, o);
-    if (mv > m || (mv == m && mi < am)) m = mv, am = mi;
-  }
-  if ((threadIdx.x & 31) == 0) best_v[threadIdx.x >> 5] = m, best_i[threadIdx.x >> 5] = am;
-  __syncthreads();
-  m = best_v[0], am = best_i[0];
-#pragma unroll
-  for (int w = 1; w < kWarps; ++w)
-    if (best_v[w] > m || (best_v[w] == m && best_i[w] < am)) m = best_v[w], am = best_i[w];
+  block_argmax<THREADS>(m, am, best_v, best_i);
   if (top_k == 1 || V == 1 || am == INT_MAX) {
     if (threadIdx.x == 0) out[row] = am == INT_MAX ? 0 : am;
     return;
@@ -194,7 +251,13 @@ __device__ __forceinline__ void sample_row(const float* cond, const float* unc, 
     uint32_t key[PER];
 #pragma unroll
     for (int j = 0; j < PER; ++j) key[j] = key_of(g[j]);
-    const uint32_t kth = kth_largest_key<THREADS, PER>(key, valid, top_k, hist, redi, found);
+    const uint32_t kth = kth_largest_key<THREADS>(
+        [&](auto f) {
+#pragma unroll
+          for (int j = 0; j < PER; ++j)
+            if (valid[j]) f(key[j]);
+        },
+        top_k, hist, redi, found);
 #pragma unroll
     for (int j = 0; j < PER; ++j) live[j] = valid[j] && key[j] >= kth;
   } else {
@@ -227,13 +290,7 @@ __device__ __forceinline__ void sample_row(const float* cond, const float* unc, 
       sortbuf[threadIdx.x] = e;
       __syncthreads();
       const bool starts = threadIdx.x == 0 || sortbuf[threadIdx.x - 1] != e;
-      float T = threadIdx.x < S && starts && excl < top_p * Z ? e : INFINITY;
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) T = fminf(T, __shfl_xor_sync(0xffffffffu, T, o));
-      if ((threadIdx.x & 31) == 0) redf[threadIdx.x >> 5] = T;
-      __syncthreads();
-#pragma unroll
-      for (int w = 0; w < kWarps; ++w) T = fminf(T, redf[w]);
+      const float T = block_min<THREADS>(threadIdx.x < S && starts && excl < top_p * Z ? e : INFINITY, redf);
 #pragma unroll
       for (int j = 0; j < PER; ++j)
         if (g[j] < T) g[j] = 0.f;
@@ -258,34 +315,14 @@ __device__ __forceinline__ void sample_row(const float* cond, const float* unc, 
     }
   }
 
-  // the draw: kept masses in vocabulary order, each thread owning a contiguous chunk
+  // the draw over the kept masses in vocabulary order
 #pragma unroll
   for (int j = 0; j < PER; ++j) {
     const int i = threadIdx.x + j * THREADS;
     if (i < V) kept[i] = g[j];
   }
   __syncthreads();
-  const int per = (V + THREADS - 1) / THREADS;
-  const int lo = min(V, threadIdx.x * per), hi = min(V, lo + per);
-  float s = 0.f;
-  for (int i = lo; i < hi; ++i) s += kept[i];
-  float incl, excl;
-  const float total = block_scan<THREADS>(s, incl, excl, redf);
-  const uint32_t h = mix32(mix32((uint32_t)(uint64_t)seed[0]) ^ (uint32_t)((uint64_t)row + (uint64_t)step * 0x9E3779Bu));
-  const float u = (float)(h >> 8) * (1.0f / 16777216.0f);
-  const float r = fminf(u * total, nextafterf(total, 0.f));  // r < total: exactly one owner below
-  if (excl <= r && r < incl) {
-    float run = excl;
-    int pick = -1;
-    for (int i = lo; i < hi; ++i) {
-      if (kept[i] > 0.f) {
-        pick = i;
-        run += kept[i];
-        if (run > r) break;
-      }
-    }
-    out[row] = pick;
-  }
+  draw<THREADS>(kept, V, row, seed, step, redf, out);
 }
 
 __device__ __forceinline__ void cp_async16(float* smem, const float* gmem) {
@@ -368,6 +405,188 @@ __global__ void __launch_bounds__(THREADS) guided_sample_persistent_kernel(
   }
 }
 
+// Bitonic sort of kSortN values, ITEMS = kSortN / THREADS per thread, descending over the block:
+// thread t holds positions t ITEMS + i (i < ITEMS) and returns the values sorted there. Partners in the
+// same thread are exchanged in registers, in the same warp through shuffles, farther ones through
+// shared memory `buf` (2 kSortN floats, alternating halves so that one barrier per stage suffices;
+// the first such stage writes the second half, so the caller may hand the values in through the first).
+constexpr int kSortN = 1024;
+template <int THREADS>
+__device__ __forceinline__ void sort_desc_items(float (&v)[kSortN / THREADS], float* buf) {
+  constexpr int ITEMS = kSortN / THREADS;
+  const int t = threadIdx.x;
+  int half = 1;
+#pragma unroll
+  for (int k = 2; k <= kSortN; k <<= 1) {
+#pragma unroll
+    for (int j = k >> 1; j > 0; j >>= 1) {
+      if (j < ITEMS) {  // both positions in this thread: position n = t ITEMS + i, partner n ^ j
+#pragma unroll
+        for (int i = 0; i < ITEMS; ++i) {
+          if ((i & j) == 0) {
+            const bool desc = ((t * ITEMS + i) & k) == 0;
+            const float lo = v[i], hi = v[i | j];
+            v[i] = desc ? fmaxf(lo, hi) : fminf(lo, hi);
+            v[i | j] = desc ? fminf(lo, hi) : fmaxf(lo, hi);
+          }
+        }
+      } else {
+        const int tj = j / ITEMS;  // the partner thread is t ^ tj, item for item
+        float p[ITEMS];
+        if (tj < 32) {
+#pragma unroll
+          for (int i = 0; i < ITEMS; ++i) p[i] = __shfl_xor_sync(0xffffffffu, v[i], tj);
+        } else {
+#pragma unroll
+          for (int i = 0; i < ITEMS; ++i) buf[half * kSortN + t * ITEMS + i] = v[i];
+          __syncthreads();
+#pragma unroll
+          for (int i = 0; i < ITEMS; ++i) p[i] = buf[half * kSortN + (t ^ tj) * ITEMS + i];
+          half ^= 1;
+        }
+        const bool lower = (t & tj) == 0;
+#pragma unroll
+        for (int i = 0; i < ITEMS; ++i) {
+          const bool desc = ((t * ITEMS + i) & k) == 0;
+          v[i] = lower == desc ? fmaxf(v[i], p[i]) : fminf(v[i], p[i]);
+        }
+      }
+    }
+  }
+}
+
+// Many rows (the late steps of a large batch): one block of THREADS per row, whose values live in shared
+// memory rather than registers, so that several rows share an SM (four at V = 8912 with 256 threads) and
+// the barriers and latencies of one row's phases overlap the work of the others; the persistent kernel
+// holds one row per SM at a time. The same rule as `sample_row`: the k-th largest by the same radix
+// select, the top-p cut by sorting up to kSortN survivors (ITEMS per thread), else by the same bisection
+// over the masses' bit patterns (over the whole row, in a fixed order), then the same draw.
+template <int THREADS>
+__global__ void __launch_bounds__(THREADS) guided_sample_rows_kernel(
+    const float* __restrict__ logits, const float* __restrict__ bias, int B, int l, int V, float a, float b, int rule,
+    int top_k, float top_p, const int64_t* __restrict__ seed, int step, int64_t* __restrict__ out) {
+  constexpr int kWarps = THREADS / 32, ITEMS = kSortN / THREADS;
+  extern __shared__ float g[];  // V floats: the guided logits, then the survivors' masses, then the kept masses
+  __shared__ int hist[kRadixBins];
+  __shared__ float buf[2 * kSortN];  // the survivors packed (first half), then the sort's exchanges
+  __shared__ float last[THREADS];     // each thread's last sorted value
+  __shared__ float redf[kWarps];
+  __shared__ int redi[kWarps];
+  __shared__ float best_v[kWarps];
+  __shared__ int best_i[kWarps];
+  __shared__ int found[2];
+  const int row = blockIdx.x;
+  const RowLogits r = row_logits(logits, row, B, l, V, rule != FLEXVAR_GUIDANCE_NONE);
+  float m = -INFINITY;
+  int am = INT_MAX;
+  const bool both = rule != FLEXVAR_GUIDANCE_NONE, has_bias = bias != nullptr;
+  constexpr int kLoads = 8;  // values per thread whose global loads are issued together (no shared-memory store
+                             // between them, which the compiler would not move generic loads across)
+  for (int i0 = threadIdx.x; i0 < V; i0 += kLoads * THREADS) {
+    float c[kLoads], u[kLoads], bi[kLoads];
+#pragma unroll
+    for (int j = 0; j < kLoads; ++j) {
+      const int i = i0 + j * THREADS;
+      c[j] = i < V ? __ldg(r.cond + i) : 0.f;
+      u[j] = both && i < V ? __ldg(r.unc + i) : 0.f;
+      bi[j] = has_bias && i < V ? __ldg(bias + i) : 0.f;
+    }
+#pragma unroll
+    for (int j = 0; j < kLoads; ++j) {
+      const int i = i0 + j * THREADS;
+      if (i < V) {
+        const float v = guided_value(c[j], u[j], has_bias, bi[j], a, b, rule);
+        g[i] = v;
+        if (v > m) m = v, am = i;  // i grows: the first index wins ties
+      }
+    }
+  }
+  block_argmax<THREADS>(m, am, best_v, best_i);  // its barrier also publishes g
+  if (top_k == 1 || V == 1 || am == INT_MAX) {
+    if (threadIdx.x == 0) out[row] = am == INT_MAX ? 0 : am;
+    return;
+  }
+  // top-k survivors (g >= the k-th largest) -> their masses exp(g - m); 0 elsewhere
+  uint32_t kth = 0;
+  const bool cut = top_k > 0 && top_k < V;
+  if (cut)
+    kth = kth_largest_key<THREADS>(
+        [&](auto f) {
+          for (int i = threadIdx.x; i < V; i += THREADS) f(key_of(g[i]));
+        },
+        top_k, hist, redi, found);
+  const bool nucleus = top_p > 0.f && top_p < 1.f;
+  int n_live = 0;
+  for (int i = threadIdx.x; i < V; i += THREADS) {
+    const bool live = !cut || key_of(g[i]) >= kth;
+    g[i] = live ? expf(g[i] - m) : nucleus ? -1.f : 0.f;  // -1: dropped, until the top-p cut below
+    n_live += live;
+  }
+  if (nucleus) {
+    int at, end;
+    const int S = block_scan<THREADS>(n_live, end, at, redi);  // its barriers publish g
+    float T = INFINITY;  // the kept masses are those >= T (the bisection's cut sets T = 0 after zeroing)
+    if (S <= kSortN) {
+      // the survivors (masses >= 0; the dropped ones are -1 until the cut) packed into buf in a fixed
+      // order, sorted descending, ITEMS per thread; kept: the masses >= the value T of the last tie group
+      // that starts with less than top_p * Z of mass before it (as `sample_row`)
+      for (int i = threadIdx.x; i < V; i += THREADS)
+        if (g[i] >= 0.f) buf[at++] = g[i];
+      __syncthreads();
+      float v[ITEMS];
+#pragma unroll
+      for (int i = 0; i < ITEMS; ++i) {
+        const int n = threadIdx.x * ITEMS + i;
+        v[i] = n < S ? buf[n] : -1.f;
+      }
+      sort_desc_items<THREADS>(v, buf);
+      float own = 0.f;
+#pragma unroll
+      for (int i = 0; i < ITEMS; ++i) own += fmaxf(v[i], 0.f);
+      last[threadIdx.x] = v[ITEMS - 1];
+      float incl, excl;
+      const float Z = block_scan<THREADS>(own, incl, excl, redf);  // its barriers publish last
+      float before = excl, prev = threadIdx.x > 0 ? last[threadIdx.x - 1] : 0.f;
+#pragma unroll
+      for (int i = 0; i < ITEMS; ++i) {
+        const int n = threadIdx.x * ITEMS + i;
+        if (n < S && (n == 0 || prev != v[i]) && before < top_p * Z) T = fminf(T, v[i]);
+        before += fmaxf(v[i], 0.f);
+        prev = v[i];
+      }
+      T = block_min<THREADS>(T, redf);
+    } else {
+      // the largest G with (mass of e whose bits > G) >= top_p * Z, over the whole row in a fixed order;
+      // keep e with bits > G (as `sample_row`)
+      float z = 0.f;
+      for (int i = threadIdx.x; i < V; i += THREADS) z += fmaxf(g[i], 0.f);
+      const float need = top_p * block_sum<THREADS>(z, redf);
+      uint32_t G = 0;
+      for (int bit = 30; bit >= 0; --bit) {
+        const uint32_t cand = G | (1u << bit);
+        float s = 0.f;
+        for (int i = threadIdx.x; i < V; i += THREADS) {
+          const float e = fmaxf(g[i], 0.f);
+          s += __float_as_uint(e) > cand ? e : 0.f;
+        }
+        if (block_sum<THREADS>(s, redf) >= need) G = cand;
+      }
+      for (int i = threadIdx.x; i < V; i += THREADS)
+        if (!(g[i] >= 0.f) || __float_as_uint(g[i]) <= G) g[i] = 0.f;
+      T = 0.f;
+    }
+    for (int i = threadIdx.x; i < V; i += THREADS)
+      if (g[i] < T) g[i] = 0.f;
+  }
+  __syncthreads();  // g complete before the draw reads other threads' chunks
+  draw<THREADS>(g, V, row, seed, step, redf, out);
+}
+
+// From 1.5 rows per SM on, rows of more than 1024 entries go to the many-rows kernel (H100, V = 8912, d16 256-10's
+// shapes, `bench/gpu/sample_probe.py`: 256 rows 27.7 against 40.5 us, 8,192 rows 516 against 1,230 us; at 100
+// rows 25.0 against 22.8 us).
+constexpr int kRowsKernelPerSm2 = 3;  // twice the rows per SM
+
 struct DeviceLimits {
   int sms = 0, smem_optin = 0;
 };
@@ -391,6 +610,32 @@ static cudaError_t device_limits(DeviceLimits& lim) {
   return cudaSuccess;
 }
 
+// FLEXVAR_SAMPLE_KERNEL overrides which kernel samples (benchmarks, tests): "rows" the many-rows kernel (256
+// threads a row; "rows512": 512) at any size, "block" the one-block-per-row kernels (persistent from 4 rows per SM).
+enum class Choice { kAuto, kRows, kRows512, kBlock };
+static Choice kernel_choice() {
+  const char* e = std::getenv("FLEXVAR_SAMPLE_KERNEL");
+  if (e == nullptr) return Choice::kAuto;
+  if (std::strcmp(e, "rows") == 0) return Choice::kRows;
+  if (std::strcmp(e, "rows512") == 0) return Choice::kRows512;
+  if (std::strcmp(e, "block") == 0) return Choice::kBlock;
+  return Choice::kAuto;
+}
+
+template <int THREADS>
+cudaError_t launch_rows(const float* logits, const float* bias, int B, int l, int V, float a, float b, int rule,
+                        int top_k, float top_p, const int64_t* seed, int step, int64_t* out, cudaStream_t stream) {
+  auto kernel = guided_sample_rows_kernel<THREADS>;
+  const size_t smem = (size_t)V * sizeof(float);
+  cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (e != cudaSuccess) return e;
+  // as much shared memory per SM as there is: four rows of V = 8912 at a time on the H100
+  e = cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
+  if (e != cudaSuccess) return e;
+  kernel<<<B * l, THREADS, smem, stream>>>(logits, bias, B, l, V, a, b, rule, top_k, top_p, seed, step, out);
+  return cudaGetLastError();
+}
+
 template <int THREADS, int PER>
 cudaError_t launch(const float* logits, const float* bias, int B, int l, int V, float a, float b, int rule, int top_k,
                    float top_p, const int64_t* seed, int step, int64_t* out, cudaStream_t stream) {
@@ -398,6 +643,11 @@ cudaError_t launch(const float* logits, const float* bias, int B, int l, int V, 
   cudaError_t e = device_limits(lim);
   if (e != cudaSuccess) return e;
   const int rows = B * l, Vp = (V + 3) & ~3;
+  const Choice choice = kernel_choice();
+  if (choice == Choice::kRows512)
+    return launch_rows<512>(logits, bias, B, l, V, a, b, rule, top_k, top_p, seed, step, out, stream);
+  if (choice == Choice::kRows || (choice == Choice::kAuto && V > 1024 && 2 * rows >= kRowsKernelPerSm2 * lim.sms))
+    return launch_rows<256>(logits, bias, B, l, V, a, b, rule, top_k, top_p, seed, step, out, stream);
   // kept + two stages of one row's logits (cond and unc; cond only when unguided)
   const size_t smem_persistent = (size_t)(rule == FLEXVAR_GUIDANCE_NONE ? 3 : 5) * Vp * sizeof(float);
   auto kernel = guided_sample_persistent_kernel<THREADS, PER>;

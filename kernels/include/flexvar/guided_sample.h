@@ -1,6 +1,8 @@
 /* Guidance + top-k + top-p + one seeded draw per token in one pass over the vocabulary, without
- * sorting it. One thread block per (image, token) row (from 4 rows per SM on, persistent blocks that
- * take row after row and copy the next one into shared memory while they sample the current one):
+ * sorting it. One thread block per (image, token) row: up to 1024 threads holding the row in registers
+ * for few rows; from 1.5 rows per SM on (vocabularies of more than 1024), 256 threads holding it in shared
+ * memory, several rows to an SM (the many-rows kernel). The environment variable FLEXVAR_SAMPLE_KERNEL
+ * ("rows", "block") overrides the choice, for benchmarks and tests; the rule below is the same for all:
  *
  *   (cond and uncond: the logits' rows + bias, where a bias is given)
  *   g[v]   = ramp:     (1 + t) * cond[v] - t * uncond[v]     (1 + t and t rounded to float32 from
@@ -16,9 +18,9 @@
  *          the first kept v in vocabulary order whose running sum of kept e exceeds r.
  *
  * The k-th largest value is found by a radix select over the order-preserving 32-bit keys of the
- * floats (integer histograms); the top-p cut, when the survivors fit one per thread (top_k <= the
- * block size), by sorting them and scanning their masses in descending order, else by bisection
- * over the masses' bit patterns. Reductions and scans run in a fixed order: the result depends only
+ * floats (integer histograms); the top-p cut, when at most 1024 survivors remain (one per thread in the
+ * 1024-thread blocks, four per thread in the many-rows kernel's), by sorting them and scanning their
+ * masses in descending order, else by bisection over the masses' bit patterns. Reductions and scans run in a fixed order: the result depends only
  * on the inputs (no atomics on floats), so a seed reproduces its codes on every run.
  *
  * uniform(seed, step, row) = (h(h(seed) ^ ((row + step * 0x9E3779B) mod 2^32)) >> 8) / 2^24,
