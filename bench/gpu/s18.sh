@@ -9,7 +9,10 @@
 #                           # as machines were scarce)
 #   bash bench/gpu/s18.sh g  # final runs (the many-rows kernel from 1.5 rows per SM): d16 256-10 at batch 1 and 32, d24
 #                           # at batch 1, eager and fast in one run each; then what time is left of part c
-#   bash bench/gpu/s18.sh h  # g's two final runs alone (device time)
+#   bash bench/gpu/s18.sh h  # the guided_sample GPU tests (after the one-per-thread sort became the ITEMS-per-thread one
+#                           # with one item), then g's two final runs (device time)
+#   bash bench/gpu/s18.sh i  # h without d24 (device time)
+#   bash bench/gpu/s18.sh j  # the guided_sample GPU tests, then d16 256-10 batch 1, eager and fast (device time)
 #   bash bench/gpu/s18.sh p  # the batch-32 graph replay's kernels by name, its decode's kernels, its per-step timeline
 #   bash bench/gpu/s18.sh c  # every test of tests/test_gpu.py but those a ran
 #   bash bench/gpu/s18.sh f  # final_runs (d16 and d24 256-10, eager and fast, bench.precision)
@@ -55,9 +58,17 @@ g)
   timeout 110 python3 -m pytest -m gpu tests/test_gpu.py -v -p no:cacheprovider -k "not ($A_TESTS)" \
     > "$OUT/gpu_tests_c.log" 2>&1
   echo "gpu tests rc=$?"; grep -cE "PASSED" "$OUT/gpu_tests_c.log"; grep -E "FAILED|passed|failed" "$OUT/gpu_tests_c.log" | tail -8 ;;
-h)
+h|i)
+  timeout 80 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "guided_sample" \
+    > "$OUT/gpu_tests_sample_h.log" 2>&1
+  echo "sample tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_sample_h.log" | tail -8
   bench_ab final_d16_256_10 200 --depths 16 --batches 1,32 --impls eager,fast --repeat 7
-  bench_ab final_d24_256_10 120 --depths 24 --batches 1 --impls eager,fast --repeat 7 ;;
+  [ "$1" = h ] && bench_ab final_d24_256_10 120 --depths 24 --batches 1 --impls eager,fast --repeat 7 ;;
+j)
+  timeout 80 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "guided_sample" \
+    > "$OUT/gpu_tests_sample_j.log" 2>&1
+  echo "sample tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_sample_j.log" | tail -8
+  bench_ab final_d16_b1_256_10 100 --depths 16 --batches 1 --impls eager,fast --repeat 9 ;;
 p)
   profile_b32 ;;
 c)
