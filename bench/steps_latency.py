@@ -165,9 +165,10 @@ class Impls:
         if impl in ("onnxruntime", "aoti", "tensorrt"):
             return self._engine_call(impl, labels, sched, p, seed, decode)
         rt = self.runtime(impl)
+        run = lambda: rt.generate(labels, sched, p, seed, decode)  # noqa: E731
         if "sblock" in impl.split("-"):  # sampling through the one-block-per-row kernels (as captured in its graphs)
-            return lambda: _with_env("FLEXVAR_SAMPLE_KERNEL", "block", lambda: rt.generate(labels, sched, p, seed, decode))
-        return lambda: rt.generate(labels, sched, p, seed, decode)
+            return lambda: _with_env("FLEXVAR_SAMPLE_KERNEL", "block", run)
+        return run
 
     def _engine_call(self, impl, labels, sched, p, seed, decode):
         """An exported backend: artifacts built on the first call (in the warm-up), then reused."""

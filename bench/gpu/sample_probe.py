@@ -31,13 +31,13 @@ none = K.RULE_CODES["none"]
 bias = torch.randn(8912, device="cuda")
 shapes = {"B1 step8": (1, 100), "B1 step10": (1, 256), "B8 step10": (8, 256), "B32 step4": (32, 16),
           "B32 step5": (32, 25), "B32 step7": (32, 64), "B32 step9": (32, 169), "B32 step10": (32, 256)}
-for name, (B, l) in shapes.items():
-    logits = torch.randn(B, l, 8912, device="cuda") * 3
+for name, (B, tokens) in shapes.items():
+    logits = torch.randn(B, tokens, 8912, device="cuda") * 3
     for kern in kernels:
         os.environ["FLEXVAR_SAMPLE_KERNEL"] = kern
         t = {k: time_us(lambda: torch.ops.flexvar.guided_sample(logits, seed, 2.5, none, tk, tp, 3, bias))
              for k, (tk, tp) in {"full": (900, 0.95), "top_k only": (900, 0.0), "no filter": (0, 0.0),
                                  "greedy": (1, 0.0)}.items()}
-        print(f"sample_probe {name} rows={B * l} {kern}: " + ", ".join(f"{k} {v:.1f} us" for k, v in t.items()),
+        print(f"sample_probe {name} rows={B * tokens} {kern}: " + ", ".join(f"{k} {v:.1f} us" for k, v in t.items()),
               flush=True)
 os.environ.pop("FLEXVAR_SAMPLE_KERNEL")
