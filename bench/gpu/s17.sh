@@ -14,27 +14,18 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}
 . bench/gpu/setup.sh
-bench_ab() {  # bench_ab NAME SECONDS ARGS...: 256-10, fp16, with the stage breakdown, one process
-  local name=$1 limit=$2; shift 2
-  (cd /tmp && timeout "$limit" python3 -m flexvar bench --dtype fp16 --schedules 256-10 "$@" --out "$OUT/${name}.json" \
-    2>&1 | grep -E "^bench: ran|^\||rror")
-}
 FIRST_TESTS="folded or upsample or group_norm"
 case "${1:-b}" in
 a)
   echo "part a ran on commit 2862f27 (its variants fast-upph, fast-noadd, fast-noconv are gone)"; exit 1 ;;
 b)
-  timeout 150 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "$FIRST_TESTS" \
-    > "$OUT/gpu_tests_b.log" 2>&1
-  echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_b.log" | tail -8
+  gpu_tests b 150 "$FIRST_TESTS"
   bench_ab dec_d16_b32 100 --depths 16 --batches 32 \
     --impls eager,fast-upnear-nofuse,fast-nofuse,fast,fast-upnear-nofuse,fast-nofuse,fast --repeat 11
   bench_ab dec_rows_d24 130 --depths 24 --batches 1 \
     --impls eager,fast-upnear-nofuse,fast,fast-rows2,fast-upnear-nofuse,fast,fast-rows2 --repeat 11 ;;
 r)
-  timeout 150 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "graph_replay or low_precision \
-or 256-10" > "$OUT/gpu_tests_r.log" 2>&1
-  echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_r.log" | tail -8 ;;
+  gpu_tests r 150 "graph_replay or low_precision or 256-10" ;;
 p)
   for b in 32 1; do
     timeout 150 python3 -m flexvar.bench.profile_fast --depth d16 --batch $b --graph --decode-kernels --rows 0 2>&1 \
@@ -42,11 +33,9 @@ p)
     head -24 "$OUT/decode_kernels_b$b.txt"
   done ;;
 c)
-  timeout 420 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "not ($FIRST_TESTS)" \
-    > "$OUT/gpu_tests_c.log" 2>&1
-  echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_c.log" | tail -8 ;;
+  gpu_tests c 420 "not ($FIRST_TESTS)" ;;
 f)
   final_runs ;;
 esac
-cp "${FLEXVAR_KERNELS_CACHE:-$HOME/.cache/flexvar/kernels}/lt_algos.json" "$OUT/lt_algos.json" 2>/dev/null
+save_lt_algos
 exit 0

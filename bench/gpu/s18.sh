@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Session 18 device calls. Only m ran (one machine start of about a dozen requests); a, b, p, c and f are the next
-# session's, on this session's code.
+# Session 18 device calls. Only m ran (one machine start of about fifteen requests); a, b, p, c and f are the next
+# session's, on this session's code; a first (its sampling tests cover the sort the review merged without a GPU).
 #   bash bench/gpu/s18.sh a  # the many-rows sampling kernel: the guided_sample GPU tests through each kernel, the probe
 #                           # by kernel (bench/gpu/sample_probe.py); then session 17's review code (ae49236) on the GPU:
 #                           # the decoder's GPU tests and the runtime's graph-replay, low-precision and 256-10 ones
@@ -15,11 +15,6 @@ set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}
 export PYTHONUNBUFFERED=1
 . bench/gpu/setup.sh
-bench_ab() {  # bench_ab NAME SECONDS ARGS...: 256-10, fp16, with the stage breakdown, one process
-  local name=$1 limit=$2; shift 2
-  (cd /tmp && timeout "$limit" python3 -m flexvar bench --dtype fp16 --schedules 256-10 "$@" --out "$OUT/${name}.json" \
-    2>&1 | grep -E "^bench: ran|^\||rror")
-}
 profile_b32() {
   (cd /tmp && timeout 200 python3 -m flexvar.bench.profile_fast --depth d16 --batch 32 --graph --decode-kernels \
     --rows 45 --timeline "$OUT/timeline_b32.json" 2>&1 | grep -vE "Warning|warn_once|^-|^$" > "$OUT/profile_b32.txt")
@@ -28,33 +23,23 @@ profile_b32() {
 A_TESTS="guided_sample or folded or upsample or group_norm or graph_replay or low_precision or 256-10"
 case "${1:-a}" in
 a)
-  timeout 170 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "guided_sample" \
-    > "$OUT/gpu_tests_sample.log" 2>&1
-  echo "sample tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_sample.log" | tail -8
+  gpu_tests sample 170 "guided_sample"
   timeout 80 python3 bench/gpu/sample_probe.py 2>&1 | tee "$OUT/sample_probe.log" | grep -v Warn
-  timeout 250 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider \
-    -k "folded or upsample or group_norm or graph_replay or low_precision or 256-10" > "$OUT/gpu_tests_a.log" 2>&1
-  echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_a.log" | tail -8 ;;
+  gpu_tests a 250 "folded or upsample or group_norm or graph_replay or low_precision or 256-10" ;;
 b)
   bench_ab sample_d16_b32 150 --depths 16 --batches 32 --impls eager,fast-sblock,fast,fast-sblock,fast --repeat 11
   profile_b32 ;;
 m)
-  timeout 110 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "guided_sample" \
-    > "$OUT/gpu_tests_sample.log" 2>&1
-  echo "sample tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_sample.log" | tail -8
+  gpu_tests sample 110 "guided_sample"
   timeout 50 python3 bench/gpu/sample_probe.py 2>&1 | tee "$OUT/sample_probe.log" | grep -v Warn
   bench_ab sample_d16_b32 150 --depths 16 --batches 32 --impls eager,fast-sblock,fast,fast-sblock,fast --repeat 9
-  timeout 170 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider \
-    -k "graph_replay or low_precision or 256-10 or group_norm_op" > "$OUT/gpu_tests_a.log" 2>&1
-  echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_a.log" | tail -8 ;;
+  gpu_tests a 170 "graph_replay or low_precision or 256-10 or group_norm_op" ;;
 p)
   profile_b32 ;;
 c)
-  timeout 560 python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "not ($A_TESTS)" \
-    > "$OUT/gpu_tests_c.log" 2>&1
-  echo "gpu tests rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_c.log" | tail -8 ;;
+  gpu_tests c 560 "not ($A_TESTS)" ;;
 f)
   final_runs ;;
 esac
-cp "${FLEXVAR_KERNELS_CACHE:-$HOME/.cache/flexvar/kernels}/lt_algos.json" "$OUT/lt_algos.json" 2>/dev/null
+save_lt_algos
 exit 0

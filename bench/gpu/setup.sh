@@ -4,7 +4,9 @@
 # package layout, for A/B runs with PYTHONPATH=/tmp/oldpkg in the same call; `ab NAME ARGS...` runs one such
 # A/B of the fast runtime (since session 12; the earlier scripts spell their A/B runs out, as they ran);
 # `schedule_tables` runs the README's schedule table, eager and fast (since session 13; s8 and s11 spell it out);
-# `final_runs` the final d16/d24 256-10 runs and bench.precision (since session 15).
+# `final_runs` the final d16/d24 256-10 runs and bench.precision (since session 15); `bench_ab` one 256-10 run of
+# several implementations in one process, `gpu_tests` a selection of tests/test_gpu.py and `save_lt_algos` the tuned
+# GEMM choices (since session 17).
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
 python3 -c "import flexvar.kernels as K; print('kernels built:', K.load())" 2>&1 | tail -3
@@ -39,4 +41,17 @@ final_runs() {  # d16 and d24 256-10 at batch 1 and 32, eager and fast in one ru
   done
   timeout 130 python3 -m flexvar.bench.precision --depth d16 --batch 8 --dtypes bf16,fp16 \
     --out "$OUT/precision_d16.json" 2>&1 | tail -4
+}
+bench_ab() {  # bench_ab NAME SECONDS ARGS...: `flexvar bench` 256-10, fp16, with the stage breakdown, one process:
+              # $OUT/NAME.json (+ .png)
+  local name=$1 limit=$2; shift 2
+  (cd /tmp && timeout "$limit" python3 -m flexvar bench --dtype fp16 --schedules 256-10 "$@" --out "$OUT/${name}.json" \
+    2>&1 | grep -E "^bench: ran|^\||rror")
+}
+gpu_tests() {  # gpu_tests NAME SECONDS EXPR: the tests of tests/test_gpu.py that -k EXPR selects: $OUT/gpu_tests_NAME.log
+  timeout "$2" python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "$3" > "$OUT/gpu_tests_$1.log" 2>&1
+  echo "gpu tests $1 rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_$1.log" | tail -8
+}
+save_lt_algos() {  # the cuBLASLt choices this machine tuned: $OUT/lt_algos.json
+  cp "${FLEXVAR_KERNELS_CACHE:-$HOME/.cache/flexvar/kernels}/lt_algos.json" "$OUT/lt_algos.json" 2>/dev/null
 }

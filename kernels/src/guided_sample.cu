@@ -3,11 +3,11 @@
 // registers (PER values); from 4 rows per SM on, persistent blocks that stage the next row's logits
 // in shared memory (cp.async) while they sample the current one. Many rows (from 1.5 per SM, vocabularies
 // of more than 1024): `guided_sample_rows_kernel`, 256 threads a row holding it in shared memory, so that
-// several rows share an SM; it sorts up to 1024 survivors, four per thread. The k-th largest is found by a
-// 3-pass radix select (integer histograms in shared memory); the top-p cut, when the survivors fit
-// one per thread, by sorting them (bitonic) and scanning their masses in descending order, else by a
-// 31-step bisection over the survivors packed into shared memory in a fixed order; the draw scans the
-// kept masses in vocabulary order.
+// several rows share an SM. Both find the k-th largest by a 3-pass radix select (integer histograms in
+// shared memory) and the top-p cut, when the survivors fit the sort (one per thread in the first, up to
+// 1024 in the second), by sorting them (one bitonic network, `sort_desc`) and scanning their masses in
+// descending order, else by a 31-step bisection over the masses in a fixed order; the draw scans the kept
+// masses in vocabulary order.
 #include "flexvar/guided_sample.h"
 
 #include <algorithm>
@@ -123,31 +123,53 @@ __device__ uint32_t kth_largest_key(EachKey each_key, int k, int* hist, int* red
   return prefix;
 }
 
-// Bitonic sort of one value per thread, descending over the block (THREADS a power of two): thread t
-// returns the t-th largest. Partners within a warp exchange through shuffles; farther ones through
-// shared memory `buf` (2 THREADS floats, alternating halves so that one barrier per stage suffices).
-template <int THREADS>
-__device__ __forceinline__ float sort_desc(float v, float* buf) {
+// Bitonic sort of N values (a power of two), ITEMS = N / THREADS per thread, descending over the block:
+// thread t holds positions t ITEMS + i (i < ITEMS) and returns the values sorted there. Partners in the
+// same thread are exchanged in registers, in the same warp through shuffles, farther ones through
+// shared memory `buf` (2 N floats, alternating halves so that one barrier per stage suffices; the
+// first such stage writes the first half, so the caller may hand the values in through the second).
+template <int THREADS, int N>
+__device__ __forceinline__ void sort_desc(float (&v)[N / THREADS], float* buf) {
+  constexpr int ITEMS = N / THREADS;
   const int t = threadIdx.x;
   int half = 0;
 #pragma unroll
-  for (int k = 2; k <= THREADS; k <<= 1) {
+  for (int k = 2; k <= N; k <<= 1) {
 #pragma unroll
     for (int j = k >> 1; j > 0; j >>= 1) {
-      float p;
-      if (j >= 32) {
-        buf[half * THREADS + t] = v;
-        __syncthreads();
-        p = buf[half * THREADS + (t ^ j)];
-        half ^= 1;
+      if (j < ITEMS) {  // both positions in this thread: position n = t ITEMS + i, partner n ^ j
+#pragma unroll
+        for (int i = 0; i < ITEMS; ++i) {
+          if ((i & j) == 0) {
+            const bool desc = ((t * ITEMS + i) & k) == 0;
+            const float lo = v[i], hi = v[i | j];
+            v[i] = desc ? fmaxf(lo, hi) : fminf(lo, hi);
+            v[i | j] = desc ? fminf(lo, hi) : fmaxf(lo, hi);
+          }
+        }
       } else {
-        p = __shfl_xor_sync(0xffffffffu, v, j);
+        const int tj = j / ITEMS;  // the partner thread is t ^ tj, item for item
+        float p[ITEMS];
+        if (tj < 32) {
+#pragma unroll
+          for (int i = 0; i < ITEMS; ++i) p[i] = __shfl_xor_sync(0xffffffffu, v[i], tj);
+        } else {
+#pragma unroll
+          for (int i = 0; i < ITEMS; ++i) buf[half * N + t * ITEMS + i] = v[i];
+          __syncthreads();
+#pragma unroll
+          for (int i = 0; i < ITEMS; ++i) p[i] = buf[half * N + (t ^ tj) * ITEMS + i];
+          half ^= 1;
+        }
+        const bool lower = (t & tj) == 0;
+#pragma unroll
+        for (int i = 0; i < ITEMS; ++i) {
+          const bool desc = ((t * ITEMS + i) & k) == 0;
+          v[i] = lower == desc ? fmaxf(v[i], p[i]) : fminf(v[i], p[i]);
+        }
       }
-      const bool lower = (t & j) == 0, desc = (t & k) == 0;
-      v = lower == desc ? fmaxf(v, p) : fminf(v, p);
     }
   }
-  return v;
 }
 
 // Entry i's guided logit: cond (+ bias), or the rule's combination of cond and unc (each + bias first),
@@ -283,7 +305,9 @@ __device__ __forceinline__ void sample_row(const float* cond, const float* unc, 
       // few survivors (top-k <= THREADS): sorted descending, one per thread; the kept ones are those
       // whose tie group starts with less than top_p * Z of mass before it (the release's rule), i.e.
       // masses >= the smallest such group's value T
-      const float e = sort_desc<THREADS>(threadIdx.x < S ? kept[threadIdx.x] : -1.f, sortbuf);
+      float sorted[1] = {threadIdx.x < S ? kept[threadIdx.x] : -1.f};
+      sort_desc<THREADS, THREADS>(sorted, sortbuf);
+      const float e = sorted[0];
       float incl, excl;
       const float Z = block_scan<THREADS>(fmaxf(e, 0.f), incl, excl, redf);
       __syncthreads();  // sortbuf is reused below
@@ -405,55 +429,7 @@ __global__ void __launch_bounds__(THREADS) guided_sample_persistent_kernel(
   }
 }
 
-// Bitonic sort of kSortN values, ITEMS = kSortN / THREADS per thread, descending over the block:
-// thread t holds positions t ITEMS + i (i < ITEMS) and returns the values sorted there. Partners in the
-// same thread are exchanged in registers, in the same warp through shuffles, farther ones through
-// shared memory `buf` (2 kSortN floats, alternating halves so that one barrier per stage suffices;
-// the first such stage writes the second half, so the caller may hand the values in through the first).
-constexpr int kSortN = 1024;
-template <int THREADS>
-__device__ __forceinline__ void sort_desc_items(float (&v)[kSortN / THREADS], float* buf) {
-  constexpr int ITEMS = kSortN / THREADS;
-  const int t = threadIdx.x;
-  int half = 1;
-#pragma unroll
-  for (int k = 2; k <= kSortN; k <<= 1) {
-#pragma unroll
-    for (int j = k >> 1; j > 0; j >>= 1) {
-      if (j < ITEMS) {  // both positions in this thread: position n = t ITEMS + i, partner n ^ j
-#pragma unroll
-        for (int i = 0; i < ITEMS; ++i) {
-          if ((i & j) == 0) {
-            const bool desc = ((t * ITEMS + i) & k) == 0;
-            const float lo = v[i], hi = v[i | j];
-            v[i] = desc ? fmaxf(lo, hi) : fminf(lo, hi);
-            v[i | j] = desc ? fminf(lo, hi) : fmaxf(lo, hi);
-          }
-        }
-      } else {
-        const int tj = j / ITEMS;  // the partner thread is t ^ tj, item for item
-        float p[ITEMS];
-        if (tj < 32) {
-#pragma unroll
-          for (int i = 0; i < ITEMS; ++i) p[i] = __shfl_xor_sync(0xffffffffu, v[i], tj);
-        } else {
-#pragma unroll
-          for (int i = 0; i < ITEMS; ++i) buf[half * kSortN + t * ITEMS + i] = v[i];
-          __syncthreads();
-#pragma unroll
-          for (int i = 0; i < ITEMS; ++i) p[i] = buf[half * kSortN + (t ^ tj) * ITEMS + i];
-          half ^= 1;
-        }
-        const bool lower = (t & tj) == 0;
-#pragma unroll
-        for (int i = 0; i < ITEMS; ++i) {
-          const bool desc = ((t * ITEMS + i) & k) == 0;
-          v[i] = lower == desc ? fmaxf(v[i], p[i]) : fminf(v[i], p[i]);
-        }
-      }
-    }
-  }
-}
+constexpr int kSortN = 1024;  // the many-rows kernel sorts up to this many survivors
 
 // Many rows (the late steps of a large batch): one block of THREADS per row, whose values live in shared
 // memory rather than registers, so that several rows share an SM (four at V = 8912 with 256 threads) and
@@ -468,7 +444,7 @@ __global__ void __launch_bounds__(THREADS) guided_sample_rows_kernel(
   constexpr int kWarps = THREADS / 32, ITEMS = kSortN / THREADS;
   extern __shared__ float g[];  // V floats: the guided logits, then the survivors' masses, then the kept masses
   __shared__ int hist[kRadixBins];
-  __shared__ float buf[2 * kSortN];  // the survivors packed (first half), then the sort's exchanges
+  __shared__ float buf[2 * kSortN];  // the survivors packed (second half), then the sort's exchanges
   __shared__ float last[THREADS];     // each thread's last sorted value
   __shared__ float redf[kWarps];
   __shared__ int redi[kWarps];
@@ -527,19 +503,20 @@ __global__ void __launch_bounds__(THREADS) guided_sample_rows_kernel(
     const int S = block_scan<THREADS>(n_live, end, at, redi);  // its barriers publish g
     float T = INFINITY;  // the kept masses are those >= T (the bisection's cut sets T = 0 after zeroing)
     if (S <= kSortN) {
-      // the survivors (masses >= 0; the dropped ones are -1 until the cut) packed into buf in a fixed
-      // order, sorted descending, ITEMS per thread; kept: the masses >= the value T of the last tie group
+      // the survivors (masses >= 0; the dropped ones are -1 until the cut) packed into buf's second half in a
+      // fixed order, sorted descending, ITEMS per thread; kept: the masses >= the value T of the last tie group
       // that starts with less than top_p * Z of mass before it (as `sample_row`)
+      float* packed = buf + kSortN;
       for (int i = threadIdx.x; i < V; i += THREADS)
-        if (g[i] >= 0.f) buf[at++] = g[i];
+        if (g[i] >= 0.f) packed[at++] = g[i];
       __syncthreads();
       float v[ITEMS];
 #pragma unroll
       for (int i = 0; i < ITEMS; ++i) {
         const int n = threadIdx.x * ITEMS + i;
-        v[i] = n < S ? buf[n] : -1.f;
+        v[i] = n < S ? packed[n] : -1.f;
       }
-      sort_desc_items<THREADS>(v, buf);
+      sort_desc<THREADS, kSortN>(v, buf);
       float own = 0.f;
 #pragma unroll
       for (int i = 0; i < ITEMS; ++i) own += fmaxf(v[i], 0.f);

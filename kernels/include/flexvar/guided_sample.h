@@ -2,7 +2,8 @@
  * sorting it. One thread block per (image, token) row: up to 1024 threads holding the row in registers
  * for few rows; from 1.5 rows per SM on (vocabularies of more than 1024), 256 threads holding it in shared
  * memory, several rows to an SM (the many-rows kernel). The environment variable FLEXVAR_SAMPLE_KERNEL
- * ("rows", "block") overrides the choice, for benchmarks and tests; the rule below is the same for all:
+ * ("rows", "block"; read at each launch, so a CUDA graph keeps the choice of its capture) overrides the
+ * choice, for benchmarks and tests; the rule below is the same for all:
  *
  *   (cond and uncond: the logits' rows + bias, where a bias is given)
  *   g[v]   = ramp:     (1 + t) * cond[v] - t * uncond[v]     (1 + t and t rounded to float32 from
