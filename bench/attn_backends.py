@@ -12,7 +12,7 @@ one run), `qknorm` the two kernels it replaces (`qk_norm_cache` + `attend`).
 Each (backend, step) is captured in a CUDA graph of 20 calls and replayed; prints microseconds per
 call, per step and summed over the schedule (multiply by the depth for a generation). `triton` is
 `flexvar.kernels.attention.attend` with its default configuration (checked against `attend_ref`
-first); --sweep also times every configuration of it per step and prints the fastest.
+first); --sweep also times every configuration of it (and of `step`) per step and prints the fastest.
 """
 from __future__ import annotations
 
@@ -65,10 +65,18 @@ def main(argv=None) -> int:
     ap.add_argument("--schedule", default="256-10")
     ap.add_argument("--batches", default="1,32")
     ap.add_argument("--backends", default="flash,efficient,cudnn,triton")
-    ap.add_argument("--sweep", action="store_true", help="time every Triton configuration of `attend` per step")
+    ap.add_argument("--sweep", action="store_true", help="time every Triton configuration of `attend` (backend "
+                                                         "triton) and `attend_step` (backend step) per step")
+    ap.add_argument("--sweep-steps", help="steps (1-based, comma-separated) the sweep times; default all")
+    ap.add_argument("--sweep-configs", help="configurations BLOCK_M,BLOCK_N,warps,stages separated by ';' (default: "
+                                            "the 34 of SWEEP)")
     ap.add_argument("--old-kernels", help="kernels folder of another checkout, for the `step-old` backend")
     args = ap.parse_args(argv)
     old = load_old(args.old_kernels) if args.old_kernels else None
+    configs = SWEEP
+    if args.sweep_configs:
+        configs = [tuple(int(x) for x in c.split(",")) for c in args.sweep_configs.split(";")]
+    sweep_steps = {int(x) for x in args.sweep_steps.split(",")} if args.sweep_steps else None
     sched, H, d = Schedule.parse(args.schedule), args.heads, args.head_dim
     print(f"attention: {torch.cuda.get_device_name()}, torch {torch.__version__}, fp16, H={H} d={d}, {sched}")
     for B in (int(b) for b in args.batches.split(",")):
@@ -90,6 +98,15 @@ def main(argv=None) -> int:
                     err = ((fn().float() - ref).norm() / ref.norm()).item()
                     if err > 5e-3 or not torch.equal(v0[start:end], vr[start:end]):
                         raise SystemExit(f"attention: {name} differs from attend_step_ref by {err:.3g} (B={B}, step {si + 1})")
+                    if args.sweep and name == "step" and (sweep_steps is None or si + 1 in sweep_steps):
+                        for c in configs:  # each configuration checked before it is timed
+                            err = ((attend_step(qkv, scale, k0, v0, start, c).float() - ref).norm() / ref.norm()).item()
+                            if err > 5e-3:
+                                raise SystemExit(f"attention: step {c} differs from attend_step_ref by {err:.3g}")
+                        best = min((time_graph(lambda c=c: attend_step(qkv, scale, k0, v0, start, c)), c)
+                                   for c in configs)
+                        print(f"attention: B={B:<3} {name} step {si + 1:2d} (l={h * w}, start={start}): default "
+                              f"{attend_config(h * w)}, best {best[1]} {best[0]:.1f} us")
                     per.append(time_graph(fn))
                     continue
 
@@ -100,8 +117,8 @@ def main(argv=None) -> int:
 
                     def fn(q=q, end=end):
                         return attend(q, kc, vc, end)
-                    if args.sweep:
-                        best = min((time_graph(lambda c=c: attend(q, kc, vc, end, c)), c) for c in SWEEP)
+                    if args.sweep and (sweep_steps is None or si + 1 in sweep_steps):
+                        best = min((time_graph(lambda c=c: attend(q, kc, vc, end, c)), c) for c in configs)
                         print(f"attention: B={B:<3} step {si + 1:2d} (l={h * w}, end={end}): default "
                               f"{attend_config(h * w)}, best {best[1]} {best[0]:.1f} us")
                     per.append(time_graph(fn))

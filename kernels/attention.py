@@ -111,17 +111,44 @@ def attend_step(qkv_BlC3: torch.Tensor, scale_H: torch.Tensor, k_cache: torch.Te
 
 
 if triton is not None:
+    _LOG2E = tl.constexpr(1.4426950408889634)
+
     @triton.jit
     def _key_block(q, k, v, valid, m_i, l_i, acc):
-        """One block of keys in the flash loop: scores q k (k (D, BLOCK_N), scale already in q) with the
-        invalid columns dropped, the running max m_i and sum l_i (base-2 exponent) and the unnormalised
-        output acc updated; probabilities rounded to v's dtype for the second product."""
-        s = tl.dot(q, k) * 1.4426950408889634  # log2(e): exp2 below
-        s = tl.where(valid[None, :], s, float("-inf"))
+        """One block of keys in the flash loop: scores s = q k (k (D, BLOCK_N), scale already in q), the running
+        max m_i of s, the running sum l_i of exp(s - m_i) and the unnormalised output acc updated; exponentials as
+        exp2(s log2(e) - m log2(e)), one fused multiply-add an element; probabilities rounded to v's dtype for the
+        second product; the columns where `valid` is false dropped."""
+        s = tl.where(valid[None, :], tl.dot(q, k), float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
+        m_scaled = m_new * _LOG2E
+        alpha = tl.exp2(m_i * _LOG2E - m_scaled)
+        p = tl.exp2(s * _LOG2E - m_scaled[:, None])
         return m_new, l_i * alpha + tl.sum(p, 1), acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+
+    @triton.jit
+    def _cache_block(q, kp, vp, n0, end, skt, svt, m_i, l_i, acc,
+                     BLOCK_N: tl.constexpr, D: tl.constexpr):
+        """`_key_block` over the cached keys/values [n0, n0 + BLOCK_N), those from `end` on dropped."""
+        rn = n0 + tl.arange(0, BLOCK_N)
+        rd = tl.arange(0, D)
+        nmask = rn < end
+        k = tl.load(kp + rn[None, :] * skt + rd[:, None], mask=nmask[None, :], other=0.0)  # (D, BLOCK_N)
+        v = tl.load(vp + rn[:, None] * svt + rd[None, :], mask=nmask[:, None], other=0.0)  # (BLOCK_N, D)
+        return _key_block(q, k, v, nmask, m_i, l_i, acc)
+
+    @triton.jit
+    def _raw_key_block(q, xp, t0, n_step, sxt, C, m_i, l_i, acc,
+                       BLOCK_N: tl.constexpr, D: tl.constexpr):
+        """`_key_block` over the step's own keys [t0, t0 + BLOCK_N) (those from n_step on dropped), read raw from qkv
+        and L2-normalised here: one reciprocal a key, then products."""
+        rt = t0 + tl.arange(0, BLOCK_N)
+        rd = tl.arange(0, D)
+        tmask = rt < n_step
+        k = tl.load(xp + C + rt[None, :] * sxt + rd[:, None], mask=tmask[None, :], other=0.0).to(tl.float32)
+        v = tl.load(xp + 2 * C + rt[:, None] * sxt + rd[None, :], mask=tmask[:, None], other=0.0)
+        k = (k * (1.0 / tl.maximum(tl.sqrt(tl.sum(k * k, 0)), 1e-12))[None, :]).to(v.dtype)
+        return _key_block(q, k, v, tmask, m_i, l_i, acc)
 
     @triton.jit
     def _attend_kernel(Q, K, V, O, l, end, H,
@@ -141,11 +168,7 @@ if triton is not None:
         kp = K + b * skb + h * skh
         vp = V + b * svb + h * svh
         for n0 in range(0, end, BLOCK_N):
-            rn = n0 + tl.arange(0, BLOCK_N)
-            nmask = rn < end
-            k = tl.load(kp + rn[None, :] * skt + rd[:, None], mask=nmask[None, :], other=0.0)  # (D, BLOCK_N)
-            v = tl.load(vp + rn[:, None] * svt + rd[None, :], mask=nmask[:, None], other=0.0)  # (BLOCK_N, D)
-            m_i, l_i, acc = _key_block(q, k, v, nmask, m_i, l_i, acc)
+            m_i, l_i, acc = _cache_block(q, kp, vp, n0, end, skt, svt, m_i, l_i, acc, BLOCK_N, D)
         o = acc / l_i[:, None]
         tl.store(O + b * sob + h * soh + rm[:, None] * sot + rd[None, :], o.to(O.dtype.element_ty), mask=qmask)
 
@@ -166,7 +189,7 @@ if triton is not None:
             rt = (pid - n_qb) * BLOCK_N + tl.arange(0, BLOCK_N)
             tmask = rt < l
             k = tl.load(xp + C + rt[:, None] * sxt + rd[None, :], mask=tmask[:, None], other=0.0).to(tl.float32)
-            k = k / tl.maximum(tl.sqrt(tl.sum(k * k, 1)), 1e-12)[:, None]
+            k = k * (1.0 / tl.maximum(tl.sqrt(tl.sum(k * k, 1)), 1e-12))[:, None]
             tl.store(kp + (start + rt[:, None]) * skt + rd[None, :], k.to(K.dtype.element_ty), mask=tmask[:, None])
             v = tl.load(xp + 2 * C + rt[:, None] * sxt + rd[None, :], mask=tmask[:, None], other=0.0)
             tl.store(vp + (start + rt[:, None]) * svt + rd[None, :], v, mask=tmask[:, None])
@@ -174,23 +197,14 @@ if triton is not None:
             rm = pid * BLOCK_M + tl.arange(0, BLOCK_M)
             qmask = rm[:, None] < l
             q = tl.load(xp + rm[:, None] * sxt + rd[None, :], mask=qmask, other=0.0).to(tl.float32)
-            q = q / tl.maximum(tl.sqrt(tl.sum(q * q, 1)), 1e-12)[:, None] * tl.load(S + h)
+            q = q * (tl.load(S + h) / tl.maximum(tl.sqrt(tl.sum(q * q, 1)), 1e-12))[:, None]
             q = q.to(QKV.dtype.element_ty)
             m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
             l_i = tl.zeros([BLOCK_M], tl.float32)
             acc = tl.zeros([BLOCK_M, D], tl.float32)
             for n0 in range(0, start, BLOCK_N):  # earlier steps: normalised keys from the cache
-                rn = n0 + tl.arange(0, BLOCK_N)
-                nmask = rn < start
-                k = tl.load(kp + rn[None, :] * skt + rd[:, None], mask=nmask[None, :], other=0.0)  # (D, BLOCK_N)
-                v = tl.load(vp + rn[:, None] * svt + rd[None, :], mask=nmask[:, None], other=0.0)  # (BLOCK_N, D)
-                m_i, l_i, acc = _key_block(q, k, v, nmask, m_i, l_i, acc)
+                m_i, l_i, acc = _cache_block(q, kp, vp, n0, start, skt, svt, m_i, l_i, acc, BLOCK_N, D)
             for t0 in range(0, l, BLOCK_N):  # this step's keys: normalised here from the raw qkv
-                rt = t0 + tl.arange(0, BLOCK_N)
-                tmask = rt < l
-                k = tl.load(xp + C + rt[None, :] * sxt + rd[:, None], mask=tmask[None, :], other=0.0).to(tl.float32)
-                k = (k / tl.maximum(tl.sqrt(tl.sum(k * k, 0)), 1e-12)[None, :]).to(QKV.dtype.element_ty)
-                v = tl.load(xp + 2 * C + rt[:, None] * sxt + rd[None, :], mask=tmask[:, None], other=0.0)
-                m_i, l_i, acc = _key_block(q, k, v, tmask, m_i, l_i, acc)
+                m_i, l_i, acc = _raw_key_block(q, xp, t0, l, sxt, C, m_i, l_i, acc, BLOCK_N, D)
             o = acc / l_i[:, None]
             tl.store(O + b * sob + h * soh + rm[:, None] * sot + rd[None, :], o.to(O.dtype.element_ty), mask=qmask)

@@ -194,7 +194,7 @@ def test_attention_kernel(dtype, B, l, H, d, L, end):
     q, kc, vc = q.to(dtype), kc.to(dtype), vc.to(dtype)
     assert kernel_available(q)
     ref = attend_ref(q, kc, vc, end).float()
-    configs = {attend_config(l), (16, 32, 4, 2), (64, 128, 4, 3), (128, 64, 8, 2)}
+    configs = {attend_config(l), (16, 32, 4, 2), (64, 32, 4, 2), (64, 128, 4, 3), (128, 64, 8, 2)}
     for cfg in configs:
         out = attend(q, kc, vc, end, cfg)
         assert out.shape == (B, l, H, d) and out.dtype == dtype and out.is_contiguous()
@@ -233,7 +233,7 @@ def test_attend_step_kernel(dtype, B, l, H, d, L, start):
     kc_ref, vc_ref = kc.clone(), vc.clone()
     ref = attend_step_ref(qkv, scale, kc_ref, vc_ref, start).float()
     assert step_kernel_available(qkv, kc)
-    for cfg in {attend_config(l), (16, 32, 4, 2), (64, 128, 4, 3)}:
+    for cfg in {attend_config(l), (16, 32, 4, 2), (64, 32, 4, 2), (64, 128, 4, 3)}:
         k2, v2 = kc.clone(), vc.clone()
         out = attend_step(qkv, scale, k2, v2, start, cfg)
         assert out.shape == (B, l, H, d) and out.dtype == dtype
