@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Session 19 device calls: the attention kernels' inner loop (bench/NOTES.md, "Session 19"). old/ is session 18's tree
-# (`git archive a421ec0 flexvar kernels bench export engines`), carried untracked for the A/B in one process.
+# (`mkdir old && git archive a421ec0 flexvar kernels bench export engines | tar -x -C old`), carried untracked (`carry`)
+# for the A/B in one process; delete it before committing.
 # What ran (results under bench/results/2026-12-07_*_s19.*):
 #   call a (H200), on a tree with whole-block loops + masked tails and an FLEXVAR_ATTN_EXP16 switch (fp16
 #     exponentials, backend `step16` then): the attention GPU tests (24 passed before the time limit), attend_step
