@@ -41,6 +41,42 @@ def time_graph(fn, calls: int = 20, replays: int = 10) -> float:
     return graph_us(lambda i: fn(), calls, replays)
 
 
+def sweep_configs(text: str) -> list[tuple[int, int, int, int]]:
+    """`--sweep-configs`: BLOCK_M,BLOCK_N,warps,stages tuples separated by ';', block sizes powers of two >= 16."""
+    configs = []
+    for item in text.split(";"):
+        try:
+            c = tuple(int(x) for x in item.split(","))
+        except ValueError:
+            c = ()
+        if len(c) != 4 or any(b < 16 or b & (b - 1) for b in c[:2]) or c[2] not in (1, 2, 4, 8, 16) or c[3] < 1:
+            raise argparse.ArgumentTypeError(f"configuration {item!r} is not BLOCK_M,BLOCK_N,warps,stages (block "
+                                             "sizes powers of two >= 16, warps a power of two up to 16, stages >= 1)")
+        configs.append(c)
+    return configs
+
+
+def sweep_steps(text: str) -> set[int]:
+    """`--sweep-steps`: 1-based step numbers separated by ','."""
+    try:
+        steps = {int(x) for x in text.split(",")}
+    except ValueError:
+        steps = set()
+    if not steps or min(steps) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of step numbers from 1, e.g. 5,6,7")
+    return steps
+
+
+def sweep(label: str, call, ref: torch.Tensor, configs, default) -> None:
+    """Prints the fastest of `configs` for call(config), each first checked against ref (relative error <= 5e-3)."""
+    for c in configs:
+        err = ((call(c).float() - ref).norm() / ref.norm()).item()
+        if err > 5e-3:
+            raise SystemExit(f"attention: {label}, configuration {c} differs from the reference by {err:.3g}")
+    us, best = min((time_graph(lambda c=c: call(c)), c) for c in configs)
+    print(f"attention: {label}: default {default}, best {best} {us:.1f} us")
+
+
 def load_old(kernels_dir: str):
     """`attention.py` of another checkout's kernels folder as a standalone module (its `attend_step`)."""
     spec = importlib.util.spec_from_file_location("old_attention", f"{kernels_dir}/attention.py")
@@ -67,16 +103,13 @@ def main(argv=None) -> int:
     ap.add_argument("--backends", default="flash,efficient,cudnn,triton")
     ap.add_argument("--sweep", action="store_true", help="time every Triton configuration of `attend` (backend "
                                                          "triton) and `attend_step` (backend step) per step")
-    ap.add_argument("--sweep-steps", help="steps (1-based, comma-separated) the sweep times; default all")
-    ap.add_argument("--sweep-configs", help="configurations BLOCK_M,BLOCK_N,warps,stages separated by ';' (default: "
-                                            "the 34 of SWEEP)")
+    ap.add_argument("--sweep-steps", type=sweep_steps, help="steps (1-based, comma-separated) the sweep times; "
+                                                              "default all")
+    ap.add_argument("--sweep-configs", type=sweep_configs, default=SWEEP,
+                    help="configurations BLOCK_M,BLOCK_N,warps,stages separated by ';' (default: the 34 of SWEEP)")
     ap.add_argument("--old-kernels", help="kernels folder of another checkout, for the `step-old` backend")
     args = ap.parse_args(argv)
     old = load_old(args.old_kernels) if args.old_kernels else None
-    configs = SWEEP
-    if args.sweep_configs:
-        configs = [tuple(int(x) for x in c.split(",")) for c in args.sweep_configs.split(";")]
-    sweep_steps = {int(x) for x in args.sweep_steps.split(",")} if args.sweep_steps else None
     sched, H, d = Schedule.parse(args.schedule), args.heads, args.head_dim
     print(f"attention: {torch.cuda.get_device_name()}, torch {torch.__version__}, fp16, H={H} d={d}, {sched}")
     for B in (int(b) for b in args.batches.split(",")):
@@ -98,29 +131,24 @@ def main(argv=None) -> int:
                     err = ((fn().float() - ref).norm() / ref.norm()).item()
                     if err > 5e-3 or not torch.equal(v0[start:end], vr[start:end]):
                         raise SystemExit(f"attention: {name} differs from attend_step_ref by {err:.3g} (B={B}, step {si + 1})")
-                    if args.sweep and name == "step" and (sweep_steps is None or si + 1 in sweep_steps):
-                        for c in configs:  # each configuration checked before it is timed
-                            err = ((attend_step(qkv, scale, k0, v0, start, c).float() - ref).norm() / ref.norm()).item()
-                            if err > 5e-3:
-                                raise SystemExit(f"attention: step {c} differs from attend_step_ref by {err:.3g}")
-                        best = min((time_graph(lambda c=c: attend_step(qkv, scale, k0, v0, start, c)), c)
-                                   for c in configs)
-                        print(f"attention: B={B:<3} {name} step {si + 1:2d} (l={h * w}, start={start}): default "
-                              f"{attend_config(h * w)}, best {best[1]} {best[0]:.1f} us")
+                    if args.sweep and name == "step" and (args.sweep_steps is None or si + 1 in args.sweep_steps):
+                        sweep(f"B={B:<3} step step {si + 1:2d} (l={h * w}, start={start})",
+                              lambda c: attend_step(qkv, scale, k0, v0, start, c), ref, args.sweep_configs,
+                              attend_config(h * w))
                     per.append(time_graph(fn))
                     continue
 
                 if name == "triton":
-                    err = (attend(q, kc, vc, end).float() - attend_ref(q, kc, vc, end).float()).abs().max().item()
+                    ref = attend_ref(q, kc, vc, end).float()
+                    err = (attend(q, kc, vc, end).float() - ref).abs().max().item()
                     if err > 2e-2:
                         raise SystemExit(f"attention: triton differs from attend_ref by {err:.3g} (B={B}, step {si + 1})")
 
                     def fn(q=q, end=end):
                         return attend(q, kc, vc, end)
-                    if args.sweep and (sweep_steps is None or si + 1 in sweep_steps):
-                        best = min((time_graph(lambda c=c: attend(q, kc, vc, end, c)), c) for c in configs)
-                        print(f"attention: B={B:<3} step {si + 1:2d} (l={h * w}, end={end}): default "
-                              f"{attend_config(h * w)}, best {best[1]} {best[0]:.1f} us")
+                    if args.sweep and (args.sweep_steps is None or si + 1 in args.sweep_steps):
+                        sweep(f"B={B:<3} step {si + 1:2d} (l={h * w}, end={end})",
+                              lambda c: attend(q, kc, vc, end, c), ref, args.sweep_configs, attend_config(h * w))
                     per.append(time_graph(fn))
                     continue
 

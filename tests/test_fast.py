@@ -433,6 +433,20 @@ def test_attend_step_ref_is_the_prologue_then_attention():
     assert torch.equal(attend_step_ref(qkv, scale, kc.clone(), vc.clone(), start), want)
 
 
+def test_attn_backends_sweep_options(capsys):
+    """`flexvar.bench.attn_backends --sweep-configs/--sweep-steps`: parsed to tuples and step numbers; a malformed
+    configuration or step list is a one-line usage error (exit 2) before anything runs."""
+    from flexvar.bench import attn_backends
+    assert attn_backends.sweep_configs("64,32,4,2;16,32,4,2") == [(64, 32, 4, 2), (16, 32, 4, 2)]
+    assert attn_backends.sweep_steps("5,7") == {5, 7}
+    for argv, what in ((["--sweep-configs", "64,32,4"], "'64,32,4' is not BLOCK_M"),
+                       (["--sweep-configs", "64,48,4,2"], "'64,48,4,2' is not BLOCK_M"),
+                       (["--sweep-steps", "0,1"], "'0,1' is not a list of step numbers")):
+        with pytest.raises(SystemExit) as e:
+            attn_backends.main(["--sweep", *argv])
+        assert e.value.code == 2 and what in capsys.readouterr().err
+
+
 def test_fast_attention_option(pipe_test):
     with pytest.raises(ValueError, match="attention takes"):
         FastRuntime(pipe_test.model, pipe_test.vae, attention="flash")

@@ -32,16 +32,21 @@ schedule_tables() {  # d16 at 256 px, 6-13 steps, batch 1-64; 384-11, 512-12 and
     --schedules '384-11;512-12;1x2,2x4,3x6,4x8,5x10,6x12,8x16,10x20,13x26,16x32' --impls eager,fast --repeat 5 \
     --no-breakdown --out "$OUT/d16_384_512_wide.json" 2>&1 | grep -E "^bench: ran|^\||rror"
 }
-final_runs() {  # d16 and d24 256-10 at batch 1 and 32, eager and fast in one run each (stage breakdown included):
+final_runs() {  # final_runs [D24_BATCHES]: d16 and d24 256-10 at batch 1 and 32 (d24 at D24_BATCHES if given: `1`
+                # fits one 600 s call), eager and fast in one run each (stage breakdown included):
                 # $OUT/final_d16_256_10.json, ..._d24_...; then bench.precision (bf16, fp16): $OUT/precision_d16.json
                 # (since session 15; s14.sh c ran the same commands)
+  local d24=${1:-1,32}
   for d in 16 24; do
-    timeout 240 flexvar bench --dtype fp16 --depths $d --batches 1,32 --schedules 256-10 --impls eager,fast \
+    local batches=1,32 limit=240
+    if [ $d = 24 ]; then batches=$d24; [ "$d24" = 1 ] && limit=150; fi
+    timeout $limit flexvar bench --dtype fp16 --depths $d --batches $batches --schedules 256-10 --impls eager,fast \
       --repeat 7 --out "$OUT/final_d${d}_256_10.json" 2>&1 | grep -E "^bench: ran|^\| d|rror"
   done
   timeout 130 python3 -m flexvar.bench.precision --depth d16 --batch 8 --dtypes bf16,fp16 \
     --out "$OUT/precision_d16.json" 2>&1 | tail -4
 }
+
 bench_ab() {  # bench_ab NAME SECONDS ARGS...: `flexvar bench` 256-10, fp16, with the stage breakdown, one process:
               # $OUT/NAME.json (+ .png)
   local name=$1 limit=$2; shift 2
