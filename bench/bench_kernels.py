@@ -186,6 +186,30 @@ def test_add_group_norm_silu_kernel(benchmark, norm_case):
     _timed(benchmark, lambda: group_norm.add_group_norm_silu(x, x, w, b, 32, 1e-6, True, b))
 
 
+def _conv_out(x):
+    """conv_out's filters (3 output channels) laid out for `group_norm_silu_taps`, and its bias."""
+    g = torch.Generator(DEV).manual_seed(4)
+    w = (torch.randn(3, x.shape[1], 3, 3, device=DEV, generator=g) * x.shape[1] ** -0.5).to(x.dtype)
+    return group_norm.conv_taps(w), torch.randn(3, device=DEV, generator=g).to(x.dtype)
+
+
+def test_group_norm_silu_taps_ref(benchmark, norm_case):
+    """The decoder's end (GroupNorm + SiLU, then conv_out's partial products, summed by `conv_from_taps`)."""
+    x, w, b = norm_case
+    taps, cb = _conv_out(x)
+    _timed(benchmark, lambda: group_norm.conv_from_taps(
+        group_norm.group_norm_silu_taps_ref(x, w, b, 32, 1e-6, taps, None, x), cb, x.dtype))
+
+
+@pytest.mark.skipif(DEV != "cuda" or group_norm.triton is None, reason="the kernels are CUDA Triton kernels")
+def test_group_norm_silu_taps_kernel(benchmark, norm_case):
+    x, w, b = norm_case
+    taps, cb = _conv_out(x)
+    assert group_norm.kernel_available(x, 32)
+    _timed(benchmark, lambda: group_norm.conv_from_taps(
+        group_norm.group_norm_silu_taps(x, w, b, 32, 1e-6, taps, None, x), cb, x.dtype))
+
+
 @pytest.fixture(scope="module")
 def fc2_case():
     """d16's fc2 at batch 1's step 4: h (32, 4096) against the (1024, 4096) weight, 8 K splits."""

@@ -93,7 +93,7 @@ class FastRuntime:
                  max_label_sets: int = 64, first_step_table: bool | None = None,
                  first_step_max_bytes: int = 512 << 20, skinny_rows: int | None = None,
                  lt_gemms: bool | None = None, upsample: str | None = None,
-                 group_norm_fuse: bool = True):
+                 group_norm_fuse: bool = True, conv_out_taps: bool = True):
         """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
         dynamic shapes (once per process), the channels-last decoder compiled per output shape, and
         steps of at most `small_step_rows` token rows (guidance included) as one `small_step` kernel: by
@@ -128,7 +128,10 @@ class FastRuntime:
         stride-2 transposed convolution: 16 multiply-adds per input pixel instead of 36; default on CUDA).
         group_norm_fuse: with the GroupNorm op, the bias of the convolution before each GroupNorm and each
         residual sum that a GroupNorm normalises next are added by that GroupNorm's kernels
-        (`fast_decoder.ResidualGroupNorm`) instead of in passes of their own."""
+        (`fast_decoder.ResidualGroupNorm`) instead of in passes of their own.
+        conv_out_taps: with group_norm_fuse, the decoder's end (norm_out, swish, conv_out) as the GroupNorm kernels
+        writing each pixel's conv_out partial products, summed over neighbours after
+        (`kernels.group_norm.group_norm_silu_taps`), instead of the normalised tensor and cuDNN's convolution."""
         if attention not in (None, "step", "triton", "sdpa"):
             raise ValueError(f"attention takes 'step', 'triton' or 'sdpa', not {attention!r}")
         unknown = set(tune) - {"blocks", "decoder"}
@@ -174,7 +177,8 @@ class FastRuntime:
         use_gn_op = cuda and use_kernels if group_norm_op is None else group_norm_op
         self.decoder_gn = None  # a copy with the GroupNorm op, same parameters
         if use_gn_op:
-            self.decoder_gn = (ResidualGroupNorm if group_norm_fuse else with_group_norm_op)(self.decoder)
+            self.decoder_gn = (ResidualGroupNorm(self.decoder, conv_out_taps) if group_norm_fuse
+                               else with_group_norm_op(self.decoder))
         self.group_norm_min_batch = group_norm_min_batch
         if cuda if compile_decoder is None else compile_decoder:
             # static shapes: Inductor's channels-last conv layouts and fused GroupNorm+SiLU need them;

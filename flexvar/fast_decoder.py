@@ -5,6 +5,9 @@
 - `ResidualGroupNorm`: the GroupNorm op's copy run so that the bias of the convolution before each GroupNorm,
   and each residual sum that a GroupNorm normalises next, are added by that GroupNorm's kernels
   (`group_norm_silu(..., in_bias)`, `add_group_norm_silu`) instead of in passes of their own;
+- `ResidualGroupNorm(conv_out_taps=True)`: the decoder's end (norm_out, swish, conv_out 3x3 to 3 channels) as
+  `group_norm_silu_taps` (the GroupNorm's apply pass writes each pixel's 27 float32 (tap, channel) partial products
+  instead of the normalised tensor) + `conv_from_taps` (each output pixel sums its neighbours' partials);
 - `with_folded_upsample`: each nearest x2 upsample + 3x3 convolution as one stride-2 transposed convolution
   with 4x4 filters folded once from the 3x3 ones ("transpose"): 16 instead of 36 multiply-adds per input pixel
   and channel pair, and no upsampled copy of the input.
@@ -17,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kernels.group_norm import add_channel_bias, add_group_norm_silu, group_norm_silu
+from .kernels.group_norm import (add_channel_bias, add_group_norm_silu, conv_from_taps, conv_taps, group_norm_silu,
+                                 group_norm_silu_taps)
 from .vqvae import AttnBlock, ResBlock, Upsample, spatial_attention
 
 UPSAMPLE_MODES = ("nearest", "transpose")
@@ -145,11 +149,16 @@ class ResidualGroupNorm(nn.Module):
     each (Inductor runs a convolution without its bias on CUDA and adds it in the consumer, which cannot be an
     opaque op) and each block's residual sum, left pending until the next module (a GroupNorm forms it in its
     statistics pass, `add_group_norm_silu`; an upsampling adds it first). The decoder's own arithmetic, with each
-    convolution's bias added after it (as Inductor computes it on CUDA), each addition rounded as in PyTorch."""
+    convolution's bias added after it (as Inductor computes it on CUDA), each addition rounded as in PyTorch.
+    conv_out_taps: the end (norm_out, swish, conv_out) as `group_norm_silu_taps` + `conv_from_taps`, with conv_out's
+    filters laid out once when built (rebuild after changing them); needs a conv_out of at most 3 channels."""
 
-    def __init__(self, decoder: nn.Module):
+    def __init__(self, decoder: nn.Module, conv_out_taps: bool = False):
         super().__init__()
         self.decoder = with_group_norm_op(decoder)
+        with torch.no_grad():
+            taps = conv_taps(self.decoder.conv_out.weight.detach()) if conv_out_taps else None
+        self.register_buffer("taps", taps, persistent=False)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         d = self.decoder
@@ -164,4 +173,9 @@ class ResidualGroupNorm(nn.Module):
                 pending = (m.branch(h), None)
             else:  # resampling
                 x, pending = m(x if pending is None else x + add_channel_bias(*pending)), None
-        return d.conv_out(_add_norm(d.norm_out, x, pending, True)[1])
+        if self.taps is None:
+            return d.conv_out(_add_norm(d.norm_out, x, pending, True)[1])
+        n = d.norm_out
+        t, t_bias, res = (x, None, None) if pending is None else (*pending, x)
+        parts = group_norm_silu_taps(t, n.weight, n.bias, n.groups, n.eps, self.taps, t_bias, res)
+        return conv_from_taps(parts, d.conv_out.bias, x.dtype)

@@ -54,9 +54,13 @@ def attend_config(l: int) -> tuple[int, int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps, num_stages) for a step of l queries: 64-query blocks, 16 for steps
     of at most 16 tokens. The fastest or within 10 % of it at every step of 256-10 at batch 1 and 32 on the H100
     (`flexvar.bench.attn_backends --sweep`, 34 configurations); smaller blocks that give every SM more
-    programs lose at batch 1 (each program re-reads the keys), 128-query blocks lose at batch 32."""
+    programs lose at batch 1 (each program re-reads the keys), 128-query blocks lose at batch 32. Steps of 17-32
+    tokens take 32-key blocks in a 2-stage pipeline (session 19's sweep, step 5 of 256-10: 13.8 against 20.5 us
+    at batch 32, 3.7 against 4.4 at batch 1)."""
     if l <= 16:
         return 16, 32, 4, 2
+    if l <= 32:
+        return 64, 32, 4, 2
     return 64, 64, 4, 3
 
 

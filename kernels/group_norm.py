@@ -23,10 +23,17 @@ Two inputs the decoder would otherwise form in passes of their own:
     attention block, which the next GroupNorm normalises: the statistics kernel reads a and b, writes s
     (rounded as PyTorch rounds each addition) and reduces it; the apply kernel reads s.
 
-`group_norm_silu_ref` and `add_group_norm_silu_ref` are the definitions (plain PyTorch); the ops
-`flexvar::group_norm_silu` and `flexvar::add_group_norm_silu` run the kernels on CUDA for channels-last
-fp16/bf16 inputs when Triton is installed, the references otherwise. They are opaque to torch.compile
-(registered ops with fake implementations).
+And one consumer folded in: `group_norm_silu_taps` ends with the decoder's output convolution (3x3, C -> 3)
+in mind. Its apply pass does not write the normalised tensor; it multiplies each normalised pixel (rounded to x's
+dtype, as the GroupNorm's output is) by the convolution's 27 (tap, output channel) filter columns (`conv_taps`,
+padded to 32) and writes those float32 partial products, (B, H, W, 32): 128 bytes a pixel instead of 2 C, and
+no convolution that reads 2 C bytes a pixel to make 6. `conv_from_taps` then sums each output pixel's nine
+neighbours' partials (plain tensor ops, which Inductor fuses into one pass): the convolution in float32.
+
+`group_norm_silu_ref`, `add_group_norm_silu_ref` and `group_norm_silu_taps_ref` are the definitions (plain
+PyTorch); the ops `flexvar::group_norm_silu`, `flexvar::add_group_norm_silu` and `flexvar::group_norm_silu_taps`
+run the kernels on CUDA for channels-last fp16/bf16 inputs when Triton is installed, the references otherwise.
+They are opaque to torch.compile (registered ops with fake implementations).
 """
 from __future__ import annotations
 
@@ -47,6 +54,10 @@ _lib.define("group_norm_silu(Tensor x, Tensor weight, Tensor bias, int groups, f
             "Tensor? in_bias=None) -> Tensor")
 _lib.define("add_group_norm_silu(Tensor a, Tensor b, Tensor weight, Tensor bias, int groups, float eps, bool silu, "
             "Tensor? b_bias=None) -> (Tensor, Tensor)")
+_lib.define("group_norm_silu_taps(Tensor x, Tensor weight, Tensor bias, int groups, float eps, Tensor taps, "
+            "Tensor? in_bias=None, Tensor? res=None) -> Tensor")
+
+TAPS = 32  # columns of `conv_taps`: 9 taps x 3 output channels, padded
 
 
 def add_channel_bias(x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -68,6 +79,44 @@ def add_group_norm_silu_ref(a: torch.Tensor, b: torch.Tensor, weight: torch.Tens
     """Plain PyTorch: s = a + (b + b_bias), then (s, group_norm_silu_ref(s, ...)); b_bias (C,) optional."""
     s = a + add_channel_bias(b, b_bias)
     return s, group_norm_silu_ref(s, weight, bias, groups, eps, silu)
+
+
+def conv_taps(w_O_C33: torch.Tensor) -> torch.Tensor:
+    """A 3x3 convolution's filters (O, C, 3, 3), O <= 3, as the (C, TAPS) matrix of `group_norm_silu_taps`: column
+    (3 dy + dx) O + o holds filter o's tap (dy, dx); the columns past 9 O are zero. In the filters' dtype."""
+    n_out, C = w_O_C33.shape[:2]
+    if w_O_C33.shape[2:] != (3, 3) or 9 * n_out > TAPS:
+        raise ValueError(f"conv_taps takes 3x3 filters of at most {TAPS // 9} output channels, "
+                         f"not {tuple(w_O_C33.shape)}")
+    return F.pad(w_O_C33.permute(1, 2, 3, 0).reshape(C, 9 * n_out), (0, TAPS - 9 * n_out)).contiguous()
+
+
+def conv_from_taps(t_BHWK: torch.Tensor, bias: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The 3x3 convolution (padding 1) whose filters `conv_taps` laid out, from `group_norm_silu_taps`' partial
+    products (B, H, W, TAPS): each output pixel sums its nine neighbours' (tap, o) partials (zero past the border)
+    and the bias in float32, rounded once to `dtype`: (B, O, H, W), channels-last strides. O from the bias."""
+    n_out = bias.shape[0]
+    B, H, W, _ = t_BHWK.shape
+    tp = F.pad(t_BHWK, (0, 0, 1, 1, 1, 1))  # (B, H + 2, W + 2, TAPS): input pixel (i, j) at (i + 1, j + 1)
+    acc = bias.float()
+    for dy in range(3):  # output (i, j) takes tap (dy, dx) of input (i + dy - 1, j + dx - 1)
+        for dx in range(3):
+            k = (3 * dy + dx) * n_out
+            acc = acc + tp[:, dy:dy + H, dx:dx + W, k:k + n_out]
+    return acc.to(dtype).permute(0, 3, 1, 2)
+
+
+def group_norm_silu_taps_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int, eps: float,
+                             taps: torch.Tensor, in_bias: torch.Tensor | None = None,
+                             res: torch.Tensor | None = None) -> torch.Tensor:
+    """Plain PyTorch: y = group_norm_silu_ref(v, ..., silu=True) of v = x + in_bias (+ res: v = res + (x + in_bias),
+    as `add_group_norm_silu_ref` forms it), in x's dtype; then each pixel's y times `taps` (C, TAPS) in float32:
+    (B, H, W, TAPS) float32."""
+    v = add_channel_bias(x, in_bias)
+    if res is not None:
+        v = res + v
+    y = group_norm_silu_ref(v, weight, bias, groups, eps, True)
+    return y.permute(0, 2, 3, 1).float() @ taps.float()
 
 
 def kernel_available(x: torch.Tensor, groups: int) -> bool:
@@ -105,8 +154,9 @@ def _fallback(x: torch.Tensor) -> None:
                     tuple(x.shape), x.dtype, x.stride())
 
 
-def _launch(x, in_bias, res, weight, bias, groups, eps, silu):
-    """(s, y): y = GroupNorm (+ SiLU) of v = x + in_bias (+ res); s = v, written only where res is given."""
+def _launch(x, in_bias, res, weight, bias, groups, eps, silu, taps=None):
+    """(s, y): y = GroupNorm (+ SiLU) of v = x + in_bias (+ res); s = v, written only where res is given.
+    With taps (C, TAPS): y is `group_norm_silu_taps`' partial products instead (SiLU applied)."""
     B, C, H, W = x.shape
     P = H * W
     n = chunks(P, B)  # statistics: more, shorter programs (their loop waits on each load)
@@ -114,11 +164,19 @@ def _launch(x, in_bias, res, weight, bias, groups, eps, silu):
     part = torch.empty(B, n, groups, 2, device=x.device, dtype=torch.float32)
     add = res is not None
     s = torch.empty_like(x, memory_format=torch.channels_last) if add else x
-    y = torch.empty_like(x, memory_format=torch.channels_last)
+    if taps is not None:
+        y = torch.empty(B, H, W, TAPS, device=x.device, dtype=torch.float32)
+    else:
+        y = torch.empty_like(x, memory_format=torch.channels_last)
     xb = in_bias if in_bias is not None else weight  # an unread pointer where there is no bias
     _gn_stats_kernel[(B, n)](x, xb, res if add else x, s, part, P, P // n, C=C, G=groups,
                              BLOCK_P=max(1, min(32, 4096 // C)), XBIAS=in_bias is not None, ADD=add, num_warps=4)
     # the apply pass reads the written sum, or x (+ its bias) again
+    if taps is not None:
+        _gn_taps_kernel[(B, na)](s, xb, taps, y, part, weight, bias, P, P // na, n, P // n, float(eps), C=C, G=groups,
+                                 BLOCK_P=max(16, min(64, 8192 // C)), NCH=triton.next_power_of_2(n), K=TAPS,
+                                 XBIAS=in_bias is not None and not add, num_warps=4)
+        return s, y
     _gn_apply_kernel[(B, na)](s, xb, y, part, weight, bias, P, P // na, n, P // n, float(eps), C=C, G=groups,
                               BLOCK_P=max(1, min(64, 8192 // C)), NCH=triton.next_power_of_2(n), SILU=bool(silu),
                               XBIAS=in_bias is not None and not add, num_warps=4)
@@ -161,6 +219,30 @@ def _add_group_norm_silu_fake(a, b, weight, bias, groups, eps, silu, b_bias=None
     return torch.empty_like(a), torch.empty_like(a)
 
 
+def _taps_like(x: torch.Tensor, taps: torch.Tensor) -> bool:
+    return (x.shape[1] <= 256 and taps.shape == (x.shape[1], TAPS) and taps.dtype == x.dtype
+            and taps.device == x.device and taps.is_contiguous())
+
+
+@torch.library.impl(_lib, "group_norm_silu_taps", "CPU")
+def _group_norm_silu_taps_cpu(x, weight, bias, groups, eps, taps, in_bias=None, res=None):
+    return group_norm_silu_taps_ref(x, weight, bias, groups, eps, taps, in_bias, res)
+
+
+@torch.library.impl(_lib, "group_norm_silu_taps", "CUDA")
+def _group_norm_silu_taps_cuda(x, weight, bias, groups, eps, taps, in_bias=None, res=None):
+    if not (kernel_available(x, groups) and _like(x, res, in_bias) and _taps_like(x, taps)):
+        _fallback(x)
+        return group_norm_silu_taps_ref(x, weight, bias, groups, eps, taps, in_bias, res)
+    return _launch(x, in_bias, res, weight, bias, groups, eps, True, taps)[1]
+
+
+@torch.library.register_fake("flexvar::group_norm_silu_taps")
+def _group_norm_silu_taps_fake(x, weight, bias, groups, eps, taps, in_bias=None, res=None):
+    B, _, H, W = x.shape
+    return x.new_empty(B, H, W, TAPS, dtype=torch.float32)
+
+
 def group_norm_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int, eps: float,
                     silu: bool, in_bias: torch.Tensor | None = None) -> torch.Tensor:
     """The op: GroupNorm (+ SiLU) of x + in_bias in the Triton kernels where `kernel_available` (in_bias, if any,
@@ -174,6 +256,15 @@ def add_group_norm_silu(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor, 
     """The op: (s, group_norm_silu(s)) with s = a + (b + b_bias), in the kernels' passes where `kernel_available`
     (a and b of one shape, dtype and channels-last layout), else `add_group_norm_silu_ref`."""
     return torch.ops.flexvar.add_group_norm_silu(a, b, weight, bias, int(groups), float(eps), bool(silu), b_bias)
+
+
+def group_norm_silu_taps(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, groups: int, eps: float,
+                         taps: torch.Tensor, in_bias: torch.Tensor | None = None,
+                         res: torch.Tensor | None = None) -> torch.Tensor:
+    """The op: GroupNorm + SiLU of v = x + in_bias (+ res, added as `add_group_norm_silu` adds it) times `taps`
+    (`conv_taps` of a 3x3 convolution's filters, x's dtype) per pixel: (B, H, W, TAPS) float32, for
+    `conv_from_taps`. The kernels where `kernel_available` and C <= 256, else `group_norm_silu_taps_ref`."""
+    return torch.ops.flexvar.group_norm_silu_taps(x, weight, bias, int(groups), float(eps), taps, in_bias, res)
 
 
 if triton is not None:
@@ -227,10 +318,9 @@ if triton is not None:
         tl.store(out + 1, m2_g)
 
     @triton.jit
-    def _gn_apply_kernel(X, XB, Y, PART, Wt, Bs, P, rows, n, stat_rows, eps, C: tl.constexpr, G: tl.constexpr,
-                         BLOCK_P: tl.constexpr, NCH: tl.constexpr, SILU: tl.constexpr, XBIAS: tl.constexpr):
-        b = tl.program_id(0)
-        c = tl.program_id(1)
+    def _scale_shift(PART, Wt, Bs, b, n, stat_rows, eps, C: tl.constexpr, G: tl.constexpr, NCH: tl.constexpr):
+        # image b's per-channel (scale, shift) of the normalisation, from the statistics' n partials (equal counts,
+        # so the combination is exact): y = x * scale + shift
         rk = tl.arange(0, NCH)
         rg = tl.arange(0, G)
         mk = rk < n
@@ -247,6 +337,15 @@ if triton is not None:
         rstd_c = tl.reshape(tl.broadcast_to(rstd[:, None], [G, C // G]), [C])
         scale = rstd_c * tl.load(Wt + rc).to(tl.float32)
         shift = tl.load(Bs + rc).to(tl.float32) - mean_c * scale
+        return scale, shift
+
+    @triton.jit
+    def _gn_apply_kernel(X, XB, Y, PART, Wt, Bs, P, rows, n, stat_rows, eps, C: tl.constexpr, G: tl.constexpr,
+                         BLOCK_P: tl.constexpr, NCH: tl.constexpr, SILU: tl.constexpr, XBIAS: tl.constexpr):
+        b = tl.program_id(0)
+        c = tl.program_id(1)
+        scale, shift = _scale_shift(PART, Wt, Bs, b, n, stat_rows, eps, C, G, NCH)
+        rc = tl.arange(0, C)
         row0 = c * rows
         off = b.to(tl.int64) * P * C
         for r0 in tl.range(0, rows, BLOCK_P, num_stages=3):
@@ -258,3 +357,26 @@ if triton is not None:
             if SILU:
                 y = y / (1.0 + tl.exp(-y))
             tl.store(Y + idx, y.to(Y.dtype.element_ty), mask=m[:, None])
+
+    @triton.jit
+    def _gn_taps_kernel(X, XB, TW, T, PART, Wt, Bs, P, rows, n, stat_rows, eps, C: tl.constexpr, G: tl.constexpr,
+                        BLOCK_P: tl.constexpr, NCH: tl.constexpr, K: tl.constexpr, XBIAS: tl.constexpr):
+        # the apply pass of GroupNorm + SiLU, each normalised row (rounded to X's dtype) times TW (C, K) into T
+        # (P rows of K float32 per image) instead of written out
+        b = tl.program_id(0)
+        c = tl.program_id(1)
+        scale, shift = _scale_shift(PART, Wt, Bs, b, n, stat_rows, eps, C, G, NCH)
+        rc = tl.arange(0, C)
+        rk = tl.arange(0, K)
+        w = tl.load(TW + rc[:, None] * K + rk[None, :])
+        row0 = c * rows
+        off = b.to(tl.int64) * P * C
+        toff = b.to(tl.int64) * P * K
+        for r0 in tl.range(0, rows, BLOCK_P, num_stages=3):
+            rp = r0 + tl.arange(0, BLOCK_P)
+            m = rp < rows
+            x, _ = _load_v(X, XB, X, off + (row0 + rp)[:, None] * C + rc[None, :], rc, m[:, None], XBIAS, False)
+            y = x * scale[None, :] + shift[None, :]
+            y = y / (1.0 + tl.exp(-y))
+            t = tl.dot(y.to(TW.dtype.element_ty), w)
+            tl.store(T + toff + (row0 + rp)[:, None] * K + rk[None, :], t, mask=m[:, None])

@@ -410,9 +410,11 @@ def test_attend_ref_is_sdpa_over_the_cache_prefix(B, l, H, d, end):
 
 
 def test_attend_config_by_step_size():
-    """64-query blocks (the H100 sweep's best at batch 1 and 32), 16 for steps of at most 16 tokens."""
+    """64-query blocks (the H100 sweep's best at batch 1 and 32), 16 for steps of at most 16 tokens; 32-key blocks
+    in two stages for 17-32 tokens."""
     from flexvar.kernels.attention import attend_config
-    assert attend_config(256) == (64, 64, 4, 3) == attend_config(17)
+    assert attend_config(256) == (64, 64, 4, 3) == attend_config(33)
+    assert attend_config(32) == (64, 32, 4, 2) == attend_config(17)
     assert attend_config(16) == (16, 32, 4, 2) == attend_config(1)
 
 
@@ -545,11 +547,13 @@ def test_residual_group_norm_decoder_is_the_decoder(pipe_test):
     from flexvar.kernels.group_norm import add_group_norm_silu, group_norm_silu
     vae = pipe_test.vae
     z = torch.randn(2, vae.cfg.z_channels, 3, 5, generator=torch.Generator().manual_seed(6))
-    fused = ResidualGroupNorm(vae.decoder)
-    assert {id(p) for p in fused.parameters()} == {id(p) for p in vae.decoder.parameters()}
-    assert not any(isinstance(m, torch.nn.GroupNorm) for m in fused.modules())
-    with torch.no_grad():
-        assert rel_err(fused(z), vae.decoder(z)) < 1e-5
+    for taps in (False, True):
+        fused = ResidualGroupNorm(vae.decoder, conv_out_taps=taps)
+        assert {id(p) for p in fused.parameters()} == {id(p) for p in vae.decoder.parameters()}
+        assert not any(isinstance(m, torch.nn.GroupNorm) for m in fused.modules())
+        assert (fused.taps is not None) == taps
+        with torch.no_grad():
+            assert rel_err(fused(z), vae.decoder(z)) < 1e-5, taps
     g = torch.Generator().manual_seed(7)
     a, b = torch.randn(2, 64, 4, 4, generator=g), torch.randn(2, 64, 4, 4, generator=g)
     w, bias, cb = torch.randn(64, generator=g), torch.randn(64, generator=g), torch.randn(64, generator=g)
@@ -561,19 +565,47 @@ def test_residual_group_norm_decoder_is_the_decoder(pipe_test):
     assert torch.equal(s, a + b) and torch.equal(y, F.silu(F.group_norm(a + b, 32, w, bias, 1e-6)))
 
 
+@pytest.mark.parametrize("B, C, H, W, n_out", [(2, 64, 5, 7, 3), (1, 64, 1, 1, 3), (3, 128, 4, 9, 1), (1, 32, 2, 3, 2)],
+                         ids=str)
+def test_group_norm_silu_taps_is_the_convolution(B, C, H, W, n_out):
+    """The decoder's end as the taps op: `conv_from_taps` of `group_norm_silu_taps` (their references on CPU) =
+    F.conv2d (3x3, padding 1) of GroupNorm + SiLU of x + in_bias (+ a residual), float32 to 1e-5, fresh random
+    inputs; `conv_taps` lays filter o's tap (dy, dx) in column (3 dy + dx) n_out + o and refuses what does not fit."""
+    from flexvar.kernels import group_norm as GN
+    g = torch.Generator().manual_seed(B * C + H * W + n_out)
+    a, b = (torch.randn(B, C, H, W, generator=g) * 2 + 0.5 for _ in range(2))
+    w, bias, cb = (torch.randn(C, generator=g) for _ in range(3))
+    cw, cbias = torch.randn(n_out, C, 3, 3, generator=g) * C ** -0.5, torch.randn(n_out, generator=g)
+    taps = GN.conv_taps(cw)
+    assert taps.shape == (C, GN.TAPS) and torch.equal(taps[:, 9 * n_out:], torch.zeros(C, GN.TAPS - 9 * n_out))
+    assert torch.equal(taps[:, (3 * 2 + 1) * n_out + n_out - 1], cw[n_out - 1, :, 2, 1])
+    for in_bias, res in ((None, None), (cb, None), (None, a), (cb, a)):
+        v = GN.add_channel_bias(b, in_bias)
+        v = v if res is None else res + v
+        want = F.conv2d(F.silu(F.group_norm(v, 32, w, bias, 1e-6)), cw, cbias, padding=1)
+        got = GN.conv_from_taps(GN.group_norm_silu_taps(b, w, bias, 32, 1e-6, taps, in_bias, res), cbias, torch.float32)
+        assert got.shape == want.shape and rel_err(got, want) < 1e-5, (in_bias is None, res is None)
+    with pytest.raises(ValueError, match="at most 3 output channels"):
+        GN.conv_taps(torch.randn(4, C, 3, 3))
+    with pytest.raises(ValueError, match="3x3 filters"):
+        GN.conv_taps(torch.randn(3, C, 5, 5))
+
+
 def test_fast_runtime_decoder_copies(pipe_test):
     """FastRuntime's decoder options (the references run on CPU): with the GroupNorm op on, the decoder for batches
-    of at least group_norm_min_batch is `ResidualGroupNorm` over the op's copy (group_norm_fuse, default) or the
-    copy itself; every choice decodes the same images as the tokenizer (uint8, within one level)."""
+    of at least group_norm_min_batch is `ResidualGroupNorm` over the op's copy (group_norm_fuse, default; its end as
+    the taps op with conv_out_taps, default) or the copy itself; every choice decodes the same images as the
+    tokenizer (uint8, within one level)."""
     from flexvar.fast import ResidualGroupNorm
     m, vae = pipe_test.model, pipe_test.vae
     codes = torch.randint(0, vae.cfg.codebook_size, (2, 3, 3), generator=torch.Generator().manual_seed(9))
     with torch.no_grad():
         want = FastRuntime(m, vae).decode(codes).int()
-        for fuse in (True, False):
+        for fuse, taps in ((True, True), (True, False), (False, True)):
             rt = FastRuntime(m, vae, group_norm_op=True, group_norm_min_batch=2, group_norm_fuse=fuse,
-                             upsample="transpose")
+                             upsample="transpose", conv_out_taps=taps)
             assert isinstance(rt.decoder_gn, ResidualGroupNorm) == fuse
+            assert fuse is False or (rt.decoder_gn.taps is not None) == taps
             assert (rt.decode(codes).int() - want).abs().max() <= 1
     assert FastRuntime(m, vae).decoder_gn is None  # CPU default: no GroupNorm op
 

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import flexvar.kernels as K
 from flexvar import Pipeline
@@ -294,6 +295,39 @@ def test_group_norm_kernels_take_bias_and_residual(dtype, B, C, H, W, mu):
     assert GN.fallbacks["cuda"] == before
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("B, C, H, W, mu", [(2, 128, 16, 16, 0.0), (4, 128, 256, 256, 3.0), (3, 256, 20, 12, -2.0),
+                                            (5, 64, 7, 9, 0.0), (1, 32, 3, 5, 1.0), (32, 128, 64, 64, 0.5)], ids=str)
+def test_group_norm_silu_taps_kernel(dtype, B, C, H, W, mu):
+    """The GroupNorm kernels ending in the output convolution's partial products (`group_norm_silu_taps`), with and
+    without a convolution bias and a residual sum, summed by `conv_from_taps`: against F.conv2d of F.group_norm +
+    F.silu in float32 from the same rounded input (the kernel rounds the normalised values to the input's dtype
+    first, as the GroupNorm's output is); the partials against the reference op's from the same input; no fallback."""
+    from flexvar.kernels import group_norm as GN
+    g = torch.Generator("cuda").manual_seed(B * C + H * W)
+    a, b = ((torch.randn(B, C, H, W, device="cuda", generator=g) * 2 + mu).to(dtype)
+            .contiguous(memory_format=torch.channels_last) for _ in range(2))
+    w, bias, cb = (torch.randn(C, device="cuda", generator=g).to(dtype) for _ in range(3))
+    cw = (torch.randn(3, C, 3, 3, device="cuda", generator=g) * C ** -0.5).to(dtype)
+    cbias = torch.randn(3, device="cuda", generator=g).to(dtype)
+    taps = GN.conv_taps(cw)
+    tol = 5e-3 if dtype == torch.float16 else 2e-2
+    before = GN.fallbacks["cuda"]
+    for in_bias, res in ((None, None), (cb, None), (None, a), (cb, a)):
+        v = GN.add_channel_bias(b, in_bias)
+        v = v if res is None else res + v
+        parts = GN.group_norm_silu_taps(b, w, bias, 32, 1e-6, taps, in_bias, res)
+        assert parts.shape == (B, H, W, GN.TAPS) and parts.dtype == torch.float32
+        out = GN.conv_from_taps(parts, cbias, dtype)
+        assert out.dtype == dtype and out.shape == (B, 3, H, W)
+        y = GN.group_norm_silu_ref(v.float(), w.float(), bias.float(), 32, 1e-6, True)
+        ref = F.conv2d(y, cw.float(), cbias.float(), padding=1)
+        assert rel_err(out.float(), ref) < tol, (in_bias is None, res is None)
+        want = GN.group_norm_silu_taps_ref(v.float(), w.float(), bias.float(), 32, 1e-6, taps.float())
+        assert rel_err(parts, want) < tol, (in_bias is None, res is None)
+    assert GN.fallbacks["cuda"] == before
+
+
 @pytest.mark.parametrize("dtype, tol", [(torch.float16, 5e-3), (torch.bfloat16, 2e-2)], ids=["fp16", "bf16"])
 def test_product_attention_near_float32(dtype, tol):
     """The fast decoder's attention (two products, float32 softmax) in fp16/bf16 against SDPA in float32 on the
@@ -311,7 +345,8 @@ def test_product_attention_near_float32(dtype, tol):
 
 def test_fast_decoder_group_norm_op(models):
     """The compiled channels-last fp16 decoder with the GroupNorm op (convolution biases and residual sums added by
-    its kernels, or in passes of their own) = without it, to fp16 accuracy; every GroupNorm on that path ran the
+    its kernels, or in passes of their own; its end as `group_norm_silu_taps` or the op and the convolution) =
+    without it, to fp16 accuracy; every GroupNorm on that path ran the
     Triton kernels (none fell back to the reference)."""
     from flexvar.kernels import group_norm as GN
     model, vae = copy.deepcopy(models[0]).half(), copy.deepcopy(models[1]).half()
@@ -320,10 +355,13 @@ def test_fast_decoder_group_norm_op(models):
     a = FastRuntime(model, vae, group_norm_op=True, group_norm_min_batch=1)
     b = FastRuntime(model, vae, group_norm_op=False)
     c = FastRuntime(model, vae, group_norm_op=True, group_norm_min_batch=1, group_norm_fuse=False)
+    d = FastRuntime(model, vae, group_norm_op=True, group_norm_min_batch=1, conv_out_taps=False)
+    assert a.decoder_gn.taps is not None and d.decoder_gn.taps is None
     z = vae.post_quant_conv(vae.quantize.lookup(codes)).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        ya, yb, yc = a.decoder_gn(z).float(), b.decoder(z).float(), c.decoder_gn(z).float()
-    assert rel_err(ya, yb) < 1e-2 and rel_err(ya, yc) < 5e-3
+        ya, yb, yc, yd = (a.decoder_gn(z).float(), b.decoder(z).float(), c.decoder_gn(z).float(),
+                          d.decoder_gn(z).float())
+    assert rel_err(ya, yb) < 1e-2 and rel_err(ya, yc) < 5e-3 and rel_err(ya, yd) < 5e-3
     assert (a.decode(codes).int() - b.decode(codes).int()).abs().float().mean() < 1.0
     assert GN.fallbacks["cuda"] == before
 
