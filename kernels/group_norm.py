@@ -112,10 +112,10 @@ def group_norm_silu_taps_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     """Plain PyTorch: y = group_norm_silu_ref(v, ..., silu=True) of v = x + in_bias (+ res: v = res + (x + in_bias),
     as `add_group_norm_silu_ref` forms it), in x's dtype; then each pixel's y times `taps` (C, TAPS) in float32:
     (B, H, W, TAPS) float32."""
-    v = add_channel_bias(x, in_bias)
-    if res is not None:
-        v = res + v
-    y = group_norm_silu_ref(v, weight, bias, groups, eps, True)
+    if res is None:
+        y = group_norm_silu_ref(x, weight, bias, groups, eps, True, in_bias)
+    else:
+        y = add_group_norm_silu_ref(res, x, weight, bias, groups, eps, True, in_bias)[1]
     return y.permute(0, 2, 3, 1).float() @ taps.float()
 
 
