@@ -169,6 +169,10 @@ class Impls:
         run = lambda: rt.generate(labels, sched, p, seed, decode)  # noqa: E731
         if "sblock" in impl.split("-"):  # sampling through the one-block-per-row kernels (as captured in its graphs)
             return lambda: _with_env("FLEXVAR_SAMPLE_KERNEL", "block", run)
+        order = {"gnil": False, "gnl2": True}.keys() & impl.split("-")
+        if order:  # the GroupNorm kernels' programs chunk by chunk across the images / image by image
+            from flexvar.kernels import group_norm
+            return lambda: _with_attr(group_norm, "L2_ORDER", order == {"gnl2"}, run)
         return run
 
     def _engine_call(self, impl, labels, sched, p, seed, decode):
@@ -218,6 +222,16 @@ def _with_env(name: str, value: str, fn):
             os.environ.pop(name)
         else:
             os.environ[name] = before
+
+
+def _with_attr(obj, name: str, value, fn):
+    """fn() with obj.name set to value, restored after."""
+    before = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        return fn()
+    finally:
+        setattr(obj, name, before)
 
 
 class _null:
@@ -332,7 +346,7 @@ def parse_args(argv=None):
                     help="schedules separated by ';'")
     ap.add_argument("--impls", default="eager,compile,fast" if cuda else "eager,fast",
                     help="eager, compile, fast, fast-VARIANT (VARIANT joins nographs, nokernels, nocompile, nchw, "
-                         "nocdec, nosmall, sdpa/triton (qk_norm_cache + SDPA / the Triton attend, not attend_step), ingn (Inductor's GroupNorm in the decoder, not the Triton op), nofirst (no first-step table: the first step computed), rowsN (small_step for steps of <= N rows), skinnyN (the split-K projection and fc2 for steps of <= N rows; 0: never), nolt (the block GEMMs through F.linear, the cuBLASLt heuristic's first algorithm, not tuned per shape), nofuse (the decoder's convolution biases and residual sums added in passes of their own, not by the GroupNorm op's kernels), notaps (the decoder's norm_out + conv_out as the GroupNorm op and cuDNN's convolution, not group_norm_silu_taps), upnear/uptr (the decoder's upsampling + convolution as written / as one transposed convolution), sblock (sampling through the one-block-per-row kernels, not the many-rows kernel), tdec/tblk (coordinate-descent "
+                         "nocdec, nosmall, sdpa/triton (qk_norm_cache + SDPA / the Triton attend, not attend_step), ingn (Inductor's GroupNorm in the decoder, not the Triton op), nofirst (no first-step table: the first step computed), rowsN (small_step for steps of <= N rows), skinnyN (the split-K projection and fc2 for steps of <= N rows; 0: never), nolt (the block GEMMs through F.linear, the cuBLASLt heuristic's first algorithm, not tuned per shape), nofuse (the decoder's convolution biases and residual sums added in passes of their own, not by the GroupNorm op's kernels), notaps (the decoder's norm_out + conv_out as the GroupNorm op and cuDNN's convolution, not group_norm_silu_taps), upnear/uptr (the decoder's upsampling + convolution as written / as one transposed convolution), sblock (sampling through the one-block-per-row kernels, not the many-rows kernel), gnil/gnl2 (the GroupNorm op's programs chunk by chunk across the images / image by image: group_norm.L2_ORDER off / on), tdec/tblk (coordinate-descent "
                          "tuning of the decoder/block kernels) with '-'), onnxruntime, aoti, tensorrt")
     ap.add_argument("--dtype", default="bf16" if cuda else "fp32", help="fast runtime dtype: bf16, fp16, fp32")
     ap.add_argument("--autocast", default="fp16", help="autocast dtype of the eager baselines on GPU")

@@ -59,6 +59,15 @@ _lib.define("group_norm_silu_taps(Tensor x, Tensor weight, Tensor bias, int grou
 
 TAPS = 32  # columns of `conv_taps`: 9 taps x 3 output channels, padded
 
+# The order in which the kernels' programs take (image, chunk of rows). False: chunk by chunk across the images
+# (the first programs take chunk 0 of every image). True: image by image, the statistics pass from the tensor's
+# end backwards and the apply pass from its start, so that each pass starts on what the pass before it touched last
+# and may still find in L2 (50 MB on the H100, against 537 MB for 32 images at 256x256x128): the statistics on the
+# end of the convolution's output (cuDNN writes the images in order), the apply pass on the start of what the
+# statistics read last. The same arithmetic either way. Off until measured on a GPU (session 21 wrote it, and no
+# machine came): `bench/gpu/decode_chunk_probe.py --variants 32:op1,32:op0,...` times both.
+L2_ORDER = False
+
 
 def add_channel_bias(x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """x (B, C, H, W) + bias (C,) per channel, in x's dtype; x itself where bias is None."""
@@ -169,17 +178,19 @@ def _launch(x, in_bias, res, weight, bias, groups, eps, silu, taps=None):
     else:
         y = torch.empty_like(x, memory_format=torch.channels_last)
     xb = in_bias if in_bias is not None else weight  # an unread pointer where there is no bias
-    _gn_stats_kernel[(B, n)](x, xb, res if add else x, s, part, P, P // n, C=C, G=groups,
-                             BLOCK_P=max(1, min(32, 4096 // C)), XBIAS=in_bias is not None, ADD=add, num_warps=4)
+    order = int(L2_ORDER)
+    _gn_stats_kernel[(B * n,)](x, xb, res if add else x, s, part, P, P // n, B, n, C=C, G=groups,
+                               BLOCK_P=max(1, min(32, 4096 // C)), XBIAS=in_bias is not None, ADD=add, ORDER=order,
+                               num_warps=4)
     # the apply pass reads the written sum, or x (+ its bias) again
     if taps is not None:
-        _gn_taps_kernel[(B, na)](s, xb, taps, y, part, weight, bias, P, P // na, n, P // n, float(eps), C=C, G=groups,
-                                 BLOCK_P=max(16, min(64, 8192 // C)), NCH=triton.next_power_of_2(n), K=TAPS,
-                                 XBIAS=in_bias is not None and not add, num_warps=4)
+        _gn_taps_kernel[(B * na,)](s, xb, taps, y, part, weight, bias, P, P // na, n, P // n, B, na, float(eps), C=C,
+                                   G=groups, BLOCK_P=max(16, min(64, 8192 // C)), NCH=triton.next_power_of_2(n),
+                                   K=TAPS, XBIAS=in_bias is not None and not add, ORDER=order, num_warps=4)
         return s, y
-    _gn_apply_kernel[(B, na)](s, xb, y, part, weight, bias, P, P // na, n, P // n, float(eps), C=C, G=groups,
-                              BLOCK_P=max(1, min(64, 8192 // C)), NCH=triton.next_power_of_2(n), SILU=bool(silu),
-                              XBIAS=in_bias is not None and not add, num_warps=4)
+    _gn_apply_kernel[(B * na,)](s, xb, y, part, weight, bias, P, P // na, n, P // n, B, na, float(eps), C=C, G=groups,
+                                BLOCK_P=max(1, min(64, 8192 // C)), NCH=triton.next_power_of_2(n), SILU=bool(silu),
+                                XBIAS=in_bias is not None and not add, ORDER=order, num_warps=4)
     return s, y
 
 
@@ -280,12 +291,25 @@ if triton is not None:
         return v.to(tl.float32), v
 
     @triton.jit
-    def _gn_stats_kernel(X, XB, A, S, PART, P, rows, C: tl.constexpr, G: tl.constexpr, BLOCK_P: tl.constexpr,
-                         XBIAS: tl.constexpr, ADD: tl.constexpr):
+    def _chunk(B, n, LAST_FIRST: tl.constexpr, ORDER: tl.constexpr):
+        # (image, chunk) of this program among B * n: ORDER 0 interleaves the images (program i takes chunk i // B of
+        # image i % B); ORDER 1 goes image by image, from the tensor's end if LAST_FIRST (see `L2_ORDER`)
+        i = tl.program_id(0)
+        if ORDER == 0:
+            b = i % B
+            c = i // B
+        else:
+            if LAST_FIRST:
+                i = B * n - 1 - i
+            b = i // n
+            c = i % n
+        return b, c
+
+    @triton.jit
+    def _gn_stats_kernel(X, XB, A, S, PART, P, rows, B, n, C: tl.constexpr, G: tl.constexpr, BLOCK_P: tl.constexpr,
+                         XBIAS: tl.constexpr, ADD: tl.constexpr, ORDER: tl.constexpr):
         # the statistics of v = X (+ XB) (+ A) (`_load_v`); with ADD, v is also written to S
-        b = tl.program_id(0)
-        c = tl.program_id(1)
-        n = tl.num_programs(1)
+        b, c = _chunk(B, n, True, ORDER)
         rc = tl.arange(0, C)
         row0 = c * rows
         off = b.to(tl.int64) * P * C
@@ -340,10 +364,10 @@ if triton is not None:
         return scale, shift
 
     @triton.jit
-    def _gn_apply_kernel(X, XB, Y, PART, Wt, Bs, P, rows, n, stat_rows, eps, C: tl.constexpr, G: tl.constexpr,
-                         BLOCK_P: tl.constexpr, NCH: tl.constexpr, SILU: tl.constexpr, XBIAS: tl.constexpr):
-        b = tl.program_id(0)
-        c = tl.program_id(1)
+    def _gn_apply_kernel(X, XB, Y, PART, Wt, Bs, P, rows, n, stat_rows, B, na, eps, C: tl.constexpr,
+                         G: tl.constexpr, BLOCK_P: tl.constexpr, NCH: tl.constexpr, SILU: tl.constexpr,
+                         XBIAS: tl.constexpr, ORDER: tl.constexpr):
+        b, c = _chunk(B, na, False, ORDER)
         scale, shift = _scale_shift(PART, Wt, Bs, b, n, stat_rows, eps, C, G, NCH)
         rc = tl.arange(0, C)
         row0 = c * rows
@@ -359,12 +383,12 @@ if triton is not None:
             tl.store(Y + idx, y.to(Y.dtype.element_ty), mask=m[:, None])
 
     @triton.jit
-    def _gn_taps_kernel(X, XB, TW, T, PART, Wt, Bs, P, rows, n, stat_rows, eps, C: tl.constexpr, G: tl.constexpr,
-                        BLOCK_P: tl.constexpr, NCH: tl.constexpr, K: tl.constexpr, XBIAS: tl.constexpr):
+    def _gn_taps_kernel(X, XB, TW, T, PART, Wt, Bs, P, rows, n, stat_rows, B, na, eps, C: tl.constexpr,
+                        G: tl.constexpr, BLOCK_P: tl.constexpr, NCH: tl.constexpr, K: tl.constexpr, XBIAS: tl.constexpr,
+                        ORDER: tl.constexpr):
         # the apply pass of GroupNorm + SiLU, each normalised row (rounded to X's dtype) times TW (C, K) into T
         # (P rows of K float32 per image) instead of written out
-        b = tl.program_id(0)
-        c = tl.program_id(1)
+        b, c = _chunk(B, na, False, ORDER)
         scale, shift = _scale_shift(PART, Wt, Bs, b, n, stat_rows, eps, C, G, NCH)
         rc = tl.arange(0, C)
         rk = tl.arange(0, K)

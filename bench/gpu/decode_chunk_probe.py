@@ -3,7 +3,9 @@ that a chunk's activations at the 256x256 level (16.8 MB an image in fp16 at 128
 50 MB L2 between the memory-bound passes (GroupNorm statistics and apply, residual sums) and the convolutions that
 read them. In one CUDA graph per variant, fp16, the fast runtime's decoder: `op` its default (the GroupNorm op,
 the decoder's end as `group_norm_silu_taps`), `notaps` the GroupNorm op with norm_out + conv_out as the op and
-cuDNN's convolution, `ind` Inductor's GroupNorm (what batches under 8 run).
+cuDNN's convolution, `ind` Inductor's GroupNorm (what batches under 8 run); `op0` / `op1` the default with the
+GroupNorm kernels' programs chunk by chunk across the images (session 20's order) / image by image
+(`group_norm.L2_ORDER` False / True; the others take the module's default).
 
     python3 bench/gpu/decode_chunk_probe.py [--batch 32] [--variants 32:op,32:notaps,8:op,4:op,2:op,4:ind,2:ind]
 """
@@ -15,6 +17,7 @@ import torch
 
 from flexvar.config import FlexVARConfig, VQVAEConfig
 from flexvar.fast import FastRuntime
+from flexvar.kernels import group_norm
 from flexvar.kernels.lt_linear import graph_us
 from flexvar.random_weights import random_tokenizer, random_transformer
 
@@ -28,7 +31,8 @@ def main() -> None:
     model = random_transformer(FlexVARConfig.from_name("d16"), device="cuda").to(dt)
     vae = random_tokenizer(VQVAEConfig.from_name("vq16"), device="cuda").to(dt)
     rts = {"op": FastRuntime(model, vae), "notaps": FastRuntime(model, vae, conv_out_taps=False)}
-    rts["ind"] = rts["op"]
+    rts["ind"] = rts["op0"] = rts["op1"] = rts["op"]
+    default_order = group_norm.L2_ORDER
     gen = torch.Generator("cuda").manual_seed(0)
     B = args.batch
     codes = torch.randint(0, vae.cfg.codebook_size, (B, 16, 16), device="cuda", generator=gen)
@@ -44,6 +48,7 @@ def main() -> None:
         for c, mode in variants:
             rt = rts[mode]
             rt.group_norm_min_batch = 10 ** 9 if mode == "ind" else 1
+            group_norm.L2_ORDER = {"op0": False, "op1": True}.get(mode, default_order)
             run(rt, c)
             torch.cuda.synchronize()
             if ref is None:
