@@ -13,7 +13,7 @@
 #                           # (with the new program order, `group_norm.L2_ORDER`), the batch-32 decode in both
 #                           # orders (decode_chunk_probe.py, alternated), the profile, the GEMM probe over steps 7-10
 #                           # only (87 % of batch 32's GEMM rows), the `attend` tests
-#   bash bench/gpu/s21.sh m  # the least of q (~3 minutes): the new order's GroupNorm tests and the decode A/B
+#   bash bench/gpu/s21.sh m  # the least of q (~3-4 minutes): the GroupNorm kernel tests (both orders) and the decode A/B
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}
 export PYTHONUNBUFFERED=1
@@ -41,7 +41,7 @@ q)
     | grep -vE "Warn|warn" | tee "$OUT/gemm_probe.log")
   gpu_tests attn_kernel 50 "attention_kernel" ;;
 m)  # the least of q: the GroupNorm tests and the two orders' decode
-  gpu_tests gn 70 "group_norm_program_orders or group_norm_silu_kernel"
+  gpu_tests gn 100 "group_norm_program_orders or group_norm_silu_kernel or take_bias or group_norm_silu_taps_kernel"
   (cd /tmp && timeout 80 python3 "$OLDPWD/bench/gpu/decode_chunk_probe.py" --variants 32:op1,32:op0,32:op1,32:op0 \
     2>&1 | grep -E "^B=|rror" | tee "$OUT/decode_l2_order.log") ;;
 esac
