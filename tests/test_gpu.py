@@ -265,6 +265,15 @@ def test_group_norm_silu_kernel(dtype, B, C, H, W, mu):
         assert rel_err(out.float(), ref) < (2e-3 if dtype == torch.float16 else 1e-2), silu
 
 
+def _gn_operands(g: torch.Generator, dtype: torch.dtype, shape: tuple, mu: float) -> tuple:
+    """The GroupNorm kernel tests' inputs, drawn from g in this order: a and b (channels-last, std 2, mean mu),
+    then the GroupNorm's weight and bias and a convolution bias (C,), all in dtype."""
+    a, b = ((torch.randn(*shape, device="cuda", generator=g) * 2 + mu).to(dtype)
+            .contiguous(memory_format=torch.channels_last) for _ in range(2))
+    w, bias, cb = (torch.randn(shape[1], device="cuda", generator=g).to(dtype) for _ in range(3))
+    return a, b, w, bias, cb
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("B, C, H, W, mu", [(2, 128, 16, 16, 0.0), (4, 128, 256, 256, 3.0), (3, 256, 20, 12, -2.0),
                                             (1, 512, 16, 16, 0.5), (5, 64, 7, 9, 0.0), (32, 256, 64, 64, 1.0)], ids=str)
@@ -274,9 +283,7 @@ def test_group_norm_kernels_take_bias_and_residual(dtype, B, C, H, W, mu):
     of the same rounded input; the ops agree with each other bit for bit; no fallback to the references."""
     from flexvar.kernels import group_norm as GN
     g = torch.Generator("cuda").manual_seed(B * C + W)
-    a, b = ((torch.randn(B, C, H, W, device="cuda", generator=g) * 2 + mu).to(dtype)
-            .contiguous(memory_format=torch.channels_last) for _ in range(2))
-    w, bias, cb = (torch.randn(C, device="cuda", generator=g).to(dtype) for _ in range(3))
+    a, b, w, bias, cb = _gn_operands(g, dtype, (B, C, H, W), mu)
     tol = 2e-3 if dtype == torch.float16 else 1e-2
     before = GN.fallbacks["cuda"]
     for silu in (False, True):
@@ -305,9 +312,7 @@ def test_group_norm_silu_taps_kernel(dtype, B, C, H, W, mu):
     first, as the GroupNorm's output is); the partials against the reference op's from the same input; no fallback."""
     from flexvar.kernels import group_norm as GN
     g = torch.Generator("cuda").manual_seed(B * C + H * W)
-    a, b = ((torch.randn(B, C, H, W, device="cuda", generator=g) * 2 + mu).to(dtype)
-            .contiguous(memory_format=torch.channels_last) for _ in range(2))
-    w, bias, cb = (torch.randn(C, device="cuda", generator=g).to(dtype) for _ in range(3))
+    a, b, w, bias, cb = _gn_operands(g, dtype, (B, C, H, W), mu)
     cw = (torch.randn(3, C, 3, 3, device="cuda", generator=g) * C ** -0.5).to(dtype)
     cbias = torch.randn(3, device="cuda", generator=g).to(dtype)
     taps = GN.conv_taps(cw)
@@ -336,9 +341,7 @@ def test_group_norm_program_orders_agree(dtype, B, C, H, W, monkeypatch):
     tolerance)."""
     from flexvar.kernels import group_norm as GN
     g = torch.Generator("cuda").manual_seed(B * C + H + W)
-    a, b = ((torch.randn(B, C, H, W, device="cuda", generator=g) * 2 + 1).to(dtype)
-            .contiguous(memory_format=torch.channels_last) for _ in range(2))
-    w, bias, cb = (torch.randn(C, device="cuda", generator=g).to(dtype) for _ in range(3))
+    a, b, w, bias, cb = _gn_operands(g, dtype, (B, C, H, W), 1.0)
     taps = GN.conv_taps((torch.randn(3, C, 3, 3, device="cuda", generator=g) * C ** -0.5).to(dtype))
     outs, before = {}, GN.fallbacks["cuda"]
     for order in (True, False):

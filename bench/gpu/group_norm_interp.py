@@ -2,6 +2,7 @@
 Triton's interpreter on the CPU, in both program orders (`group_norm.L2_ORDER`), fp16, against the float32
 references: whether the orders give the same bits and cover every (image, chunk). For a machine without a GPU but with
 Triton installed (the interpreter mishandles bf16, so fp16 only); on a GPU, `test_group_norm_program_orders_agree`.
+Exits 1 if the orders differ, a residual sum is not exact or an error exceeds 1e-3 (fp16 rounding gives ~2e-4).
 
     TRITON_INTERPRET=1 python3 bench/gpu/group_norm_interp.py
 """
@@ -22,6 +23,7 @@ def main() -> None:
     if os.environ.get("TRITON_INTERPRET") != "1":
         raise SystemExit("group_norm_interp: run with TRITON_INTERPRET=1")
     torch.manual_seed(0)
+    failed = False
     for B, C, H, W in [(3, 64, 8, 6), (1, 32, 3, 5), (2, 128, 4, 4)]:
         a, b = ((torch.randn(B, C, H, W) * 2 + 1).half().contiguous(memory_format=torch.channels_last)
                 for _ in range(2))
@@ -41,8 +43,12 @@ def main() -> None:
         e1 = rel(y1, GN.group_norm_silu_ref(v.float(), w.float(), bias.float(), 32, 1e-6, True))
         e2 = rel(y2, GN.group_norm_silu_ref(s.float(), w.float(), bias.float(), 32, 1e-6, False))
         e3 = rel(t3, GN.group_norm_silu_taps_ref(s.float(), w.float(), bias.float(), 32, 1e-6, taps.float()))
-        print(f"B={B} C={C} {H}x{W}: orders give the same bits {same}, residual sum exact {torch.equal(s2, s)}, "
+        exact = torch.equal(s2, s)
+        print(f"B={B} C={C} {H}x{W}: orders give the same bits {same}, residual sum exact {exact}, "
               f"relative error against float32: {e1:.1e} {e2:.1e} {e3:.1e}", flush=True)
+        failed |= not (same and exact and max(e1, e2, e3) < 1e-3)
+    if failed:
+        raise SystemExit("group_norm_interp: a check failed")
 
 
 if __name__ == "__main__":
