@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Next session's device calls (p, t, f written in session 20; q and m in session 21; none has run: session 21 got no
-# machine of seventeen requests): where batch 32's remaining ~3.5 ms to 500 img/s could come from (bench/NOTES.md,
-# "Session 20" and "Session 21").
+# machine of seventeen requests, session 22 none of four before the loans paused): where batch 32's remaining
+# ~3.5 ms to 500 img/s could come from (bench/NOTES.md, "Session 20" to "Session 22").
 #   bash bench/gpu/s21.sh p  # the batch-32 graph replay's kernels by name, its decode's kernels, its per-step timeline
 #                           # (last profiled in session 12); then the GEMM probe (bench/gpu/gemm_template_probe.py):
 #                           # each per-block GEMM of steps 5-10 at batch 32, tuned cuBLASLt against Inductor's
