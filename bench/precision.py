@@ -10,9 +10,12 @@ weights (qkv, proj, fc1, fc2): the ceiling of any runtime whose block GEMMs read
 
 one-step code agreement: with the float32 run's codes as the prefix, the fraction of tokens whose
 greedy (guided) code in low precision equals float32's; reported for step 1 of each schedule step
-and over all steps. PSNR: free-running greedy images of the low-precision fast runtime against
-the float32 reference images. The float32 reference is the torch reference runtime. Engines
-(onnxruntime's CUDA execution provider, AOTInductor) are exported per precision under
+and over all steps, and by the float32 margin: among the tokens whose float32 guided logits put the
+largest at least m nats above the second largest (m in `MARGINS`), the share of all tokens and their
+agreement. Random weights give near-flat logits, so many tokens are near-ties that any rounding may
+flip; the margin rows say how much of the disagreement is that. PSNR: free-running greedy images of
+the low-precision fast runtime against the float32 reference images. The float32 reference is the
+torch reference runtime. Engines (onnxruntime's CUDA execution provider, AOTInductor) are exported per precision under
 `--engine-dir`/<model>-<precision> (reused when present: `flexvar bench --engine-dir` shares them) and run
 in bf16 and fp16; their token preparation and sampling are the reference's (`engine_runtime`).
 """
@@ -63,15 +66,47 @@ def fast_teacher_forced(rt, labels, codes, sched, p: SamplingParams = SamplingPa
     return out
 
 
+MARGINS = (0.0, 0.01, 0.1, 0.5, 1.0)  # nats between the float32 logits' largest and second largest
+
+
+def reference_margins(model, vae, labels, sched, p, ref, dev) -> list[torch.Tensor]:
+    """Per step (B, h, w): the float32 guided logits' largest minus second largest, teacher-forced on the float32
+    reference's codes (the fast runtime in float32, which computes the reference's logits to ~1e-5)."""
+    pipe = Pipeline(copy.deepcopy(model), copy.deepcopy(vae), device=dev, dtype=torch.float32)
+    logits = fast_teacher_forced(pipe.fast_runtime, labels, [c.to(dev) for c in ref.codes], sched, p)
+    out = []
+    for si, lg in enumerate(logits):
+        top = lg.float().topk(2, dim=-1).values
+        out.append((top[..., 0] - top[..., 1]).view(-1, *sched.steps[si]).cpu())
+    return out
+
+
+def margin_agreement(equal: list[torch.Tensor], margins: list[torch.Tensor], thresholds=MARGINS) -> list[dict]:
+    """For each threshold m: the share of all tokens whose float32 margin is >= m and the agreement among them
+    (None where no token is). equal, margins: per step, the same shapes."""
+    eq = torch.cat([e.reshape(-1).cpu() for e in equal])
+    mg = torch.cat([m.reshape(-1).cpu() for m in margins])
+    rows = []
+    for m in thresholds:
+        keep = mg >= m
+        n = int(keep.sum())
+        rows.append({"min_margin": m, "share_of_tokens": round(n / eq.numel(), 4),
+                     "agreement": round(eq[keep].float().mean().item(), 4) if n else None})
+    return rows
+
+
 def _greedy(si, sched, p, logits):
     hw = sched.steps[si]
     return guide(logits, guidance_weight(si, len(sched), hw, p), p.guidance).argmax(-1).view(-1, *hw)
 
 
-def _row(backend, name, agree, sched, codes, images, ref) -> dict:
+def _row(backend, name, equal, margins, sched, codes, images, ref) -> dict:
+    """equal: per step, whether each token's low-precision greedy code is float32's (teacher-forced)."""
+    agree = [e.float().mean().item() for e in equal]
     n = [h * w for h, w in sched]
     return {"backend": backend, "dtype": name, "one_step_agreement_per_step": [round(a, 4) for a in agree],
             "one_step_agreement_all": round(sum(a * k for a, k in zip(agree, n)) / sum(n), 4),
+            "one_step_agreement_by_fp32_margin": margin_agreement(equal, margins),
             "free_running_final_code_agreement": round((codes[-1].cpu() == ref.codes[-1]).float().mean().item(), 4),
             "psnr_db_vs_fp32_reference": round(psnr(images.cpu(), ref.images), 2)}
 
@@ -84,7 +119,7 @@ ROUNDED = {  # which transformer parameters a `--dtypes` name ending in "w" (or 
 }
 
 
-def fast_row(model, vae, dt, name, labels, sched, p, ref, dev, round_to=None, rounded: str = "") -> dict:
+def fast_row(model, vae, dt, name, labels, sched, p, ref, margins, dev, round_to=None, rounded: str = "") -> dict:
     """round_to: compute in float32 (dt) with weights first rounded to this dtype: what the weights'
     rounding alone costs, the ceiling of any runtime that stores them in that dtype. rounded: which
     transformer weights (`ROUNDED`); the tokenizer's are rounded with all of them only."""
@@ -99,13 +134,12 @@ def fast_row(model, vae, dt, name, labels, sched, p, ref, dev, round_to=None, ro
     pipe = Pipeline(m, v, device=dev, dtype=dt)
     codes = [c.to(dev) for c in ref.codes]
     logits = fast_teacher_forced(pipe.fast_runtime, labels, codes, sched, p)
-    agree = [(lg.argmax(-1).view(-1, *sched.steps[si]) == codes[si]).float().mean().item()
-             for si, lg in enumerate(logits)]
+    equal = [lg.argmax(-1).view(-1, *sched.steps[si]) == codes[si] for si, lg in enumerate(logits)]
     fast = pipe.generate(labels, sched, cfg=2.5, top_k=1, top_p=0.0)
-    return _row("fast", name, agree, sched, fast.codes, fast.images, ref)
+    return _row("fast", name, equal, margins, sched, fast.codes, fast.images, ref)
 
 
-def engine_row(backend, model, vae, dt, name, labels, sched, p, ref, dev, engine_dir, depth) -> dict:
+def engine_row(backend, model, vae, dt, name, labels, sched, p, ref, margins, dev, engine_dir, depth) -> dict:
     """Teacher-forced agreement (every code forced to float32's, the engine's logits seen before
     sampling) and a free-running greedy generation of an exported engine in `dt`."""
     m, v = copy.deepcopy(model).to(dt), copy.deepcopy(vae).to(dt)
@@ -113,14 +147,14 @@ def engine_row(backend, model, vae, dt, name, labels, sched, p, ref, dev, engine
                                    log=lambda *a: None, buckets=make_buckets((4096,)), encoder=False)
     lab = torch.tensor(labels, device=dev)
     codes = [c.to(dev) for c in ref.codes]
-    agree = []
+    equal = []
     engine_runtime.generate_codes(
         m, v.quantize, eng, lab, sched, p, torch.Generator(dev).manual_seed(0),
         forced=[(c, torch.ones_like(c, dtype=torch.bool)) for c in codes],
-        on_logits=lambda si, lg: agree.append((_greedy(si, sched, p, lg.float()) == codes[si]).float().mean().item()))
+        on_logits=lambda si, lg: equal.append(_greedy(si, sched, p, lg.float()) == codes[si]))
     free = engine_runtime.generate_codes(m, v.quantize, eng, lab, sched, p, torch.Generator(dev).manual_seed(0))
     images = engine_runtime.decode(eng, free[-1])
-    return _row(backend, name, agree, sched, free, images, ref)
+    return _row(backend, name, equal, margins, sched, free, images, ref)
 
 
 def main(argv=None) -> int:
@@ -152,6 +186,7 @@ def main(argv=None) -> int:
     ref_pipe = Pipeline(copy.deepcopy(model), copy.deepcopy(vae), device=dev, dtype=torch.float32)
     ref = ref_pipe.generate(labels, sched, cfg=2.5, top_k=1, top_p=0.0, fast=False)
     del ref_pipe
+    margins = reference_margins(model, vae, labels, sched, p, ref, dev)
     report = {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu", "torch": torch.__version__,
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "command": " ".join(["python -m flexvar.bench.precision"] + [shlex.quote(a) for a in (argv or sys.argv[1:])]),
@@ -168,12 +203,12 @@ def main(argv=None) -> int:
             try:
                 if backend == "fast" and name.split("-")[0] in ("bf16w", "fp16w"):
                     base, _, part = name.partition("-")
-                    row = fast_row(model, vae, torch.float32, name, labels, sched, p, ref, dev,
+                    row = fast_row(model, vae, torch.float32, name, labels, sched, p, ref, margins, dev,
                                    round_to=dtypes[base[:-1]], rounded=part)
                 elif backend == "fast":
-                    row = fast_row(model, vae, dtypes[name], name, labels, sched, p, ref, dev)
+                    row = fast_row(model, vae, dtypes[name], name, labels, sched, p, ref, margins, dev)
                 else:
-                    row = engine_row(backend, model, vae, dtypes[name], name, labels, sched, p, ref, dev,
+                    row = engine_row(backend, model, vae, dtypes[name], name, labels, sched, p, ref, margins, dev,
                                      args.engine_dir, args.depth)
             except Exception as e:  # noqa: BLE001 - one failing backend/precision is reported, the rest run
                 row = {"backend": backend, "dtype": name, "error": f"{type(e).__name__}: {str(e)[:300]}"}
@@ -181,7 +216,11 @@ def main(argv=None) -> int:
             else:
                 print(f"precision: {backend} {name}: one-step agreement step1 {row['one_step_agreement_per_step'][0]:.4f}, "
                       f"all steps {row['one_step_agreement_all']:.4f}; free-running final codes "
-                      f"{row['free_running_final_code_agreement']:.4f}; PSNR {row['psnr_db_vs_fp32_reference']} dB",
+                      f"{row['free_running_final_code_agreement']:.4f}; PSNR {row['psnr_db_vs_fp32_reference']} dB; "
+                      "by float32 margin (nats: share of tokens, agreement) " + ", ".join(
+                          f"{r['min_margin']:g}: {r['share_of_tokens']:.3f}, "
+                          + ("-" if r["agreement"] is None else f"{r['agreement']:.4f}")
+                          for r in row["one_step_agreement_by_fp32_margin"]),
                       flush=True)
             report["rows"].append(row)
             if args.out:  # after every row: a run cut short keeps what it measured

@@ -18,6 +18,12 @@ def test_precision_rows_cpu(tmp_path):
         assert len(r["one_step_agreement_per_step"]) == 4, r
         assert r["one_step_agreement_all"] == 1.0 and r["free_running_final_code_agreement"] == 1.0, r
         assert r["psnr_db_vs_fp32_reference"] > 60, r
+        by_margin = r["one_step_agreement_by_fp32_margin"]
+        assert [m["min_margin"] for m in by_margin] == list(precision.MARGINS), r
+        assert by_margin[0]["share_of_tokens"] == 1.0, r  # every margin is >= 0
+        shares = [m["share_of_tokens"] for m in by_margin]
+        assert shares == sorted(shares, reverse=True), r
+        assert all(m["agreement"] in (1.0, None) for m in by_margin), r
     assert "error" in rows["tensorrt"] and "one_step_agreement_all" not in rows["tensorrt"]
 
 
@@ -53,3 +59,45 @@ def test_unknown_precision_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as e:
         precision.main(["--device", "cpu", "--dtypes", "bf16w-heads"])
     assert e.value.code == 2 and "unknown precision 'bf16w-heads'" in capsys.readouterr().err
+
+
+def test_margin_agreement_counts_the_tokens_at_or_above_each_margin():
+    """Two steps, six tokens: margins 0, 0.05, 0.2, 0.2, 0.7, 2.0; the two smallest disagree."""
+    import torch
+    equal = [torch.tensor([[False, False]]), torch.tensor([[[True, True], [True, True]]])]
+    margins = [torch.tensor([[0.0, 0.05]]), torch.tensor([[[0.2, 0.2], [0.7, 2.0]]])]
+    rows = precision.margin_agreement(equal, margins, thresholds=(0.0, 0.05, 0.1, 1.0, 5.0))
+    assert rows == [{"min_margin": 0.0, "share_of_tokens": 1.0, "agreement": round(4 / 6, 4)},
+                    {"min_margin": 0.05, "share_of_tokens": round(5 / 6, 4), "agreement": 0.8},
+                    {"min_margin": 0.1, "share_of_tokens": round(4 / 6, 4), "agreement": 1.0},
+                    {"min_margin": 1.0, "share_of_tokens": round(1 / 6, 4), "agreement": 1.0},
+                    {"min_margin": 5.0, "share_of_tokens": 0.0, "agreement": None}]
+
+
+def test_reference_margins_are_the_float32_top_two_gaps():
+    """The margins are computed from the float32 guided logits: on the tiny preset they match a direct top-2 of
+    the reference runtime's teacher-forced guided logits to ~1e-4 nats, and are non-negative."""
+    import copy
+
+    import torch
+
+    from flexvar import Pipeline
+    from flexvar.config import FlexVARConfig, VQVAEConfig
+    from flexvar.random_weights import random_tokenizer, random_transformer
+    from flexvar.sampling import SamplingParams, guidance_weight, guide
+    from flexvar.schedule import Schedule
+    model = random_transformer(FlexVARConfig.from_name("tiny"), seed=0, device="cpu")
+    vae = random_tokenizer(VQVAEConfig.from_name("tiny"), seed=1, device="cpu")
+    sched, labels = Schedule.parse("1,2,3"), [3, 40]
+    p = SamplingParams(cfg=2.5, guidance="ramp", top_k=1, top_p=0.0)
+    pipe = Pipeline(copy.deepcopy(model), copy.deepcopy(vae), device="cpu", dtype=torch.float32)
+    ref = pipe.generate(labels, sched, cfg=2.5, top_k=1, top_p=0.0, fast=False)
+    margins = precision.reference_margins(model, vae, labels, sched, p, ref, "cpu")
+    cond = pipe.teacher_forced_logits(labels, ref.codes, sched)
+    uncond = pipe.teacher_forced_logits([model.cfg.null_class] * len(labels), ref.codes, sched)
+    for si, hw in enumerate(sched):
+        g = guide(torch.cat([cond[si], uncond[si]]), guidance_weight(si, len(sched), hw, p), p.guidance)
+        top = g.topk(2, dim=-1).values
+        want = (top[..., 0] - top[..., 1]).view(-1, *hw)
+        assert margins[si].shape == want.shape and (margins[si] >= 0).all()
+        torch.testing.assert_close(margins[si], want, atol=1e-4, rtol=0)
