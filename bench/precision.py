@@ -69,11 +69,10 @@ def fast_teacher_forced(rt, labels, codes, sched, p: SamplingParams = SamplingPa
 MARGINS = (0.0, 0.01, 0.1, 0.5, 1.0)  # nats between the float32 logits' largest and second largest
 
 
-def reference_margins(model, vae, labels, sched, p, ref, dev) -> list[torch.Tensor]:
+def reference_margins(rt, labels, sched, p, ref) -> list[torch.Tensor]:
     """Per step (B, h, w): the float32 guided logits' largest minus second largest, teacher-forced on the float32
-    reference's codes (the fast runtime in float32, which computes the reference's logits to ~1e-5)."""
-    pipe = Pipeline(copy.deepcopy(model), copy.deepcopy(vae), device=dev, dtype=torch.float32)
-    logits = fast_teacher_forced(pipe.fast_runtime, labels, [c.to(dev) for c in ref.codes], sched, p)
+    reference's codes. rt: the float32 pipeline's fast runtime (its logits are the reference's to ~1e-5)."""
+    logits = fast_teacher_forced(rt, labels, [c.to(rt.device) for c in ref.codes], sched, p)
     out = []
     for si, lg in enumerate(logits):
         top = lg.float().topk(2, dim=-1).values
@@ -185,8 +184,8 @@ def main(argv=None) -> int:
     p = SamplingParams(cfg=2.5, guidance="ramp", top_k=1, top_p=0.0)
     ref_pipe = Pipeline(copy.deepcopy(model), copy.deepcopy(vae), device=dev, dtype=torch.float32)
     ref = ref_pipe.generate(labels, sched, cfg=2.5, top_k=1, top_p=0.0, fast=False)
+    margins = reference_margins(ref_pipe.fast_runtime, labels, sched, p, ref)
     del ref_pipe
-    margins = reference_margins(model, vae, labels, sched, p, ref, dev)
     report = {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu", "torch": torch.__version__,
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "command": " ".join(["python -m flexvar.bench.precision"] + [shlex.quote(a) for a in (argv or sys.argv[1:])]),

@@ -92,7 +92,7 @@ def test_reference_margins_are_the_float32_top_two_gaps():
     p = SamplingParams(cfg=2.5, guidance="ramp", top_k=1, top_p=0.0)
     pipe = Pipeline(copy.deepcopy(model), copy.deepcopy(vae), device="cpu", dtype=torch.float32)
     ref = pipe.generate(labels, sched, cfg=2.5, top_k=1, top_p=0.0, fast=False)
-    margins = precision.reference_margins(model, vae, labels, sched, p, ref, "cpu")
+    margins = precision.reference_margins(pipe.fast_runtime, labels, sched, p, ref)
     cond = pipe.teacher_forced_logits(labels, ref.codes, sched)
     uncond = pipe.teacher_forced_logits([model.cfg.null_class] * len(labels), ref.codes, sched)
     for si, hw in enumerate(sched):
