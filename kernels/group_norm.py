@@ -64,9 +64,10 @@ TAPS = 32  # columns of `conv_taps`: 9 taps x 3 output channels, padded
 # end backwards and the apply pass from its start, so that each pass starts on what the pass before it touched last
 # and may still find in L2 (50 MB on the H100, against 537 MB for 32 images at 256x256x128): the statistics on the
 # end of the convolution's output (cuDNN writes the images in order), the apply pass on the start of what the
-# statistics read last. The same arithmetic either way. Off until measured on a GPU (session 21 wrote it, and no
-# machine came): `bench/gpu/decode_chunk_probe.py --variants 32:op1,32:op0,...` times both.
-L2_ORDER = False
+# statistics read last. The same arithmetic either way, the same bits (`test_group_norm_program_orders_agree`). On
+# since session 23: the decode of 32 images with CUDA graphs, the orders alternated in one process on an H100
+# (`bench/gpu/decode_chunk_probe.py --variants 32:op1,32:op0,32:op1,32:op0`), 19.68 / 19.65 ms against 19.83 / 19.92.
+L2_ORDER = True
 
 
 def add_channel_bias(x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

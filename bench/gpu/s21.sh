@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
-# Next session's device calls (p, t, f written in session 20; q and m in session 21; none has run: session 21 got no
-# machine of seventeen requests, session 22 none of four before the loans paused): where batch 32's remaining
-# ~3.5 ms to 500 img/s could come from (bench/NOTES.md, "Session 20" to "Session 22").
+# Device calls written in sessions 20-23 (p, t, f in session 20; q and m in session 21; c in session 23): where batch
+# 32's remaining ms to 500 img/s could come from (bench/NOTES.md, "Session 20" to "Session 23"). Sessions 21 and 22
+# got no machine. What ran (session 23, H100, one machine; results bench/results/2026-12-07_h100_*_s23.*): c, then
+#   . bench/gpu/setup.sh; gpu_tests orders 60 "group_norm_program_orders"; gpu_tests attn_kernel 60 "attention_kernel"
+#   (cd /tmp && timeout 150 python3 "$OLDPWD/bench/gpu/gemm_template_probe.py" --steps 7,8,9,10 ...)  # reached step 7
+#   gpu_tests rest 270 "not (attention_kernel or attend_step_kernel or triton_attention or guided_sample or taps or
+#     group_norm)"; save_lt_algos
+# and the rest's remaining tests by name (`python3 -m pytest -m gpu tests/test_gpu.py -k "fp32_greedy_identical or
+# low_precision_logits_near or lt_gemms_near_aten or graph_replay_equals_eager_bf16 or inpaint_with_cuda_graphs or
+# lt_linear or lt_tune_saves"`). Not run yet: p (the profile; the GEMM probe over steps 5-10), f with L2_ORDER on.
 #   bash bench/gpu/s21.sh p  # the batch-32 graph replay's kernels by name, its decode's kernels, its per-step timeline
 #                           # (last profiled in session 12); then the GEMM probe (bench/gpu/gemm_template_probe.py):
 #                           # each per-block GEMM of steps 5-10 at batch 32, tuned cuBLASLt against Inductor's
@@ -14,6 +21,8 @@
 #                           # orders (decode_chunk_probe.py, alternated), the profile, the GEMM probe over steps 7-10
 #                           # only (87 % of batch 32's GEMM rows), the `attend` tests
 #   bash bench/gpu/s21.sh m  # the least of q (~3-4 minutes): the GroupNorm kernel tests (both orders) and the decode A/B
+#   bash bench/gpu/s21.sh c  # session 23's first call: m's GroupNorm tests, final_runs with d24 at batch 1 (the committed
+#                           # tree's numbers and bench.precision's margin rows), then m's decode A/B
 set -uo pipefail
 OUT=${OUT:-/tmp/flexvar-out}
 export PYTHONUNBUFFERED=1
@@ -42,6 +51,11 @@ q)
   gpu_tests attn_kernel 50 "attention_kernel" ;;
 m)  # the least of q: the GroupNorm tests and the two orders' decode
   gpu_tests gn 100 "group_norm_program_orders or group_norm_silu_kernel or take_bias or group_norm_silu_taps_kernel"
+  (cd /tmp && timeout 80 python3 "$OLDPWD/bench/gpu/decode_chunk_probe.py" --variants 32:op1,32:op0,32:op1,32:op0 \
+    2>&1 | grep -E "^B=|rror" | tee "$OUT/decode_l2_order.log") ;;
+c)  # m's tests, the final runs, m's A/B
+  gpu_tests gn 100 "group_norm_program_orders or group_norm_silu_kernel or take_bias or group_norm_silu_taps_kernel"
+  final_runs 1
   (cd /tmp && timeout 80 python3 "$OLDPWD/bench/gpu/decode_chunk_probe.py" --variants 32:op1,32:op0,32:op1,32:op0 \
     2>&1 | grep -E "^B=|rror" | tee "$OUT/decode_l2_order.log") ;;
 esac
