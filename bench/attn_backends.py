@@ -7,7 +7,10 @@ keys/values as permuted views of the token-major cache prefix, one layer of a sc
 
 Backend `step` is `attend_step` (the block's attention from raw qkv, the cache write included),
 `step-old` the same function from another checkout's kernels folder (--old-kernels, for A/B in
-one run), `qknorm` the two kernels it replaces (`qk_norm_cache` + `attend`).
+one run), `qknorm` the two kernels it replaces (`qk_norm_cache` + `attend`), `step-hm` the same
+`attend_step` on head-major caches: stored (2B, H, L, d), so that a (image, head)'s keys are one
+contiguous run instead of 128-byte rows B*H*d apart, and passed as (L, 2B, H, d) views (the kernel
+reads the caches through their strides).
 
 Each (backend, step) is captured in a CUDA graph of 20 calls and replayed; prints microseconds per
 call, per step and summed over the schedule (multiply by the depth for a generation). `triton` is
@@ -85,12 +88,15 @@ def load_old(kernels_dir: str):
     return mod
 
 
-def step_operands(B: int, l: int, H: int, d: int, start: int, L: int):
-    """Raw qkv (2B, l, 3C) and per-head scale of one step, fp16, and fresh caches (L, 2B, H, d)."""
+def step_operands(B: int, l: int, H: int, d: int, start: int, L: int, head_major: bool = False):
+    """Raw qkv (2B, l, 3C) and per-head scale of one step, fp16, and fresh caches (L, 2B, H, d): contiguous,
+    or (head_major) views of caches stored (2B, H, L, d)."""
     qkv = torch.randn(2 * B, l, 3 * H * d, device="cuda", dtype=torch.float16) * 3
     scale = torch.rand(H, 1, device="cuda") * 20 + 1
     kc = F.normalize(torch.randn(L, 2 * B, H, d, device="cuda"), dim=-1).half()
     vc = torch.randn(L, 2 * B, H, d, device="cuda", dtype=torch.float16)
+    if head_major:
+        kc, vc = (c.permute(1, 2, 0, 3).contiguous().permute(2, 0, 1, 3) for c in (kc, vc))
     return qkv, scale, kc, vc
 
 
@@ -120,12 +126,13 @@ def main(argv=None) -> int:
                 end = sched.offsets[si] + h * w
                 q = torch.randn(2 * B, h * w, H, d, device="cuda", dtype=torch.float16)
 
-                if name in ("step", "step-old", "qknorm"):
+                if name in ("step", "step-old", "qknorm", "step-hm"):
                     start = sched.offsets[si]
-                    qkv, scale, k0, v0 = step_operands(B, h * w, H, d, start, sched.total_tokens)
+                    qkv, scale, k0, v0 = step_operands(B, h * w, H, d, start, sched.total_tokens, name == "step-hm")
                     kr, vr = k0.clone(), v0.clone()
                     ref = attend_step_ref(qkv, scale, kr, vr, start).float()
                     fn = {"step": lambda: attend_step(qkv, scale, k0, v0, start),
+                          "step-hm": lambda: attend_step(qkv, scale, k0, v0, start),
                           "step-old": lambda: old.attend_step(qkv, scale, k0, v0, start),
                           "qknorm": lambda: attend(qk_norm_cache(qkv, scale, k0, v0, start), k0, v0, end)}[name]
                     err = ((fn().float() - ref).norm() / ref.norm()).item()

@@ -140,6 +140,7 @@ class Impls:
                                              conv_out_taps="notaps" not in variant.split("-"),
                                              upsample=next((m for t, m in _UPSAMPLE.items() if t in variant.split("-")),
                                                            None),
+                                             kv_head_major_min_batch=8 if "kvhm" in variant.split("-") else None,
                                              **_rows(variant))
         return self.fast[variant]
 
@@ -346,7 +347,7 @@ def parse_args(argv=None):
                     help="schedules separated by ';'")
     ap.add_argument("--impls", default="eager,compile,fast" if cuda else "eager,fast",
                     help="eager, compile, fast, fast-VARIANT (VARIANT joins nographs, nokernels, nocompile, nchw, "
-                         "nocdec, nosmall, sdpa/triton (qk_norm_cache + SDPA / the Triton attend, not attend_step), ingn (Inductor's GroupNorm in the decoder, not the Triton op), nofirst (no first-step table: the first step computed), rowsN (small_step for steps of <= N rows), skinnyN (the split-K projection and fc2 for steps of <= N rows; 0: never), nolt (the block GEMMs through F.linear, the cuBLASLt heuristic's first algorithm, not tuned per shape), nofuse (the decoder's convolution biases and residual sums added in passes of their own, not by the GroupNorm op's kernels), notaps (the decoder's norm_out + conv_out as the GroupNorm op and cuDNN's convolution, not group_norm_silu_taps), upnear/uptr (the decoder's upsampling + convolution as written / as one transposed convolution), sblock (sampling through the one-block-per-row kernels, not the many-rows kernel), gnil/gnl2 (the GroupNorm op's programs chunk by chunk across the images / image by image: group_norm.L2_ORDER off / on), tdec/tblk (coordinate-descent "
+                         "nocdec, nosmall, sdpa/triton (qk_norm_cache + SDPA / the Triton attend, not attend_step), ingn (Inductor's GroupNorm in the decoder, not the Triton op), nofirst (no first-step table: the first step computed), rowsN (small_step for steps of <= N rows), skinnyN (the split-K projection and fc2 for steps of <= N rows; 0: never), nolt (the block GEMMs through F.linear, the cuBLASLt heuristic's first algorithm, not tuned per shape), nofuse (the decoder's convolution biases and residual sums added in passes of their own, not by the GroupNorm op's kernels), notaps (the decoder's norm_out + conv_out as the GroupNorm op and cuDNN's convolution, not group_norm_silu_taps), upnear/uptr (the decoder's upsampling + convolution as written / as one transposed convolution), sblock (sampling through the one-block-per-row kernels, not the many-rows kernel), gnil/gnl2 (the GroupNorm op's programs chunk by chunk across the images / image by image: group_norm.L2_ORDER off / on), kvhm (the KV cache head-major from batch 8: kv_head_major_min_batch), tdec/tblk (coordinate-descent "
                          "tuning of the decoder/block kernels) with '-'), onnxruntime, aoti, tensorrt")
     ap.add_argument("--dtype", default="bf16" if cuda else "fp32", help="fast runtime dtype: bf16, fp16, fp32")
     ap.add_argument("--autocast", default="fp16", help="autocast dtype of the eager baselines on GPU")

@@ -93,7 +93,8 @@ class FastRuntime:
                  max_label_sets: int = 64, first_step_table: bool | None = None,
                  first_step_max_bytes: int = 512 << 20, skinny_rows: int | None = None,
                  lt_gemms: bool | None = None, upsample: str | None = None,
-                 group_norm_fuse: bool = True, conv_out_taps: bool = True):
+                 group_norm_fuse: bool = True, conv_out_taps: bool = True,
+                 kv_head_major_min_batch: int | None = None):
         """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
         dynamic shapes (once per process), the channels-last decoder compiled per output shape, and
         steps of at most `small_step_rows` token rows (guidance included) as one `small_step` kernel: by
@@ -131,7 +132,11 @@ class FastRuntime:
         (`fast_decoder.ResidualGroupNorm`) instead of in passes of their own.
         conv_out_taps: with group_norm_fuse, the decoder's end (norm_out, swish, conv_out) as the GroupNorm kernels
         writing each pixel's conv_out partial products, summed over neighbours after
-        (`kernels.group_norm.group_norm_silu_taps`), instead of the normalised tensor and cuDNN's convolution."""
+        (`kernels.group_norm.group_norm_silu_taps`), instead of the normalised tensor and cuDNN's convolution.
+        kv_head_major_min_batch: generations of at least this many images keep their KV cache head-major
+        (`KVCache(head_major=True)`: each (image, head)'s keys in one contiguous run, which `attend_step` reads
+        through its strides, instead of 128-byte rows 2B x H x d apart); such steps never run `small_step`, whose
+        kernel takes the token-major cache. None (default): never, until measured on a GPU."""
         if attention not in (None, "step", "triton", "sdpa"):
             raise ValueError(f"attention takes 'step', 'triton' or 'sdpa', not {attention!r}")
         unknown = set(tune) - {"blocks", "decoder"}
@@ -180,6 +185,10 @@ class FastRuntime:
             self.decoder_gn = (ResidualGroupNorm(self.decoder, conv_out_taps) if group_norm_fuse
                                else with_group_norm_op(self.decoder))
         self.group_norm_min_batch = group_norm_min_batch
+        if kv_head_major_min_batch is not None and kv_head_major_min_batch < 1:
+            raise ValueError(f"kv_head_major_min_batch takes None or a batch size of at least 1, "
+                             f"not {kv_head_major_min_batch}")
+        self.kv_head_major_min_batch = kv_head_major_min_batch
         if cuda if compile_decoder is None else compile_decoder:
             # static shapes: Inductor's channels-last conv layouts and fused GroupNorm+SiLU need them;
             # one compile per output shape, paid when a plan is first built
@@ -374,6 +383,8 @@ class FastRuntime:
             return False
         if not x_BlC.is_cuda:
             return True
+        if not kv.is_contiguous():  # a head-major cache: the kernel takes the token-major layout
+            return False
         cfg = self.model.cfg
         R, l, C = x_BlC.shape
         return (self.use_kernels and small_step_fits(R, l, C, cfg.heads, cfg.mlp_hidden, cfg.depth, kv.shape[2], start,
@@ -475,7 +486,8 @@ class FastRuntime:
             head=torch.zeros(2 * B, 2, cfg.width, dtype=dt, device=dev),
             seed=torch.zeros(1, dtype=torch.int64, device=dev),
             coef=guidance_coefficients(schedule, params).to(dev),
-            cache=KVCache(cfg.depth, schedule.total_tokens, 2 * B, cfg.heads, cfg.head_dim, dt, dev),
+            cache=KVCache(cfg.depth, schedule.total_tokens, 2 * B, cfg.heads, cfg.head_dim, dt, dev,
+                          head_major=self.kv_head_major_min_batch is not None and B >= self.kv_head_major_min_batch),
             codes=[torch.zeros(B, h, w, dtype=torch.long, device=dev) for h, w in schedule],
             image=torch.zeros(B, H, W, 3, dtype=torch.uint8, device=dev) if decode else None,
             forced=[(torch.zeros(B, h, w, dtype=torch.long, device=dev), torch.zeros(B, h, w, dtype=torch.bool, device=dev))

@@ -16,15 +16,25 @@ class KVCache:
     (L, B, H, d) block that an engine can read in place.
     token_major=False: (depth, 2, B, L_max, H, d), the (batch, seq, head, dim) layout that
     flash attention reads natively.
+    head_major=True (with token_major): `kv` is the same (depth, 2, L_max, B, H, d) tensor, a view of
+    storage laid out (depth, 2, B, H, L_max, d), so that one (image, head)'s keys are one contiguous run
+    (a prefix is then no longer one block: for the torch runtime's strided kernels, not for engines).
     The cache keeps no length: callers pass the position of the step they write, which keeps
     a step free of host state (and so capturable in a CUDA graph).
     """
 
     def __init__(self, depth: int, max_tokens: int, batch: int, heads: int, head_dim: int,
-                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu", token_major: bool = True):
-        self.token_major = token_major
-        inner = (max_tokens, batch) if token_major else (batch, max_tokens)
-        self.kv = torch.empty(depth, 2, *inner, heads, head_dim, dtype=dtype, device=device)
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu", token_major: bool = True,
+                 head_major: bool = False):
+        if head_major and not token_major:
+            raise ValueError("head_major is a storage order of the token-major cache")
+        self.token_major, self.head_major = token_major, head_major
+        if head_major:
+            self.kv = torch.empty(depth, 2, batch, heads, max_tokens, head_dim, dtype=dtype,
+                                  device=device).permute(0, 1, 4, 2, 3, 5)
+        else:
+            inner = (max_tokens, batch) if token_major else (batch, max_tokens)
+            self.kv = torch.empty(depth, 2, *inner, heads, head_dim, dtype=dtype, device=device)
         self.max_tokens, self.batch = max_tokens, batch
 
     def update_(self, layer: int, start: int, k_BlHd: torch.Tensor, v_BlHd: torch.Tensor) -> None:
@@ -46,7 +56,8 @@ class KVCache:
         return self.kv[layer, 0, :, :end].transpose(1, 2), self.kv[layer, 1, :, :end].transpose(1, 2)
 
     def keys(self, layer: int, end: int) -> torch.Tensor:
-        """The first `end` keys of `layer` in storage layout ((end, B, H, d), contiguous, when token-major)."""
+        """The first `end` keys of `layer` in storage layout ((end, B, H, d), contiguous, when token-major and not
+        head-major)."""
         return self.kv[layer, 0, :end] if self.token_major else self.kv[layer, 0, :, :end]
 
     def values(self, layer: int, end: int) -> torch.Tensor:

@@ -241,13 +241,14 @@ def small_step_fits(R: int, l: int, C: int, H: int, hidden: int, depth: int, L: 
 
 def small_step(x_RlC: torch.Tensor, mods: torch.Tensor, kv: torch.Tensor, weights: tuple, start: int, eps: float,
                use_kernel: bool = True) -> None:
-    """The cooperative kernel on CUDA when built and the shapes fit (`small_step_fits`), else
-    `small_step_ref`. weights: the nine per-block lists of `small_step_ref`. x is updated in place."""
+    """The cooperative kernel on CUDA when built, the cache is contiguous (token-major) and the shapes fit
+    (`small_step_fits`), else `small_step_ref`. weights: the nine per-block lists of `small_step_ref`.
+    x is updated in place."""
     R, l, C = x_RlC.shape
     depth, L, H = kv.shape[0], kv.shape[2], kv.shape[4]
     hidden = weights[5][0].shape[0]  # w1 (hidden, C)
-    if (use_kernel and x_RlC.is_cuda and small_step_fits(R, l, C, H, hidden, depth, L, start,
-                                                          kv.dtype, x_RlC.device) and load()):
+    if (use_kernel and x_RlC.is_cuda and kv.is_contiguous()
+            and small_step_fits(R, l, C, H, hidden, depth, L, start, kv.dtype, x_RlC.device) and load()):
         torch.ops.flexvar.small_step(x_RlC, mods, kv, *weights, int(start), float(eps))
     else:
         small_step_ref(x_RlC, mods, kv, *weights, start, eps)

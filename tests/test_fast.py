@@ -129,6 +129,28 @@ def test_fast_greedy_equals_reference(pipe_test, spec, guidance):
     assert (out.images.int() - ref.images.int()).abs().max() <= 1
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["per-block", "small_step"])
+def test_head_major_kv_cache_gives_the_same_generation(pipe_test, fused):
+    """kv_head_major_min_batch: plans of that many images or more store their cache head-major (each (image, head)'s
+    keys contiguous) and generate the same codes and images bit for bit (float32, CPU: the references read the
+    cache through its strides, as the GPU's `attend_step` does); smaller batches keep the token-major cache."""
+    sched = Schedule.parse("1,2,3,5")
+    p = SamplingParams(cfg=2.0, top_k=40, top_p=0.9)
+    base = FastRuntime(pipe_test.model, pipe_test.vae, use_graphs=False, fused_small_steps=fused)
+    hm = FastRuntime(pipe_test.model, pipe_test.vae, use_graphs=False, fused_small_steps=fused,
+                     kv_head_major_min_batch=2)
+    for labels in ([3, 4], [5]):
+        a_codes, a_img = base.generate(labels, sched, p, seed=3, decode=True)
+        b_codes, b_img = hm.generate(labels, sched, p, seed=3, decode=True)
+        assert all(torch.equal(x, y) for x, y in zip(a_codes, b_codes)) and torch.equal(a_img, b_img)
+    heads = {plan.B: plan.cache.head_major for plan in hm._plans.values()}
+    assert heads == {2: True, 1: False}
+    kv = next(plan.cache.kv for plan in hm._plans.values() if plan.B == 2)
+    assert not kv.is_contiguous() and kv.stride(2) == pipe_test.model.cfg.head_dim
+    with pytest.raises(ValueError, match="kv_head_major_min_batch"):
+        FastRuntime(pipe_test.model, pipe_test.vae, use_graphs=False, kv_head_major_min_batch=0)
+
+
 def test_fast_sampling_is_seeded_and_cached(pipe_test):
     sched = Schedule.parse("1,2,4,6")
     rt = FastRuntime(pipe_test.model, pipe_test.vae, use_graphs=False)

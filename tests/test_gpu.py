@@ -245,6 +245,26 @@ def test_attend_step_kernel(dtype, B, l, H, d, L, start):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("B, tokens, H, d, L, start", [(2, 4, 16, 64, 680, 1), (64, 169, 16, 64, 680, 255),
+                                                  (3, 77, 4, 32, 200, 60), (2, 256, 16, 64, 680, 424)], ids=str)
+def test_attend_step_head_major_cache(dtype, B, tokens, H, d, L, start):
+    """`attend_step` on caches stored head-major ((B, H, L, d), passed as (L, B, H, d) views, as
+    `KVCache(head_major=True)` gives them): the same bits as on the token-major caches, output and cache writes."""
+    from flexvar.kernels.attention import attend_step
+    g = torch.Generator("cuda").manual_seed(B + tokens + start)
+    qkv = (torch.randn(B, tokens, 3 * H * d, device="cuda", generator=g) * 3).to(dtype)
+    scale = torch.rand(H, 1, device="cuda", generator=g) * 20 + 1
+    kc = torch.nn.functional.normalize(torch.randn(L, B, H, d, device="cuda", generator=g), dim=-1).to(dtype)
+    vc = torch.randn(L, B, H, d, device="cuda", generator=g).to(dtype)
+    k_tm, v_tm = kc.clone(), vc.clone()
+    k_hm, v_hm = (c.permute(1, 2, 0, 3).contiguous().permute(2, 0, 1, 3) for c in (kc, vc))
+    assert k_hm.stride(0) == d
+    a = attend_step(qkv, scale, k_tm, v_tm, start)
+    b = attend_step(qkv, scale, k_hm, v_hm, start)
+    assert torch.equal(a, b) and torch.equal(k_tm, k_hm) and torch.equal(v_tm, v_hm)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("B, C, H, W, mu", [(2, 128, 16, 16, 0.0), (4, 128, 256, 256, 3.0), (3, 256, 20, 12, -2.0),
                                             (1, 512, 16, 16, 0.5), (2, 128, 48, 48, 10.0), (5, 64, 7, 9, 0.0),
                                             (32, 256, 64, 64, 1.0)], ids=str)
@@ -550,6 +570,19 @@ def test_graph_replay_equals_eager_bf16(models):
     assert torch.equal(a_img, b_img)
     again = g.generate([5, 6], sched, p, 11)[0]  # replay is reproducible
     assert all(torch.equal(x, y) for x, y in zip(a, again))
+
+
+def test_head_major_kv_cache_same_generation_fp16(models):
+    """`kv_head_major_min_batch`: batch 8 with the cache head-major, in CUDA graphs, gives the same codes and images
+    bit for bit as the token-major cache (the same kernels; only `attend_step`'s addresses differ)."""
+    model, vae = copy.deepcopy(models[0]).half(), copy.deepcopy(models[1]).half()
+    sched, p, labels = Schedule.parse("256-10"), SamplingParams(), list(range(8))
+    a = FastRuntime(model, vae)
+    b = FastRuntime(model, vae, kv_head_major_min_batch=8)
+    a_codes, a_img = a.generate(labels, sched, p, 4)  # two runtimes: neither overwrites the other's plan buffers
+    b_codes, b_img = b.generate(labels, sched, p, 4)
+    assert next(iter(b._plans.values())).cache.head_major
+    assert all(torch.equal(x, y) for x, y in zip(a_codes, b_codes)) and torch.equal(a_img, b_img)
 
 
 def test_inpaint_with_cuda_graphs_equals_reference(models):

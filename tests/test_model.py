@@ -49,17 +49,26 @@ def test_block_causal_mask():
     assert m[6].all()
 
 
-@pytest.mark.parametrize("token_major", [True, False])
-def test_kv_cache_layouts(token_major):
-    cache = KVCache(depth=2, max_tokens=10, batch=3, heads=2, head_dim=4, token_major=token_major)
+@pytest.mark.parametrize("token_major, head_major", [(True, False), (False, False), (True, True)])
+def test_kv_cache_layouts(token_major, head_major):
+    cache = KVCache(depth=2, max_tokens=10, batch=3, heads=2, head_dim=4, token_major=token_major,
+                    head_major=head_major)
     k, v = torch.randn(3, 4, 2, 4), torch.randn(3, 4, 2, 4)  # (B, l, H, d)
     cache.update_(1, 2, k, v)
     ka, va = cache.attention_kv(1, 6)
     assert ka.shape == (3, 2, 6, 4)
     assert torch.equal(ka[:, :, 2:], k.transpose(1, 2)) and torch.equal(va[:, :, 2:], v.transpose(1, 2))
     if token_major:
-        assert cache.keys(1, 6).is_contiguous() and cache.keys(1, 6).shape == (6, 3, 2, 4)
+        assert cache.keys(1, 6).shape == (6, 3, 2, 4) and torch.equal(cache.keys(1, 6)[2:], k.transpose(0, 1))
+        assert cache.keys(1, 6).is_contiguous() != head_major
+    if head_major:  # one (image, head)'s tokens adjacent: the token stride is the head dim
+        assert cache.kv.stride()[2:] == (4, 2 * 10 * 4, 10 * 4, 1)
     ptr = cache.kv.data_ptr()
     with pytest.raises(IndexError):
         cache.update_(0, 8, k, v)
     assert cache.kv.data_ptr() == ptr  # never reallocated
+
+
+def test_kv_cache_head_major_needs_token_major():
+    with pytest.raises(ValueError, match="head_major"):
+        KVCache(depth=1, max_tokens=4, batch=1, heads=1, head_dim=2, token_major=False, head_major=True)
