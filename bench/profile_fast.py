@@ -114,9 +114,12 @@ def step_spans(kernels: list[tuple[str, float, float]]) -> list[str]:
     return out
 
 
+# "triton" is Inductor's generated code; the runtime's own Triton kernels go by what they do: `_attend_step_kernel`
+# and `_attend_kernel` under attention, the GroupNorm op's `_gn_*` kernels under groupnorm, `_skinny_kernel` under gemm
 _CATEGORIES = [("triton", r"^triton_"), ("flexvar", r"next_tokens|guided_sample|qk_norm_cache|small_step"),
-               ("attention", r"flash|fmha|attention|sdpa"), ("conv", r"conv|fprop|implicit|winograd|dgrad"),
-               ("gemm", r"gemm|cutlass|xmma|nvjet|cublas|sm\d+_"), ("copy", r"copy|memcpy|memset|fill")]
+               ("attention", r"flash|fmha|attention|sdpa|^_attend"), ("groupnorm", r"^_gn_"),
+               ("conv", r"conv|fprop|implicit|winograd|dgrad"),
+               ("gemm", r"gemm|cutlass|xmma|nvjet|cublas|sm\d+_|^_skinny"), ("copy", r"copy|memcpy|memset|fill")]
 
 
 def _category(name: str) -> str:
