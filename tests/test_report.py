@@ -36,7 +36,8 @@ def test_profile_categories_name_the_fused_kernels():
         assert _category(name) == "flexvar", name
     assert _category("nvjet_sm90_hsh_64x8_64x16_4x1_v_bz_bias_TNT") == "gemm"
     assert _category("triton_per_fused_add_native_layer_norm_0") == "triton"
+    # the runtime's Triton kernels, by their jit names
     for name, cat in (("_attend_step_kernel", "attention"), ("_attend_kernel", "attention"),
                       ("_gn_stats_kernel", "groupnorm"), ("_gn_apply_kernel", "groupnorm"),
-                      ("_gn_taps_kernel", "groupnorm"), ("_skinny_kernel", "gemm")):  # the runtime's Triton kernels, by their jit names
+                      ("_gn_taps_kernel", "groupnorm"), ("_skinny_kernel", "gemm")):
         assert _category(name) == cat, name
