@@ -15,9 +15,16 @@ largest at least m nats above the second largest (m in `MARGINS`), the share of 
 agreement. Random weights give near-flat logits, so many tokens are near-ties that any rounding may
 flip; the margin rows say how much of the disagreement is that. PSNR: free-running greedy images of
 the low-precision fast runtime against the float32 reference images. The float32 reference is the
-torch reference runtime. Engines (onnxruntime's CUDA execution provider, AOTInductor) are exported per precision under
-`--engine-dir`/<model>-<precision> (reused when present: `flexvar bench --engine-dir` shares them) and run
-in bf16 and fp16; their token preparation and sampling are the reference's (`engine_runtime`).
+torch reference runtime. Engines (onnxruntime's CUDA execution provider, AOTInductor) are exported per
+precision under `--engine-dir`/<model>-<precision> (reused when present: `flexvar bench --engine-dir`
+shares them) and run in bf16 and fp16; their token preparation and sampling are the reference's (`engine_runtime`).
+
+`--step1-labels N` (default every class, 1,000, on CUDA; 0 on CPU): step-1 code agreement over many
+labels, since a batch of 8 gives step 1 only 8 tokens at 256-10: the greedy guided first-step codes of
+the first N classes (each with its null-class pair, the schedule's step-1 guidance), low precision
+against float32, overall and by the float32 margin; fast runtime rows only (for the engines, the
+batch's step 1 above). Its float32 side is the float32 fast runtime, whose logits are the reference's
+to ~1e-5 (as for the margins).
 """
 from __future__ import annotations
 
@@ -80,6 +87,42 @@ def reference_margins(rt, labels, sched, p, ref) -> list[torch.Tensor]:
     return out
 
 
+@torch.no_grad()
+def step1_logits(rt, labels, sched, p: SamplingParams, chunk: int = 250) -> torch.Tensor:
+    """Guided float32 logits (N, h*w, V) of the first step of `sched` for each label with its null-class pair,
+    through the runtime's own first step (`first_step_rows`, its table where it has one) and head
+    (`guided_logits`), `chunk` labels at a time; on the CPU."""
+    from flexvar.kv_cache import KVCache
+    cfg, hw = rt.model.cfg, sched.steps[0]
+    coef = guidance_coefficients(sched, p).to(rt.device)[0]
+    out = []
+    for a in range(0, len(labels), chunk):
+        part = tuple(labels[a:a + chunk])
+        labels_2B, cond, blocks, head = rt.label_set(part + (cfg.null_class,) * len(part))
+        cache = KVCache(cfg.depth, hw[0] * hw[1], 2 * len(part), cfg.heads, cfg.head_dim, rt.dtype, rt.device)
+        x = rt.first_step_rows(rt.first_step(hw), hw, labels_2B, cond, blocks, cache.kv)
+        out.append(rt.guided_logits(x, head, coef).float().cpu())
+    return torch.cat(out)
+
+
+def step1_reference(rt, labels, sched, p) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(greedy codes, float32 margins) of the first step for `labels` through the float32 runtime rt; None
+    without labels."""
+    if not labels:
+        return None
+    logits = step1_logits(rt, labels, sched, p)
+    top = logits.topk(2, dim=-1)
+    return top.indices[..., 0], top.values[..., 0] - top.values[..., 1]
+
+
+def step1_row(rt, labels, sched, p, step1_ref) -> dict:
+    """Step-1 agreement over `labels` of runtime rt with `step1_reference`."""
+    codes, margins = step1_ref
+    equal = step1_logits(rt, labels, sched, p).argmax(-1) == codes
+    return {"labels": len(labels), "tokens": equal.numel(), "agreement": round(equal.float().mean().item(), 4),
+            "by_fp32_margin": margin_agreement([equal], [margins])}
+
+
 def margin_agreement(equal: list[torch.Tensor], margins: list[torch.Tensor], thresholds=MARGINS) -> list[dict]:
     """For each threshold m: the share of all tokens whose float32 margin is >= m and the agreement among them
     (None where no token is). equal, margins: per step, the same shapes."""
@@ -118,10 +161,12 @@ ROUNDED = {  # which transformer parameters a `--dtypes` name ending in "w" (or 
 }
 
 
-def fast_row(model, vae, dt, name, labels, sched, p, ref, margins, dev, round_to=None, rounded: str = "") -> dict:
+def fast_row(model, vae, dt, name, labels, sched, p, ref, margins, dev, round_to=None, rounded: str = "",
+             step1_labels=(), step1_ref=None) -> dict:
     """round_to: compute in float32 (dt) with weights first rounded to this dtype: what the weights'
     rounding alone costs, the ceiling of any runtime that stores them in that dtype. rounded: which
-    transformer weights (`ROUNDED`); the tokenizer's are rounded with all of them only."""
+    transformer weights (`ROUNDED`); the tokenizer's are rounded with all of them only. step1_labels,
+    step1_ref (`step1_reference`): the step-1 agreement over those labels, where given."""
     m, v = copy.deepcopy(model), copy.deepcopy(vae)
     if round_to is not None:
         with torch.no_grad():
@@ -135,7 +180,10 @@ def fast_row(model, vae, dt, name, labels, sched, p, ref, margins, dev, round_to
     logits = fast_teacher_forced(pipe.fast_runtime, labels, codes, sched, p)
     equal = [lg.argmax(-1).view(-1, *sched.steps[si]) == codes[si] for si, lg in enumerate(logits)]
     fast = pipe.generate(labels, sched, cfg=2.5, top_k=1, top_p=0.0)
-    return _row("fast", name, equal, margins, sched, fast.codes, fast.images, ref)
+    row = _row("fast", name, equal, margins, sched, fast.codes, fast.images, ref)
+    if step1_ref is not None:
+        row["step1_agreement_over_labels"] = step1_row(pipe.fast_runtime, list(step1_labels), sched, p, step1_ref)
+    return row
 
 
 def engine_row(backend, model, vae, dt, name, labels, sched, p, ref, margins, dev, engine_dir, depth) -> dict:
@@ -169,6 +217,8 @@ def main(argv=None) -> int:
     ap.add_argument("--engine-dtypes", default="bf16,fp16", help="precisions of the engines")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--engine-dir", default=None, help="exported engines per precision (default: a temporary dir)")
+    ap.add_argument("--step1-labels", type=int, default=None,
+                    help="step-1 agreement of the fast rows over the first N classes (default all on CUDA, 0 on CPU)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     args.backends, args.dtypes = args.backends.split(","), args.dtypes.split(",")
@@ -177,7 +227,12 @@ def main(argv=None) -> int:
         if base not in ("bf16", "fp16", "fp32", "bf16w", "fp16w") or part not in ROUNDED or (part and base[-1] != "w"):
             ap.error(f"unknown precision {name!r}: bf16, fp16, fp32, or bf16w / fp16w, alone or with -noada or -linears")
     dev = args.device
-    model = random_transformer(FlexVARConfig.from_name(args.depth), seed=0, device=dev)
+    cfg = FlexVARConfig.from_name(args.depth)
+    n1 = (cfg.num_classes if dev == "cuda" else 0) if args.step1_labels is None else args.step1_labels
+    if not 0 <= n1 <= cfg.num_classes:
+        ap.error(f"--step1-labels takes 0 to {cfg.num_classes} (the model's classes), not {n1}")
+    step1_labels = list(range(n1))
+    model = random_transformer(cfg, seed=0, device=dev)
     vae = random_tokenizer(VQVAEConfig.from_name(args.tokenizer), seed=1, device=dev)
     sched = Schedule.parse(args.schedule)
     labels = [(37 * i + 3) % 1000 for i in range(args.batch)]
@@ -185,6 +240,7 @@ def main(argv=None) -> int:
     ref_pipe = Pipeline(copy.deepcopy(model), copy.deepcopy(vae), device=dev, dtype=torch.float32)
     ref = ref_pipe.generate(labels, sched, cfg=2.5, top_k=1, top_p=0.0, fast=False)
     margins = reference_margins(ref_pipe.fast_runtime, labels, sched, p, ref)
+    step1_ref = step1_reference(ref_pipe.fast_runtime, step1_labels, sched, p)
     del ref_pipe
     report = {"device": torch.cuda.get_device_name() if dev == "cuda" else "cpu", "torch": torch.__version__,
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -203,9 +259,11 @@ def main(argv=None) -> int:
                 if backend == "fast" and name.split("-")[0] in ("bf16w", "fp16w"):
                     base, _, part = name.partition("-")
                     row = fast_row(model, vae, torch.float32, name, labels, sched, p, ref, margins, dev,
-                                   round_to=dtypes[base[:-1]], rounded=part)
+                                   round_to=dtypes[base[:-1]], rounded=part, step1_labels=step1_labels,
+                                   step1_ref=step1_ref)
                 elif backend == "fast":
-                    row = fast_row(model, vae, dtypes[name], name, labels, sched, p, ref, margins, dev)
+                    row = fast_row(model, vae, dtypes[name], name, labels, sched, p, ref, margins, dev,
+                                   step1_labels=step1_labels, step1_ref=step1_ref)
                 else:
                     row = engine_row(backend, model, vae, dtypes[name], name, labels, sched, p, ref, margins, dev,
                                      args.engine_dir, args.depth)
@@ -221,6 +279,13 @@ def main(argv=None) -> int:
                           + ("-" if r["agreement"] is None else f"{r['agreement']:.4f}")
                           for r in row["one_step_agreement_by_fp32_margin"]),
                       flush=True)
+                s1 = row.get("step1_agreement_over_labels")
+                if s1:
+                    print(f"precision: {backend} {name}: step 1 over {s1['labels']} labels ({s1['tokens']} tokens) "
+                          f"{s1['agreement']:.4f}; by float32 margin " + ", ".join(
+                              f"{r['min_margin']:g}: {r['share_of_tokens']:.3f}, "
+                              + ("-" if r["agreement"] is None else f"{r['agreement']:.4f}")
+                              for r in s1["by_fp32_margin"]), flush=True)
             report["rows"].append(row)
             if args.out:  # after every row: a run cut short keeps what it measured
                 with open(args.out, "w") as f:

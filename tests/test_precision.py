@@ -101,3 +101,42 @@ def test_reference_margins_are_the_float32_top_two_gaps():
         want = (top[..., 0] - top[..., 1]).view(-1, *hw)
         assert margins[si].shape == want.shape and (margins[si] >= 0).all()
         torch.testing.assert_close(margins[si], want, atol=1e-4, rtol=0)
+
+
+def test_step1_over_labels_cpu(tmp_path):
+    """--step1-labels: the fast rows' greedy first-step codes over that many classes against float32; exact in
+    float32, with the margin rows; bf16-rounded weights flip only some; a count past the classes is a usage error."""
+    out = tmp_path / "s1.json"
+    rc = precision.main(["--device", "cpu", "--depth", "tiny", "--tokenizer", "tiny", "--batch", "2",
+                         "--schedule", "2,3", "--dtypes", "fp32,bf16w", "--step1-labels", "60", "--out", str(out)])
+    assert rc == 0
+    rows = {r["dtype"]: r for r in json.loads(out.read_text())["rows"]}
+    s32, s16 = rows["fp32"]["step1_agreement_over_labels"], rows["bf16w"]["step1_agreement_over_labels"]
+    assert s32["labels"] == 60 and s32["tokens"] == 60 * 4 and s32["agreement"] == 1.0, s32
+    assert [m["min_margin"] for m in s32["by_fp32_margin"]] == list(precision.MARGINS)
+    assert 0.5 < s16["agreement"] <= 1.0 and s16["by_fp32_margin"][0]["agreement"] == s16["agreement"], s16
+    import pytest
+    with pytest.raises(SystemExit) as e:
+        precision.main(["--device", "cpu", "--depth", "tiny", "--step1-labels", "1001"])
+    assert e.value.code == 2
+
+
+def test_step1_logits_are_the_first_teacher_forced_step():
+    """step1_logits (chunked over labels) equals the first step of fast_teacher_forced for the same labels."""
+    import copy
+
+    import torch
+
+    from flexvar import Pipeline
+    from flexvar.config import FlexVARConfig, VQVAEConfig
+    from flexvar.random_weights import random_tokenizer, random_transformer
+    from flexvar.sampling import SamplingParams
+    from flexvar.schedule import Schedule
+    model = random_transformer(FlexVARConfig.from_name("tiny"), seed=0, device="cpu")
+    vae = random_tokenizer(VQVAEConfig.from_name("tiny"), seed=1, device="cpu")
+    pipe = Pipeline(copy.deepcopy(model), copy.deepcopy(vae), device="cpu", dtype=torch.float32)
+    sched, p, labels = Schedule.parse("2,3,4"), SamplingParams(cfg=2.5, guidance="ramp", top_k=1, top_p=0.0), [5, 9, 17]
+    got = precision.step1_logits(pipe.fast_runtime, labels, sched, p, chunk=2)
+    codes = [torch.zeros(3, h, w, dtype=torch.long) for h, w in sched]
+    want = precision.fast_teacher_forced(pipe.fast_runtime, labels, codes, sched, p)[0]
+    torch.testing.assert_close(got, want.float(), atol=1e-5, rtol=1e-5)
