@@ -29,6 +29,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from flexvar.kernels import qk_norm_cache
 from flexvar.kernels.attention import attend, attend_config, attend_ref, attend_step, attend_step_ref
 from flexvar.kernels.lt_linear import graph_us
+from flexvar.kv_cache import head_major_copy
 from flexvar.schedule import Schedule
 
 BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
@@ -96,7 +97,7 @@ def step_operands(B: int, l: int, H: int, d: int, start: int, L: int, head_major
     kc = F.normalize(torch.randn(L, 2 * B, H, d, device="cuda"), dim=-1).half()
     vc = torch.randn(L, 2 * B, H, d, device="cuda", dtype=torch.float16)
     if head_major:
-        kc, vc = (c.permute(1, 2, 0, 3).contiguous().permute(2, 0, 1, 3) for c in (kc, vc))
+        kc, vc = (head_major_copy(c) for c in (kc, vc))
     return qkv, scale, kc, vc
 
 

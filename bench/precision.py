@@ -54,16 +54,18 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def fast_teacher_forced(rt, labels, codes, sched, p: SamplingParams = SamplingParams()):
-    """Guided logits (B, l, V) of every step through the fast runtime's own step (`guided_logits`, what its
-    generation samples), given codes."""
+def fast_teacher_forced(rt, labels, codes, sched, p: SamplingParams = SamplingParams(), steps: int | None = None):
+    """Guided logits (B, l, V) of every step (or of the first `steps`, with a cache of their tokens only) through
+    the fast runtime's own step (`guided_logits`, what its generation samples), given codes."""
     from flexvar.kv_cache import KVCache
     cfg, B = rt.model.cfg, len(labels)
+    n = len(sched) if steps is None else steps
     labels_2B, cond, blocks, head = rt.label_set(tuple(labels) + (cfg.null_class,) * B)
-    cache = KVCache(cfg.depth, sched.total_tokens, 2 * B, cfg.heads, cfg.head_dim, rt.dtype, rt.device)
+    tokens = sched.offsets[n - 1] + sched.steps[n - 1][0] * sched.steps[n - 1][1]
+    cache = KVCache(cfg.depth, tokens, 2 * B, cfg.heads, cfg.head_dim, rt.dtype, rt.device)
     coef = guidance_coefficients(sched, p).to(rt.device)
     out = []
-    for si, hw in enumerate(sched):
+    for si, hw in enumerate(sched.steps[:n]):
         if si == 0:  # the first-step table where the runtime has one
             x = rt.first_step_rows(rt.first_step(hw), hw, labels_2B, cond, blocks, cache.kv)
         else:
@@ -87,22 +89,11 @@ def reference_margins(rt, labels, sched, p, ref) -> list[torch.Tensor]:
     return out
 
 
-@torch.no_grad()
 def step1_logits(rt, labels, sched, p: SamplingParams, chunk: int = 250) -> torch.Tensor:
-    """Guided float32 logits (N, h*w, V) of the first step of `sched` for each label with its null-class pair,
-    through the runtime's own first step (`first_step_rows`, its table where it has one) and head
-    (`guided_logits`), `chunk` labels at a time; on the CPU."""
-    from flexvar.kv_cache import KVCache
-    cfg, hw = rt.model.cfg, sched.steps[0]
-    coef = guidance_coefficients(sched, p).to(rt.device)[0]
-    out = []
-    for a in range(0, len(labels), chunk):
-        part = tuple(labels[a:a + chunk])
-        labels_2B, cond, blocks, head = rt.label_set(part + (cfg.null_class,) * len(part))
-        cache = KVCache(cfg.depth, hw[0] * hw[1], 2 * len(part), cfg.heads, cfg.head_dim, rt.dtype, rt.device)
-        x = rt.first_step_rows(rt.first_step(hw), hw, labels_2B, cond, blocks, cache.kv)
-        out.append(rt.guided_logits(x, head, coef).float().cpu())
-    return torch.cat(out)
+    """Guided float32 logits (N, h*w, V) of the first step of `sched` for each label with its null-class pair
+    (`fast_teacher_forced`'s first step), `chunk` labels at a time; on the CPU."""
+    return torch.cat([fast_teacher_forced(rt, labels[a:a + chunk], [], sched, p, steps=1)[0].float().cpu()
+                      for a in range(0, len(labels), chunk)])
 
 
 def step1_reference(rt, labels, sched, p) -> tuple[torch.Tensor, torch.Tensor] | None:

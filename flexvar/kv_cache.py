@@ -62,3 +62,9 @@ class KVCache:
 
     def values(self, layer: int, end: int) -> torch.Tensor:
         return self.kv[layer, 1, :end] if self.token_major else self.kv[layer, 1, :, :end]
+
+
+def head_major_copy(x_LBHd: torch.Tensor) -> torch.Tensor:
+    """A copy of one layer's keys or values x (L, B, H, d) laid out in memory as `KVCache(head_major=True)` lays
+    them out ((B, H, L, d): each (image, head)'s tokens adjacent), seen with x's shape."""
+    return x_LBHd.permute(1, 2, 0, 3).contiguous().permute(2, 0, 1, 3)

@@ -116,3 +116,12 @@ def aoti_artifacts(tmp_path_factory, pipe_test):
     eng = engine_runtime.EngineSet(pipe_test.model, pipe_test.vae, "aoti", d, pipe_test.device,
                                    log=lambda *a: None, buckets=make_buckets((4096,)))
     return d, eng
+
+
+@pytest.fixture(scope="session")
+def models():
+    """The GPU tests' 'tiny' transformer and tokenizer (random weights) on CUDA, shared by the test_gpu_* files;
+    tests that change them (a dtype, options) take deep copies."""
+    model = random_transformer(FlexVARConfig.from_name("tiny"), seed=3, device="cuda")
+    vae = random_tokenizer(VQVAEConfig.from_name("tiny"), seed=4, device="cuda")
+    return model, vae

@@ -1,5 +1,5 @@
 """`lt_linear` (cuBLASLt GEMMs with tuned algorithms) on CPU: where the fast runtime routes its GEMMs, which shapes a
-plan tunes, and the file of saved choices. Its CUDA side is tested in test_gpu.py."""
+plan tunes, and the file of saved choices. Its CUDA side is tested in test_gpu_kernels.py."""
 import json
 import math
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from flexvar import runtime
-from flexvar.kv_cache import KVCache
+from flexvar.kv_cache import KVCache, head_major_copy
 from flexvar.model import block_causal_mask
 from flexvar.schedule import Schedule
 
@@ -63,6 +63,8 @@ def test_kv_cache_layouts(token_major, head_major):
         assert cache.keys(1, 6).is_contiguous() != head_major
     if head_major:  # one (image, head)'s tokens adjacent: the token stride is the head dim
         assert cache.kv.stride()[2:] == (4, 2 * 10 * 4, 10 * 4, 1)
+        copy = head_major_copy(cache.kv[1, 0])  # the same layout for a tensor of one layer's keys
+        assert torch.equal(copy, cache.kv[1, 0]) and copy.stride() == cache.kv[1, 0].stride()
     ptr = cache.kv.data_ptr()
     with pytest.raises(IndexError):
         cache.update_(0, 8, k, v)

@@ -122,7 +122,8 @@ def test_step1_over_labels_cpu(tmp_path):
 
 
 def test_step1_logits_are_the_first_teacher_forced_step():
-    """step1_logits (chunked over labels) equals the first step of fast_teacher_forced for the same labels."""
+    """fast_teacher_forced over the first steps only (a cache of their tokens) equals those steps of the whole run,
+    and step1_logits (its first step, chunked over labels) the first step of the whole run for the same labels."""
     import copy
 
     import torch
@@ -138,5 +139,7 @@ def test_step1_logits_are_the_first_teacher_forced_step():
     sched, p, labels = Schedule.parse("2,3,4"), SamplingParams(cfg=2.5, guidance="ramp", top_k=1, top_p=0.0), [5, 9, 17]
     got = precision.step1_logits(pipe.fast_runtime, labels, sched, p, chunk=2)
     codes = [torch.zeros(3, h, w, dtype=torch.long) for h, w in sched]
-    want = precision.fast_teacher_forced(pipe.fast_runtime, labels, codes, sched, p)[0]
-    torch.testing.assert_close(got, want.float(), atol=1e-5, rtol=1e-5)
+    whole = precision.fast_teacher_forced(pipe.fast_runtime, labels, codes, sched, p)
+    first_two = precision.fast_teacher_forced(pipe.fast_runtime, labels, codes, sched, p, steps=2)
+    assert len(first_two) == 2 and all(torch.equal(a, b) for a, b in zip(first_two, whole))
+    torch.testing.assert_close(got, whole[0].float(), atol=1e-5, rtol=1e-5)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from flexvar.kernels import attention as A
+from flexvar.kv_cache import head_major_copy
 
 
 def main() -> None:
@@ -31,7 +32,7 @@ def main() -> None:
         for head_major in (False, True):
             k, v = kc.clone(), vc.clone()
             if head_major:
-                k, v = (c.permute(1, 2, 0, 3).contiguous().permute(2, 0, 1, 3) for c in (k, v))
+                k, v = (head_major_copy(c) for c in (k, v))
             outs[head_major] = (A.attend_step(qkv, scale, k, v, start), k.contiguous(), v.contiguous())
         kr, vr = kc.float(), vc.float()
         ref = A.attend_step_ref(qkv.float(), scale, kr, vr, start)

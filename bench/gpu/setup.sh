@@ -5,7 +5,7 @@
 # A/B of the fast runtime (since session 12; the earlier scripts spell their A/B runs out, as they ran);
 # `schedule_tables` runs the README's schedule table, eager and fast (since session 13; s8 and s11 spell it out);
 # `final_runs` the final d16/d24 256-10 runs and bench.precision (since session 15); `bench_ab` one 256-10 run of
-# several implementations in one process, `gpu_tests` a selection of tests/test_gpu.py and `save_lt_algos` the tuned
+# several implementations in one process, `gpu_tests` a selection of the GPU tests ($GPU_TESTS) and `save_lt_algos` the tuned
 # GEMM choices (since session 17).
 OUT=${OUT:-/tmp/flexvar-out}; L="$OUT/logs"; mkdir -p "$L"
 python3 -m pip install -q --no-deps --no-build-isolation -e . > "$L/pip.log" 2>&1 || tail -5 "$L/pip.log"
@@ -53,8 +53,9 @@ bench_ab() {  # bench_ab NAME SECONDS ARGS...: `flexvar bench` 256-10, fp16, wit
   (cd /tmp && timeout "$limit" python3 -m flexvar bench --dtype fp16 --schedules 256-10 "$@" --out "$OUT/${name}.json" \
     2>&1 | grep -E "^bench: ran|^\||rror")
 }
-gpu_tests() {  # gpu_tests NAME SECONDS EXPR: the tests of tests/test_gpu.py that -k EXPR selects: $OUT/gpu_tests_NAME.log
-  timeout "$2" python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider -k "$3" > "$OUT/gpu_tests_$1.log" 2>&1
+GPU_TESTS="tests/test_gpu_kernels.py tests/test_gpu_decoder.py tests/test_gpu_runtime.py"  # tests/test_gpu.py until session 23
+gpu_tests() {  # gpu_tests NAME SECONDS EXPR: the tests of $GPU_TESTS that -k EXPR selects: $OUT/gpu_tests_NAME.log
+  timeout "$2" python3 -m pytest -m gpu $GPU_TESTS -q -p no:cacheprovider -k "$3" > "$OUT/gpu_tests_$1.log" 2>&1
   echo "gpu tests $1 rc=$?"; grep -E "passed|failed|Error" "$OUT/gpu_tests_$1.log" | tail -8
 }
 save_lt_algos() {  # the cuBLASLt choices this machine tuned: $OUT/lt_algos.json
