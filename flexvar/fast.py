@@ -94,7 +94,7 @@ class FastRuntime:
                  first_step_max_bytes: int = 512 << 20, skinny_rows: int | None = None,
                  lt_gemms: bool | None = None, upsample: str | None = None,
                  group_norm_fuse: bool = True, conv_out_taps: bool = True,
-                 kv_head_major_min_batch: int | None = None):
+                 kv_head_major_min_batch: int | None = None, last_step_kv: bool = False):
         """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
         dynamic shapes (once per process), the channels-last decoder compiled per output shape, and
         steps of at most `small_step_rows` token rows (guidance included) as one `small_step` kernel: by
@@ -136,7 +136,10 @@ class FastRuntime:
         kv_head_major_min_batch: generations of at least this many images keep their KV cache head-major
         (`KVCache(head_major=True)`: each (image, head)'s keys in one contiguous run, which `attend_step` reads
         through its strides, instead of 128-byte rows 2B x H x d apart); such steps never run `small_step`, whose
-        kernel takes the token-major cache. None (default): never, until measured on a GPU."""
+        kernel takes the token-major cache. None (default): never, until measured on a GPU.
+        last_step_kv: whether a generation's last step writes its keys and values into the KV cache. No later step
+        reads them and `attend_step` takes a step's own keys from its qkv, so by default (False) it skips those
+        writes (at batch 32, 256-10, 67 MB a block); the codes and images are the same either way."""
         if attention not in (None, "step", "triton", "sdpa"):
             raise ValueError(f"attention takes 'step', 'triton' or 'sdpa', not {attention!r}")
         unknown = set(tune) - {"blocks", "decoder"}
@@ -189,6 +192,7 @@ class FastRuntime:
             raise ValueError(f"kv_head_major_min_batch takes None or a batch size of at least 1, "
                              f"not {kv_head_major_min_batch}")
         self.kv_head_major_min_batch = kv_head_major_min_batch
+        self.last_step_kv = last_step_kv
         if cuda if compile_decoder is None else compile_decoder:
             # static shapes: Inductor's channels-last conv layouts and fused GroupNorm+SiLU need them;
             # one compile per output shape, paid when a plan is first built
@@ -324,10 +328,12 @@ class FastRuntime:
         return next_tokens(prev_Bhw, self.proj_VC, self.model.word_embed.bias, self.positions(hw), hw,
                            self._taps[key], use_kernel=self.use_kernels)
 
-    def transformer(self, x_BlC: torch.Tensor, blocks: torch.Tensor, kv: torch.Tensor, start: int) -> torch.Tensor:
+    def transformer(self, x_BlC: torch.Tensor, blocks: torch.Tensor, kv: torch.Tensor, start: int,
+                    keep_kv: bool = True) -> torch.Tensor:
         """Every block on one step's tokens x (2B, l, C) float32, given the label set's block
         modulation (depth, 2B, 6, C); writes the step's keys/values into kv (depth, 2, L, 2B, H, d)
-        at [start, start + l). Returns x after the last block.
+        at [start, start + l). Returns x after the last block. keep_kv=False (a generation's last step,
+        whose keys no later step reads) lets `attend_step` skip those writes.
 
         Per block: the compiled qkv projection, the attention (by default `attend_step`: q/k norms, the
         cache write and attention over the cache in one Triton kernel; else `qk_norm_cache` and `attend`
@@ -349,7 +355,7 @@ class FastRuntime:
         fused = self.attention == "step" and _attention.step_kernel_available(qkv, kv)
         for i, (_, _, scale, *second) in enumerate(W):
             if fused:
-                o = _attention.attend_step(qkv, scale, kv[i, 0], kv[i, 1], start).transpose(1, 2)
+                o = _attention.attend_step(qkv, scale, kv[i, 0], kv[i, 1], start, write_cache=keep_kv).transpose(1, 2)
             else:
                 q = qk_norm_cache(qkv, scale, kv[i, 0], kv[i, 1], start, use_kernel=self.use_kernels)
                 o = attend(q, kv[i, 0], kv[i, 1], end, kernel=self.attention != "sdpa")
@@ -430,7 +436,8 @@ class FastRuntime:
                 if si == 0:
                     x = self.first_step_rows(plan.first, hw, plan.labels, plan.cond, plan.blocks, plan.cache.kv)
                 else:
-                    x = self.transformer(x, plan.blocks, plan.cache.kv, sched.offsets[si])
+                    x = self.transformer(x, plan.blocks, plan.cache.kv, sched.offsets[si], 
+                                         keep_kv=self.last_step_kv or si + 1 < len(sched))
                 logits = self.guided_logits(x, plan.head, plan.coef[si], bias=False)  # guided: (B, l, V)
             with stage("sampling"):
                 idx = guided_sample(logits, plan.seed, 0.0, "none", step_top_k(hw, p), p.top_p, si,

@@ -94,11 +94,13 @@ def step_kernel_available(qkv_BlC3: torch.Tensor, k_cache: torch.Tensor) -> bool
 
 
 def attend_step(qkv_BlC3: torch.Tensor, scale_H: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                start: int, config: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+                start: int, config: tuple[int, int, int, int] | None = None, write_cache: bool = True) -> torch.Tensor:
     """A block's attention from its raw qkv (B, l, 3C): q/k norms, q scale, the step's keys and values
     written into the caches (L, B, H, d) at [start, start + l), attention over [0, start + l):
     (B, l, H, d) contiguous. The Triton kernel where `step_kernel_available`, else `attend_step_ref`.
-    scale_H: the per-head q scale (H or (H, 1)), float32. config overrides `attend_config` (benchmarks)."""
+    scale_H: the per-head q scale (H or (H, 1)), float32. config overrides `attend_config` (benchmarks).
+    write_cache=False lets the kernel leave the caches' [start, start + l) as they were (a generation's last
+    step: no later step reads them, and the kernel takes the step's own keys from qkv); the output is the same."""
     if not step_kernel_available(qkv_BlC3, k_cache) or v_cache.stride(-1) != 1:
         return attend_step_ref(qkv_BlC3, scale_H, k_cache, v_cache, start)
     B, l = qkv_BlC3.shape[:2]
@@ -107,7 +109,7 @@ def attend_step(qkv_BlC3: torch.Tensor, scale_H: torch.Tensor, k_cache: torch.Te
     bm, bn, warps, stages = config or attend_config(l)
     n_qb = triton.cdiv(l, bm)
     # the attention programs, then the programs that write the step's keys and values into the caches
-    grid = (n_qb + triton.cdiv(l, bn), B * H)
+    grid = (n_qb + (triton.cdiv(l, bn) if write_cache else 0), B * H)
     _attend_step_kernel[grid](qkv_BlC3, scale_H.float().reshape(H).contiguous(), k_cache, v_cache, o, l, start, H, n_qb,
                               *qkv_BlC3.stride()[:2], *k_cache.stride()[:3], *v_cache.stride()[:3], *o.stride()[:3],
                               BLOCK_M=bm, BLOCK_N=bn, D=d, num_warps=warps, num_stages=stages)

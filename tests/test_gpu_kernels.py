@@ -218,6 +218,9 @@ def test_attend_step_kernel(dtype, B, l, H, d, L, start):
         assert torch.equal(v2, vc_ref) and torch.equal(k2[:start], kc[:start]) and torch.equal(k2[start + l:], kc[start + l:])
         ulps = (k2[start:start + l].float() - kc_ref[start:start + l].float()).abs().max()
         assert ulps <= (1e-3 if dtype == torch.float16 else 8e-3)  # a rounding step at most
+        k3, v3 = kc.clone(), vc.clone()  # write_cache=False (a last step): the same bits, the caches untouched
+        assert torch.equal(attend_step(qkv, scale, k3, v3, start, cfg, write_cache=False), out)
+        assert torch.equal(k3, kc) and torch.equal(v3, vc)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -148,6 +148,26 @@ def test_head_major_kv_cache_same_generation_fp16(models):
     assert all(torch.equal(x, y) for x, y in zip(a_codes, b_codes)) and torch.equal(a_img, b_img)
 
 
+@pytest.mark.parametrize("batch", [1, 8])
+def test_last_step_kv_writes_skipped_same_generation_fp16(models, batch):
+    """The default skips the last step's cache writes (`last_step_kv=False`): in CUDA graphs the same codes and
+    images bit for bit as a runtime that writes them, and the last step's cache region is left as it was."""
+    model, vae = copy.deepcopy(models[0]).half(), copy.deepcopy(models[1]).half()
+    sched, p, labels = Schedule.parse("256-10"), SamplingParams(), list(range(batch))
+    a = FastRuntime(model, vae, last_step_kv=True)
+    b = FastRuntime(model, vae)
+    a_codes, a_img = a.generate(labels, sched, p, 4)
+    b.generate(labels, sched, p, 4)  # builds and captures the plan; its cache's last region is then overwritten
+    cache = next(iter(b._plans.values())).cache.kv
+    last = sched.offsets[-1]
+    cache[:, :, last:].fill_(7.0)
+    b_codes, b_img = b.generate(labels, sched, p, 4)
+    assert all(torch.equal(x, y) for x, y in zip(a_codes, b_codes)) and torch.equal(a_img, b_img)
+    assert bool((cache[:, :, last:] == 7.0).all())
+    a_cache = next(iter(a._plans.values())).cache.kv
+    assert torch.equal(a_cache[:, :, :last], cache[:, :, :last]) and not bool((a_cache[:, :, last:] == 7.0).any())
+
+
 def test_inpaint_with_cuda_graphs_equals_reference(models):
     """Forced codes as plan buffers of a captured graph: greedy in-painting equals the reference runtime."""
     from flexvar import editing

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Session 24's device calls (bench/NOTES.md, "Session 24"):
+#   bash bench/gpu/s24.sh a  # one 600 s call: the GPU tests of what session 23-24 added (attend_step's write_cache,
+#                           # the head-major cache, the last step's skipped cache writes), batch 32 end to end with
+#                           # the last step's cache writes and L2_ORDER off (session 23's runtime), writes on, the
+#                           # default (neither), and the head-major cache, alternated in one process; then the final
+#                           # runs (d16 batch 1 and 32, d24 batch 1, eager in the same runs, bench.precision with the
+#                           # step-1 agreement over all 1,000 classes)
+#   bash bench/gpu/s24.sh b  # the README's schedule table on the current runtime (last: session 14's), then the
+#                           # batch-32 graph replay's profile (last: session 12)
+set -uo pipefail
+OUT=${OUT:-/tmp/flexvar-out}
+export PYTHONUNBUFFERED=1
+. bench/gpu/setup.sh
+case "${1:-a}" in
+a)
+  gpu_tests new 140 "attend_step_kernel or head_major or last_step_kv"
+  bench_ab lastkv_d16_b32 150 --depths 16 --batches 32 \
+    --impls fast-lastkv-gnil,fast-lastkv,fast,fast-kvhm,fast-lastkv-gnil,fast-lastkv,fast,fast-kvhm --repeat 9 --no-breakdown
+  final_runs 1 ;;
+b)
+  schedule_tables
+  (cd /tmp && timeout 130 python3 -m flexvar.bench.profile_fast --depth d16 --batch 32 --graph --decode-kernels \
+    --rows 45 --timeline "$OUT/timeline_b32.json" 2>&1 | grep -vE "Warning|warn_once|^-|^$" > "$OUT/profile_b32.txt")
+  head -3 "$OUT/profile_b32.txt"; grep -E "^step|^decode" "$OUT/profile_b32.txt" ;;
+esac
+save_lt_algos
+exit 0
