@@ -15,9 +15,9 @@ export PYTHONUNBUFFERED=1
 case "${1:-a}" in
 a)
   gpu_tests new 140 "attend_step_kernel or head_major or last_step_kv"
+  final_runs 1
   bench_ab lastkv_d16_b32 150 --depths 16 --batches 32 \
-    --impls fast-lastkv-gnil,fast-lastkv,fast,fast-kvhm,fast-lastkv-gnil,fast-lastkv,fast,fast-kvhm --repeat 9 --no-breakdown
-  final_runs 1 ;;
+    --impls fast-lastkv,fast,fast-kvhm,fast-lastkv,fast,fast-kvhm --repeat 9 --no-breakdown ;;
 b)
   schedule_tables
   (cd /tmp && timeout 130 python3 -m flexvar.bench.profile_fast --depth d16 --batch 32 --graph --decode-kernels \
