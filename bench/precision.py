@@ -66,12 +66,15 @@ def fast_teacher_forced(rt, labels, codes, sched, p: SamplingParams = SamplingPa
     coef = guidance_coefficients(sched, p).to(rt.device)
     out = []
     for si, hw in enumerate(sched.steps[:n]):
-        if si == 0:  # the first-step table where the runtime has one
-            x = rt.first_step_rows(rt.first_step(hw), hw, labels_2B, cond, blocks, cache.kv)
+        logits = None
+        if si == 0:  # the first-step table where the runtime has one (and its float32 logits, if it keeps them)
+            table = rt.first_step(hw)
+            x = rt.first_step_rows(table, hw, labels_2B, cond, blocks, cache.kv)
+            logits = rt.first_step_logits(table, labels_2B, coef[0])
         else:
             x = rt.transformer(rt.next_tokens(codes[si - 1], hw).float().repeat(2, 1, 1), blocks, cache.kv,
                                sched.offsets[si])
-        out.append(rt.guided_logits(x, head, coef[si]))
+        out.append(rt.guided_logits(x, head, coef[si]) if logits is None else logits)
     return out
 
 

@@ -179,7 +179,8 @@ def test_label_set_is_cached_with_its_labels(pipe_test):
 def test_first_step_table_is_the_first_step(pipe_test, first):
     """The table's keys, values and output of a label = the first step run on that label alone."""
     rt = FastRuntime(pipe_test.model, pipe_test.vae, use_graphs=False, first_step_table=True)
-    kv, x_NlC = rt.first_step(first)
+    kv, x_NlC, head_NlV = rt.first_step(first)
+    assert head_NlV is None and not rt.first_step_float32  # a float32 runtime: its own step is the float32 one
     cfg = pipe_test.model.cfg
     assert kv.numel() * kv.element_size() + x_NlC.numel() * 4 == rt.first_step_bytes(first)
     assert x_NlC.shape == (cfg.num_classes + 1, first[0] * first[1], cfg.width)
@@ -194,6 +195,48 @@ def test_first_step_table_is_the_first_step(pipe_test, first):
     for hw in [(1, 3), (1, 4), (1, 5), (1, 6)]:  # at most 4 first scales are kept (LRU)
         rt.first_step(hw)
     assert first not in rt._first and len(rt._first) == 4
+
+
+@pytest.mark.parametrize("guidance", ["ramp", "constant"])
+def test_first_step_table_in_float32_for_bf16(pipe_test, guidance):
+    """A bf16 runtime computes its first-step table in float32 on the upcast weights (`first_step_float32`):
+    the output and the head's output equal the float32 runtime's on those weights, the keys and values are
+    theirs rounded once, step 1's guided logits come from the table, and greedy step-1 codes are the float32
+    runtime's. With first_step_float32=False the table is the bf16 step's (no head outputs)."""
+    from flexvar.fast import float32_copy
+    from flexvar.kv_cache import KVCache
+    m16, vae16 = copy.deepcopy(pipe_test.model).bfloat16(), copy.deepcopy(pipe_test.vae).bfloat16()
+    m32, vae32 = float32_copy(m16), copy.deepcopy(vae16).float()
+    assert m32.head.weight.dtype == torch.float32 and torch.equal(m32.head.weight, m16.head.weight.float())
+    rt16 = FastRuntime(m16, vae16, use_graphs=False, first_step_table=True)
+    rt32 = FastRuntime(m32, vae32, use_graphs=False, first_step_table=True)
+    assert rt16.first_step_float32 and not rt32.first_step_float32
+    kv, x_NlC, head_NlV = table = rt16.first_step((1, 1))
+    kv32, x32, _ = rt32.first_step((1, 1))
+    cfg = m16.cfg
+    assert kv.dtype == torch.bfloat16 and head_NlV.shape == (cfg.num_classes + 1, 1, cfg.vocab_size)
+    assert kv.numel() * 2 + x_NlC.numel() * 4 + head_NlV.numel() * 4 == rt16.first_step_bytes((1, 1))
+    assert rel_err(x_NlC, x32) < 1e-5 and rel_err(kv.float(), kv32) < 5e-3
+    for label in (0, 7, cfg.null_class):
+        _, _, head = rt32.modulation((label,))
+        assert rel_err(head_NlV[label], rt32.logits(x32[label:label + 1], head)[0] - rt32.head_b) < 1e-5
+    sched, p = Schedule.parse("1,2,3"), SamplingParams(cfg=3.0, guidance=guidance, top_k=1, top_p=0.0)
+    coef = guidance_coefficients(sched, p)
+    labels = list(range(cfg.num_classes))
+    labels_2B, _, _, head_2B = rt32.label_set(tuple(labels) + (cfg.null_class,) * len(labels))
+    want = rt32.guided_logits(x32.index_select(0, labels_2B), head_2B, coef[0])
+    got = rt16.first_step_logits(table, labels_2B, coef[0])
+    assert rel_err(got, want) < 1e-5 and torch.equal(got.argmax(-1), want.argmax(-1))
+    assert torch.equal(rt16.generate(labels, sched, p, 0, decode=False)[0][0],
+                       rt32.generate(labels, sched, p, 0, decode=False)[0][0])
+    plain = FastRuntime(m16, vae16, use_graphs=False, first_step_table=True, first_step_float32=False)
+    kv_b, x_b, head_b = plain.first_step((1, 1))
+    assert head_b is None and plain.first_step_logits(plain.first_step((1, 1)), labels_2B, coef[0]) is None
+    cond, blocks, _ = plain.modulation((5,))
+    cache = KVCache(cfg.depth, 1, 1, cfg.heads, cfg.head_dim, torch.bfloat16)
+    x = plain.transformer(cond[:, None].float() + m16.pos_start.float() + plain.positions((1, 1))[None].float(),
+                          blocks, cache.kv, 0)
+    assert torch.equal(x_b[5], x[0]) and rel_err(x_b[5], x32[5]) > 1e-4  # the bf16 step: further from float32
 
 
 def test_plan_keeps_its_first_step_table(pipe_test):
