@@ -6,7 +6,8 @@ sum to one). Per model and first scale, on CUDA: the first step of every label, 
 (`FastRuntime.first_step`): its input depends on the label alone, so a generation copies its keys,
 values and last block output out of a table instead of running it; in fp16/bf16 the table is computed in
 float32 and keeps each label's float32 head output, so step 1 is sampled from float32 logits. Per label
-set: every block's modulation and the head's (cached). Per schedule: the positions of every step. Per (schedule, batch, sampling parameters): static buffers, a
+set: every block's modulation and the head's (cached). Per schedule: the positions of every step. Per
+(schedule, batch, sampling parameters): static buffers, a
 preallocated KV cache and, on CUDA, one CUDA graph of the whole generation (all steps,
 guidance, sampling, decode) that is replayed afterwards.
 
