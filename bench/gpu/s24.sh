@@ -14,7 +14,7 @@ export PYTHONUNBUFFERED=1
 . bench/gpu/setup.sh
 case "${1:-a}" in
 a)
-  gpu_tests new 140 "attend_step_kernel or head_major or last_step_kv"
+  gpu_tests new 150 "attend_step_kernel or head_major or last_step_kv or first_step"
   final_runs 1
   bench_ab lastkv_d16_b32 150 --depths 16 --batches 32 \
     --impls fast-lastkv,fast,fast-kvhm,fast-lastkv,fast,fast-kvhm --repeat 9 --no-breakdown ;;
