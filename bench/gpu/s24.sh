@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Session 24's device calls (bench/NOTES.md, "Session 24"):
-#   bash bench/gpu/s24.sh a  # one 600 s call: the GPU tests of what sessions 23-24 added (attend_step's write_cache,
-#                           # the head-major cache, the last step's skipped cache writes); the final runs (d16 batch 1
-#                           # and 32, d24 batch 1, eager in the same runs; bench.precision with the step-1 agreement
-#                           # over all 1,000 classes); then batch 32 end to end with the last step's cache writes
-#                           # (lastkv), without them (the default) and with the head-major cache, alternated in one
-#                           # process
+#   bash bench/gpu/s24.sh a  # one 600 s call: the final runs (d16 batch 1 and 32, d24 batch 1, eager in the same runs;
+#                           # bench.precision with the step-1 agreement over all 1,000 classes); the GPU tests of what
+#                           # sessions 23-24 added (attend_step's write_cache, the head-major cache, the last step's
+#                           # skipped cache writes, the float32 first-step table); then batch 32 end to end with the
+#                           # last step's cache writes (lastkv), without them (the default) and with the head-major
+#                           # cache, alternated in one process
 #   bash bench/gpu/s24.sh b  # the README's schedule table on the current runtime (last: session 14's), then the
 #                           # batch-32 graph replay's profile (last: session 12)
 set -uo pipefail
@@ -14,8 +14,8 @@ export PYTHONUNBUFFERED=1
 . bench/gpu/setup.sh
 case "${1:-a}" in
 a)
-  gpu_tests new 150 "attend_step_kernel or head_major or last_step_kv or first_step"
   final_runs 1
+  gpu_tests new 150 "attend_step_kernel or head_major or last_step_kv or first_step"
   bench_ab lastkv_d16_b32 150 --depths 16 --batches 32 \
     --impls fast-lastkv,fast,fast-kvhm,fast-lastkv,fast,fast-kvhm --repeat 9 --no-breakdown ;;
 b)
