@@ -6,7 +6,8 @@
 #                           # skipped cache writes, the float32 first-step table); then batch 32 end to end with the
 #                           # last step's cache writes (lastkv), without them (the default) and with the head-major
 #                           # cache, alternated in one process
-#   bash bench/gpu/s24.sh h  # where only an H200 comes: call a without the final runs (bench.precision alone)
+#   bash bench/gpu/s24.sh h  # short of device time, or where only an H200 comes: call a without the final runs
+#                           # (bench.precision alone, first)
 #   bash bench/gpu/s24.sh b  # the README's schedule table on the current runtime (last: session 14's), then the
 #                           # batch-32 graph replay's profile (last: session 12)
 set -uo pipefail
@@ -19,12 +20,12 @@ a)
   gpu_tests new 150 "attend_step_kernel or head_major or last_step_kv or first_step"
   bench_ab lastkv_d16_b32 150 --depths 16 --batches 32 \
     --impls fast-lastkv,fast,fast-kvhm,fast-lastkv,fast,fast-kvhm --repeat 9 --no-breakdown ;;
-h)  # on an H200 (no H100 came): the tests, the A/B and bench.precision of call a, without the final runs
-  gpu_tests new 150 "attend_step_kernel or head_major or last_step_kv or first_step"
+h)  # short of device time or on an H200: call a without the final runs, bench.precision first
+  timeout 150 python3 -m flexvar.bench.precision --depth d16 --batch 8 --dtypes bf16,fp16 \
+    --out "$OUT/precision_d16.json" 2>&1 | tail -4
   bench_ab lastkv_d16_b32 150 --depths 16 --batches 32 \
     --impls fast-lastkv,fast,fast-kvhm,fast-lastkv,fast,fast-kvhm --repeat 9 --no-breakdown
-  timeout 150 python3 -m flexvar.bench.precision --depth d16 --batch 8 --dtypes bf16,fp16 \
-    --out "$OUT/precision_d16.json" 2>&1 | tail -4 ;;
+  gpu_tests new 150 "attend_step_kernel or head_major or last_step_kv or first_step" ;;
 b)
   schedule_tables
   (cd /tmp && timeout 130 python3 -m flexvar.bench.profile_fast --depth d16 --batch 32 --graph --decode-kernels \
