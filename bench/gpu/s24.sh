@@ -23,9 +23,9 @@ a)
 h)  # short of device time or on an H200: call a without the final runs, bench.precision first
   timeout 150 python3 -m flexvar.bench.precision --depth d16 --batch 8 --dtypes bf16,fp16 \
     --out "$OUT/precision_d16.json" 2>&1 | tail -4
-  bench_ab lastkv_d16_b32 150 --depths 16 --batches 32 \
-    --impls fast-lastkv,fast,fast-kvhm,fast-lastkv,fast,fast-kvhm --repeat 9 --no-breakdown
-  gpu_tests new 150 "attend_step_kernel or head_major or last_step_kv or first_step" ;;
+  bench_ab lastkv_d16_b32 120 --depths 16 --batches 32 --impls fast-lastkv,fast,fast-lastkv,fast --repeat 9 \
+    --no-breakdown
+  gpu_tests new 150 "last_step_kv or first_step or attend_step_kernel" ;;
 b)
   schedule_tables
   (cd /tmp && timeout 130 python3 -m flexvar.bench.profile_fast --depth d16 --batch 32 --graph --decode-kernels \
