@@ -58,6 +58,17 @@ from .vqvae import VQVAE
 _M32 = 0xFFFFFFFF
 
 
+@contextmanager
+def _full_float32():
+    """float32 matmuls in full float32 (no TF32, which a caller may have turned on) inside, restored after."""
+    was = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(was)
+
+
 def float32_copy(model: FlexVAR) -> FlexVAR:
     """A float32 copy of the model on its device (its parameters and buffers upcast; the original is untouched)."""
     with torch.device("meta"):
@@ -292,7 +303,7 @@ class FastRuntime:
             kv = torch.empty(cfg.depth, 2, l, N, cfg.heads, cfg.head_dim, dtype=self.dtype, device=self.device)
             x_NlC = torch.empty(N, l, cfg.width, dtype=torch.float32, device=self.device)
             head_NlV = None
-            with torch.no_grad():
+            with torch.no_grad(), _full_float32():
                 if self.first_step_float32:
                     head_NlV = torch.empty(N, l, cfg.vocab_size, dtype=torch.float32, device=self.device)
                     m32 = float32_copy(self.model)

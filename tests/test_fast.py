@@ -211,7 +211,13 @@ def test_first_step_table_in_float32_for_bf16(pipe_test, guidance):
     rt16 = FastRuntime(m16, vae16, use_graphs=False, first_step_table=True)
     rt32 = FastRuntime(m32, vae32, use_graphs=False, first_step_table=True)
     assert rt16.first_step_float32 and not rt32.first_step_float32
-    kv, x_NlC, head_NlV = table = rt16.first_step((1, 1))
+    was = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")  # a caller's TF32: the build runs at "highest" and restores it
+    try:
+        kv, x_NlC, head_NlV = table = rt16.first_step((1, 1))
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(was)
     kv32, x32, _ = rt32.first_step((1, 1))
     cfg = m16.cfg
     assert kv.dtype == torch.bfloat16 and head_NlV.shape == (cfg.num_classes + 1, 1, cfg.vocab_size)
