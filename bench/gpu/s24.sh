@@ -9,6 +9,8 @@
 #                           # cache, alternated in one process
 #   bash bench/gpu/s24.sh h  # short of device time, or where only an H200 comes: call a without the final runs
 #                           # (bench.precision alone, first)
+#   bash bench/gpu/s24.sh w  # bench.precision with bf16w (float32 arithmetic on bf16-rounded weights) beside bf16:
+#                           # whether session 24's 98.8 % bf16 step-1 agreement is the GPU weights' rounding ceiling
 #   bash bench/gpu/s24.sh b  # the README's schedule table on the current runtime (last: session 14's), then the
 #                           # batch-32 graph replay's profile (last: session 12)
 set -uo pipefail
@@ -27,6 +29,9 @@ h)  # short of device time or on an H200: call a without the final runs, bench.p
   bench_ab lastkv_d16_b32 120 --depths 16 --batches 32 --impls fast-lastkv,fast,fast-lastkv,fast --repeat 9 \
     --no-breakdown
   gpu_tests new 150 "last_step_kv or first_step or attend_step_kernel" ;;
+w)  # the bf16-rounded weights' own step-1 ceiling on the GPU's random weights (float32 arithmetic), beside bf16
+  timeout 200 python3 -m flexvar.bench.precision --depth d16 --batch 8 --dtypes bf16w,bf16 \
+    --out "$OUT/precision_bf16w_d16.json" 2>&1 | tail -4 ;;
 b)
   schedule_tables
   (cd /tmp && timeout 130 python3 -m flexvar.bench.profile_fast --depth d16 --batch 32 --graph --decode-kernels \
