@@ -77,6 +77,32 @@ def float32_copy(model: FlexVAR) -> FlexVAR:
     return m32.eval()
 
 
+def build_first_step_table(model32: FlexVAR, hw: tuple[int, int], kv_dtype: torch.dtype) -> tuple:
+    """The first step of every label (null class included) at first scale hw through a float32 model's own
+    step (`model.Block.forward_step`), in full float32: keys and values (depth, 2, h*w, N, H, d) rounded once to
+    kv_dtype, the last block's output (N, h*w, C) and the head's output, its bias included (N, h*w, V), float32;
+    N = num_classes + 1 (`FastRuntime.first_step`'s table with `first_step_float32`)."""
+    cfg, l = model32.cfg, hw[0] * hw[1]
+    N, chunk = cfg.num_classes + 1, max(1, 512 // l)
+    dev = model32.pos_start.device
+    kv = torch.empty(cfg.depth, 2, l, N, cfg.heads, cfg.head_dim, dtype=kv_dtype, device=dev)
+    x_NlC = torch.empty(N, l, cfg.width, dtype=torch.float32, device=dev)
+    head_NlV = torch.empty(N, l, cfg.vocab_size, dtype=torch.float32, device=dev)
+    with torch.no_grad(), _full_float32():
+        for a in range(0, N, chunk):
+            labels = torch.arange(a, min(a + chunk, N), device=dev)
+            span = slice(a, a + len(labels))
+            cache = KVCache(cfg.depth, l, len(labels), cfg.heads, cfg.head_dim, torch.float32, dev)
+            cond, blocks, head = model32.modulation(labels)
+            x = model32.first_tokens(cond, *hw)
+            for i, blk in enumerate(model32.blocks):
+                x = blk.forward_step(x, blocks[i], cache, i, 0)
+            x_NlC[span] = x
+            head_NlV[span] = model32.logits(x, head)
+            kv[:, :, :, span] = cache.kv
+    return kv, x_NlC, head_NlV
+
+
 def _no_stage(name):
     return nullcontext()
 
@@ -117,7 +143,7 @@ class FastRuntime:
                  lt_gemms: bool | None = None, upsample: str | None = None,
                  group_norm_fuse: bool = True, conv_out_taps: bool = True,
                  kv_head_major_min_batch: int | None = None, last_step_kv: bool = False,
-                 first_step_float32: bool | None = None):
+                 first_step_float32: bool | None = None, first_step_tables: dict | None = None):
         """Defaults on CUDA: CUDA graphs, the fused kernels, the block halves compiled by Inductor with
         dynamic shapes (once per process), the channels-last decoder compiled per output shape, and
         steps of at most `small_step_rows` token rows (guidance included) as one `small_step` kernel: by
@@ -143,6 +169,9 @@ class FastRuntime:
         1x1), from which step 1's guided logits are formed (`first_step_logits`): step 1, computed once per label,
         then differs from float32 only by the weights' rounding (bf16 step-1 code agreement over the 1,000 classes:
         98.0 % -> 99.3 % on the CPU; 98.8 % on the H100, with the GPU's own random weights).
+        first_step_tables: {first scale: table} built before the model was cast to this runtime's dtype
+        (`build_first_step_table` on the checkpoint's float32 weights, which `Pipeline` does for the 1x1 first scale),
+        used instead of building those (kept for the runtime's life); step 1 then has no rounding at all.
         skinny_rows: per-block steps of at most this many token rows (guidance included) run each block's
         projection and fc2 as `flexvar.kernels.skinny_mm.skinny_partials` (split-K partial products summed in
         the compiled kernel after them) instead of cuBLAS: on CUDA only where the Triton kernel runs (fp16/bf16,
@@ -249,6 +278,14 @@ class FastRuntime:
                                    else first_step_float32)
         self.first_step_max_bytes = first_step_max_bytes
         self._first: OrderedDict = OrderedDict()  # first scale -> table or None (LRU of 4; plans hold theirs)
+        self._pinned = dict(first_step_tables or {})
+        for hw, table in self._pinned.items():
+            kv, x_NlC, head_NlV = table
+            want = (cfg.depth, 2, hw[0] * hw[1], cfg.num_classes + 1, cfg.heads, cfg.head_dim)
+            if (tuple(kv.shape) != want or kv.dtype != self.dtype or kv.device != self.device
+                    or tuple(x_NlC.shape) != (want[3], want[2], cfg.width) or head_NlV is None
+                    or tuple(head_NlV.shape) != (want[3], want[2], cfg.vocab_size)):
+                raise ValueError(f"first_step_tables[{hw}] does not fit this model, dtype and device")
         self._pos: dict[tuple[int, int], torch.Tensor] = {}
         self._taps: dict[tuple, tuple] = {}
         self._mods: OrderedDict = OrderedDict()
@@ -292,41 +329,32 @@ class FastRuntime:
     def first_step(self, hw: tuple[int, int]) -> tuple | None:
         """The first step of every label (null class included) at first scale hw, computed once: keys and
         values (depth, 2, h*w, N, H, d) in the cache's layout, the last block's output (N, h*w, C)
-        float32, N = num_classes + 1, and, with `first_step_float32`, the head's output without its bias
+        float32, N = num_classes + 1, and, with `first_step_float32`, the head's output with its bias
         (N, h*w, V) float32 (else None). The step's input is the label's class embedding + positions, so its
         keys, values and output depend on the label alone. None where the table is off or would take more
         than `first_step_max_bytes`."""
+        if self.first_step_table and hw in self._pinned:
+            return self._pinned[hw]
         if hw in self._first:
             self._first.move_to_end(hw)
             return self._first[hw]
         table = None
         if self.first_step_table and self.first_step_bytes(hw) <= self.first_step_max_bytes:
-            cfg, l = self.model.cfg, hw[0] * hw[1]
-            N, chunk = cfg.num_classes + 1, max(1, 512 // l)
-            kv = torch.empty(cfg.depth, 2, l, N, cfg.heads, cfg.head_dim, dtype=self.dtype, device=self.device)
-            x_NlC = torch.empty(N, l, cfg.width, dtype=torch.float32, device=self.device)
-            head_NlV = None
-            with torch.no_grad(), _full_float32():
-                if self.first_step_float32:
-                    head_NlV = torch.empty(N, l, cfg.vocab_size, dtype=torch.float32, device=self.device)
-                    m32 = float32_copy(self.model)
-                for a in range(0, N, chunk):
-                    labels = torch.arange(a, min(a + chunk, N), device=self.device)
-                    span = slice(a, a + len(labels))
-                    if self.first_step_float32:
-                        cache = KVCache(cfg.depth, l, len(labels), cfg.heads, cfg.head_dim, torch.float32, self.device)
-                        cond, blocks, head = m32.modulation(labels)
-                        x = m32.first_tokens(cond, *hw)
-                        for i, blk in enumerate(m32.blocks):
-                            x = blk.forward_step(x, blocks[i], cache, i, 0)
-                        x_NlC[span] = x
-                        head_NlV[span] = m32.logits(x, head) - m32.head.bias
-                    else:
+            if self.first_step_float32:
+                table = build_first_step_table(float32_copy(self.model), hw, self.dtype)
+            else:
+                cfg, l = self.model.cfg, hw[0] * hw[1]
+                N, chunk = cfg.num_classes + 1, max(1, 512 // l)
+                kv = torch.empty(cfg.depth, 2, l, N, cfg.heads, cfg.head_dim, dtype=self.dtype, device=self.device)
+                x_NlC = torch.empty(N, l, cfg.width, dtype=torch.float32, device=self.device)
+                with torch.no_grad():
+                    for a in range(0, N, chunk):
+                        labels = torch.arange(a, min(a + chunk, N), device=self.device)
                         cache = KVCache(cfg.depth, l, len(labels), cfg.heads, cfg.head_dim, self.dtype, self.device)
                         cond, blocks, _ = self.model.modulation(labels)
-                        x_NlC[span] = self.transformer(self._first_tokens(cond, hw), blocks, cache.kv, 0)
-                    kv[:, :, :, span] = cache.kv
-            table = (kv, x_NlC, head_NlV)
+                        x_NlC[a:a + len(labels)] = self.transformer(self._first_tokens(cond, hw), blocks, cache.kv, 0)
+                        kv[:, :, :, a:a + len(labels)] = cache.kv
+                table = (kv, x_NlC, None)
         self._first[hw] = table
         if len(self._first) > 4:
             self._first.popitem(last=False)
@@ -346,13 +374,15 @@ class FastRuntime:
     def first_step_logits(self, table: tuple | None, labels_2B: torch.Tensor, coef_2: torch.Tensor,
                           bias: bool = True) -> torch.Tensor | None:
         """Guided float32 logits (B, h*w, V) of the first step from the table's float32 head outputs
-        (a L[label] - b L[null], the step's `guidance_coefficients`), as `guided_logits` forms them from the
-        last block's output; None where the table has none (off, or not `first_step_float32`)."""
+        (a L[label] - b L[null], the step's `guidance_coefficients`; a - b = 1, so the table's bias comes through
+        once), as `guided_logits` forms them from the last block's output; bias=False subtracts this runtime's
+        head bias (which the sampling adds back). None where the table has none (off, or not
+        `first_step_float32`)."""
         if table is None or table[2] is None:
             return None
         cond, uncond = table[2].index_select(0, labels_2B).chunk(2, dim=0)
         out = coef_2[0] * cond - coef_2[1] * uncond
-        return out + self.head_b if bias else out
+        return out if bias else out - self.head_b
 
     def _first_tokens(self, cond_BC: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         """(B, h*w, C) float32 input of the first step."""

@@ -63,13 +63,32 @@ class Pipeline:
         checkpoint.check_pair(model.cfg, vae.cfg)
         self.device = _device(device)
         self.dtype = parse_dtype(dtype)
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.use_fast = (self.device.type == "cuda") if fast is None else fast
+        self.fast_options = dict(fast_options or {})
+        model = model.to(device=self.device).eval()
+        if self._first_step_from_float32(model):  # before the cast: step 1 from the checkpoint's own weights
+            from .fast import build_first_step_table
+            tables = dict(self.fast_options.get("first_step_tables") or {})
+            if (1, 1) not in tables:
+                tables[(1, 1)] = build_first_step_table(model, (1, 1), self.dtype)
+            self.fast_options["first_step_tables"] = tables
+        self.model = model.to(dtype=self.dtype)
         self.vae = vae.to(device=self.device, dtype=self.dtype).eval()
         self.source = source
-        self.use_fast = (self.device.type == "cuda") if fast is None else fast
         self._fast = None
-        self.fast_options = dict(fast_options or {})
         self._engines: dict = {}
+
+    def _first_step_from_float32(self, model: FlexVAR) -> bool:
+        """Whether the fast runtime's first-step table for the 1x1 first scale (every schedule of the paper's) is
+        built here from the float32 weights before they are cast to fp16/bf16 (`fast.build_first_step_table`):
+        where the fast runtime runs with its float32 first-step table (`FastRuntime(first_step_table,
+        first_step_float32)`, defaults on CUDA) and the weights are float32."""
+        opts = self.fast_options
+        table = opts.get("first_step_table")
+        table = (self.device.type == "cuda") if table is None else table
+        float32_table = opts.get("first_step_float32") is not False
+        return (self.dtype in (torch.float16, torch.bfloat16) and model.head.weight.dtype == torch.float32
+                and bool(table) and float32_table and (self.use_fast or bool(opts.get("first_step_table"))))
 
     @property
     def fast_runtime(self):

@@ -225,7 +225,7 @@ def test_first_step_table_in_float32_for_bf16(pipe_test, guidance):
     assert rel_err(x_NlC, x32) < 1e-5 and rel_err(kv.float(), kv32) < 5e-3
     for label in (0, 7, cfg.null_class):
         _, _, head = rt32.modulation((label,))
-        assert rel_err(head_NlV[label], rt32.logits(x32[label:label + 1], head)[0] - rt32.head_b) < 1e-5
+        assert rel_err(head_NlV[label], rt32.logits(x32[label:label + 1], head)[0]) < 1e-5
     sched, p = Schedule.parse("1,2,3"), SamplingParams(cfg=3.0, guidance=guidance, top_k=1, top_p=0.0)
     coef = guidance_coefficients(sched, p)
     labels = list(range(cfg.num_classes))
@@ -243,6 +243,43 @@ def test_first_step_table_in_float32_for_bf16(pipe_test, guidance):
     x = plain.transformer(cond[:, None].float() + m16.pos_start.float() + plain.positions((1, 1))[None].float(),
                           blocks, cache.kv, 0)
     assert torch.equal(x_b[5], x[0]) and rel_err(x_b[5], x32[5]) > 1e-4  # the bf16 step: further from float32
+
+
+def test_pipeline_builds_the_first_step_table_from_float32_weights(pipe_test):
+    """A bf16 Pipeline over float32 weights builds the 1x1 first-step table before the cast
+    (`build_first_step_table`): the runtime uses it for the runtime's life, step 1's logits equal the float32
+    runtime's and greedy step-1 codes are its codes; other first scales build from the upcast bf16 weights."""
+    from flexvar import Pipeline
+    cfg = pipe_test.model.cfg
+    fp32 = FastRuntime(pipe_test.model, pipe_test.vae, use_graphs=False, first_step_table=True)
+    m, v = copy.deepcopy(pipe_test.model), copy.deepcopy(pipe_test.vae)
+    pipe = Pipeline(m, v, dtype="bf16", fast_options={"first_step_table": True})
+    assert pipe.model.head.weight.dtype == torch.bfloat16
+    rt = pipe.fast_runtime
+    table = pipe.fast_options["first_step_tables"][(1, 1)]
+    assert rt.first_step((1, 1)) is table
+    rt.clear()
+    for hw in [(1, 3), (1, 4), (1, 5), (1, 6)]:  # the LRU's churn leaves it
+        rt.first_step(hw)
+    assert rt.first_step((1, 1)) is table and rt.first_step((1, 2)) is not table
+    kv, x_NlC, _ = table
+    kv32, x32, _ = fp32.first_step((1, 1))
+    assert kv.dtype == torch.bfloat16 and rel_err(x_NlC, x32) < 1e-5 and rel_err(kv.float(), kv32) < 5e-3
+    sched, p = Schedule.parse("1,2,3"), SamplingParams(cfg=3.0, top_k=1, top_p=0.0)
+    labels = list(range(cfg.num_classes))
+    labels_2B, _, _, head_2B = fp32.label_set(tuple(labels) + (cfg.null_class,) * len(labels))
+    coef = guidance_coefficients(sched, p)
+    want = fp32.guided_logits(x32.index_select(0, labels_2B), head_2B, coef[0])
+    assert rel_err(rt.first_step_logits(table, labels_2B, coef[0]), want) < 1e-5
+    assert torch.equal(rt.generate(labels, sched, p, 0, decode=False)[0][0],
+                       fp32.generate(labels, sched, p, 0, decode=False)[0][0])
+    # not built: float32 pipelines, bf16 weights, the table off, the reference runtime on CPU
+    for kw in (dict(dtype="fp32", fast_options={"first_step_table": True}),
+               dict(dtype="bf16", fast_options={"first_step_table": True, "first_step_float32": False}),
+               dict(dtype="bf16"), dict(dtype="bf16", fast=True, fast_options={"first_step_table": False})):
+        assert "first_step_tables" not in Pipeline(copy.deepcopy(pipe_test.model), v, **kw).fast_options, kw
+    with pytest.raises(ValueError, match="first_step_tables"):
+        FastRuntime(pipe.model.float(), v.float(), first_step_tables={(1, 1): table})  # a bf16 table, float32 runtime
 
 
 def test_plan_keeps_its_first_step_table(pipe_test):
