@@ -82,17 +82,17 @@ def build_first_step_table(model32: FlexVAR, hw: tuple[int, int], kv_dtype: torc
     step (`model.Block.forward_step`), in full float32: keys and values (depth, 2, h*w, N, H, d) rounded once to
     kv_dtype, the last block's output (N, h*w, C) and the head's output, its bias included (N, h*w, V), float32;
     N = num_classes + 1 (`FastRuntime.first_step`'s table with `first_step_float32`)."""
-    cfg, l = model32.cfg, hw[0] * hw[1]
-    N, chunk = cfg.num_classes + 1, max(1, 512 // l)
+    cfg, n = model32.cfg, hw[0] * hw[1]
+    N, chunk = cfg.num_classes + 1, max(1, 512 // n)
     dev = model32.pos_start.device
-    kv = torch.empty(cfg.depth, 2, l, N, cfg.heads, cfg.head_dim, dtype=kv_dtype, device=dev)
-    x_NlC = torch.empty(N, l, cfg.width, dtype=torch.float32, device=dev)
-    head_NlV = torch.empty(N, l, cfg.vocab_size, dtype=torch.float32, device=dev)
+    kv = torch.empty(cfg.depth, 2, n, N, cfg.heads, cfg.head_dim, dtype=kv_dtype, device=dev)
+    x_NlC = torch.empty(N, n, cfg.width, dtype=torch.float32, device=dev)
+    head_NlV = torch.empty(N, n, cfg.vocab_size, dtype=torch.float32, device=dev)
     with torch.no_grad(), _full_float32():
         for a in range(0, N, chunk):
             labels = torch.arange(a, min(a + chunk, N), device=dev)
             span = slice(a, a + len(labels))
-            cache = KVCache(cfg.depth, l, len(labels), cfg.heads, cfg.head_dim, torch.float32, dev)
+            cache = KVCache(cfg.depth, n, len(labels), cfg.heads, cfg.head_dim, torch.float32, dev)
             cond, blocks, head = model32.modulation(labels)
             x = model32.first_tokens(cond, *hw)
             for i, blk in enumerate(model32.blocks):

@@ -70,6 +70,30 @@ def test_fast_skinny_steps_near_cublas(models):
     assert all(torch.equal(u, v) for u, v in zip(x, y))
 
 
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_pipeline_first_step_from_float32_weights(models, dtype):
+    """A half-precision Pipeline over float32 weights on CUDA builds the 1x1 first-step table before the cast: in
+    CUDA graphs its greedy step-1 codes over every class equal the float32 pipeline's, and its step-1 guided
+    logits equal the float32 runtime's to ~1e-5."""
+    model, vae = models
+    cfg = model.cfg
+    half = Pipeline(copy.deepcopy(model), copy.deepcopy(vae), device="cuda", dtype=dtype)
+    full = Pipeline(copy.deepcopy(model), copy.deepcopy(vae), device="cuda", dtype=torch.float32)
+    assert (1, 1) in half.fast_options["first_step_tables"] and half.use_fast
+    labels = list(range(cfg.num_classes))
+    kw = dict(cfg=3.0, top_k=1, top_p=0.0, seed=0)
+    a = half.generate(labels, "1,2,3", **kw).codes[0]
+    b = full.generate(labels, "1,2,3", **kw).codes[0]
+    assert torch.equal(a, b)
+    rt, rt32 = half.fast_runtime, full.fast_runtime
+    sched, p = Schedule.parse("1,2,3"), SamplingParams(cfg=3.0)
+    from flexvar.fast import guidance_coefficients
+    coef = guidance_coefficients(sched, p).cuda()
+    labels_2B, _, _, head = rt32.label_set(tuple(labels) + (cfg.null_class,) * len(labels))
+    want = rt32.guided_logits(rt32.first_step((1, 1))[1].index_select(0, labels_2B), head, coef[0])
+    assert rel_err(rt.first_step_logits(rt.first_step((1, 1)), labels_2B, coef[0]), want) < 1e-5
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 def test_first_step_table_in_a_cuda_graph(models, dtype):
     """The first-step table (built by the per-block path over chunks of labels) against the first step as the
