@@ -77,6 +77,15 @@ def float32_copy(model: FlexVAR) -> FlexVAR:
     return m32.eval()
 
 
+def first_step_options(device: torch.device, dtype: torch.dtype, first_step_table: bool | None = None,
+                       first_step_float32: bool | None = None) -> tuple[bool, bool]:
+    """`FastRuntime`'s (first_step_table, first_step_float32) for these arguments, defaults resolved: the table on
+    CUDA, built in float32 for fp16/bf16 runtimes."""
+    table = device.type == "cuda" if first_step_table is None else bool(first_step_table)
+    float32 = dtype in (torch.float16, torch.bfloat16) if first_step_float32 is None else bool(first_step_float32)
+    return table, float32
+
+
 def build_first_step_table(model32: FlexVAR, hw: tuple[int, int], kv_dtype: torch.dtype) -> tuple:
     """The first step of every label (null class included) at first scale hw through a float32 model's own
     step (`model.Block.forward_step`), in full float32: keys and values (depth, 2, h*w, N, H, d) rounded once to
@@ -273,9 +282,8 @@ class FastRuntime:
         low = self.dtype in (torch.float16, torch.bfloat16)
         want_lt = cuda and use_kernels and low if lt_gemms is None else lt_gemms
         self.lt_gemms = bool(want_lt) and (not cuda or (low and _lt.available(self.device, self.dtype)))
-        self.first_step_table = cuda if first_step_table is None else first_step_table
-        self.first_step_float32 = (self.dtype in (torch.float16, torch.bfloat16) if first_step_float32 is None
-                                   else first_step_float32)
+        self.first_step_table, self.first_step_float32 = first_step_options(self.device, self.dtype, first_step_table,
+                                                                            first_step_float32)
         self.first_step_max_bytes = first_step_max_bytes
         self._first: OrderedDict = OrderedDict()  # first scale -> table or None (LRU of 4; plans hold theirs)
         self._pinned = dict(first_step_tables or {})

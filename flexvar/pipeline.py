@@ -81,14 +81,14 @@ class Pipeline:
     def _first_step_from_float32(self, model: FlexVAR) -> bool:
         """Whether the fast runtime's first-step table for the 1x1 first scale (every schedule of the paper's) is
         built here from the float32 weights before they are cast to fp16/bf16 (`fast.build_first_step_table`):
-        where the fast runtime runs with its float32 first-step table (`FastRuntime(first_step_table,
-        first_step_float32)`, defaults on CUDA) and the weights are float32."""
+        where the weights are float32 and the fast runtime this pipeline uses builds its table in float32
+        (`fast.first_step_options` of its options)."""
+        from .fast import first_step_options
         opts = self.fast_options
-        table = opts.get("first_step_table")
-        table = (self.device.type == "cuda") if table is None else table
-        float32_table = opts.get("first_step_float32") is not False
-        return (self.dtype in (torch.float16, torch.bfloat16) and model.head.weight.dtype == torch.float32
-                and bool(table) and float32_table and (self.use_fast or bool(opts.get("first_step_table"))))
+        table, float32 = first_step_options(self.device, self.dtype, opts.get("first_step_table"),
+                                            opts.get("first_step_float32"))
+        used = self.use_fast or bool(opts.get("first_step_table"))  # or asked for by name (tools on the CPU)
+        return model.head.weight.dtype == torch.float32 and table and float32 and used
 
     @property
     def fast_runtime(self):
