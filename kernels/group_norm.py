@@ -10,7 +10,8 @@ at a third of the memory bandwidth. Here the activations are read as a (B * H * 
      the group's channels exactly; into a small float32 workspace;
   2. apply: one program per (image, chunk; coarser chunks than the statistics') combines the
      statistics' partials (equal counts, so the combination is exact), and writes
-     (x - mean) * rstd * weight + bias, then SiLU if asked, in the input's dtype and layout.
+     (x - mean) * rstd * weight + bias, then SiLU if asked, in the input's dtype, channels-last (on CUDA the ops'
+     reference path returns that layout too, as their fake implementations state).
 Three passes over the tensor in all (read, read, write). Statistics and the normalisation are
 float32; the result is rounded once (F.group_norm then F.silu in fp16 round twice).
 
@@ -157,6 +158,20 @@ def chunks(P: int, B: int, target: int = 1024) -> int:
     return 1
 
 
+def _channels_last(*ys: torch.Tensor):
+    """The CUDA ops' reference path: its outputs in the layout the kernels write, channels-last, whatever the input's
+    (F.group_norm returns NCHW there), as `_empty_out` states for a compiled graph's stride checks."""
+    out = tuple(y.contiguous(memory_format=torch.channels_last) for y in ys)
+    return out if len(out) > 1 else out[0]
+
+
+def _empty_out(x: torch.Tensor) -> torch.Tensor:
+    """The fake implementations' output: on CUDA channels-last on every path (the kernels write it, the reference
+    path is made to); on the CPU the reference's own layout, x's (so the CPU decoder stays bit for bit the
+    tokenizer's)."""
+    return torch.empty_like(x, memory_format=torch.channels_last) if x.device.type == "cuda" else torch.empty_like(x)
+
+
 def _fallback(x: torch.Tensor) -> None:
     fallbacks["cuda"] += triton is not None
     if fallbacks["cuda"] == 1:
@@ -204,13 +219,13 @@ def _group_norm_silu_cpu(x, weight, bias, groups, eps, silu, in_bias=None):
 def _group_norm_silu_cuda(x, weight, bias, groups, eps, silu, in_bias=None):
     if not (kernel_available(x, groups) and _like(x, None, in_bias)):
         _fallback(x)
-        return group_norm_silu_ref(x, weight, bias, groups, eps, silu, in_bias)
+        return _channels_last(group_norm_silu_ref(x, weight, bias, groups, eps, silu, in_bias))
     return _launch(x, in_bias, None, weight, bias, groups, eps, silu)[1]
 
 
 @torch.library.register_fake("flexvar::group_norm_silu")
 def _group_norm_silu_fake(x, weight, bias, groups, eps, silu, in_bias=None):
-    return torch.empty_like(x)
+    return _empty_out(x)
 
 
 @torch.library.impl(_lib, "add_group_norm_silu", "CPU")
@@ -222,13 +237,13 @@ def _add_group_norm_silu_cpu(a, b, weight, bias, groups, eps, silu, b_bias=None)
 def _add_group_norm_silu_cuda(a, b, weight, bias, groups, eps, silu, b_bias=None):
     if not (kernel_available(b, groups) and _like(b, a, b_bias)):
         _fallback(b)
-        return add_group_norm_silu_ref(a, b, weight, bias, groups, eps, silu, b_bias)
+        return _channels_last(*add_group_norm_silu_ref(a, b, weight, bias, groups, eps, silu, b_bias))
     return _launch(b, b_bias, a, weight, bias, groups, eps, silu)
 
 
 @torch.library.register_fake("flexvar::add_group_norm_silu")
 def _add_group_norm_silu_fake(a, b, weight, bias, groups, eps, silu, b_bias=None):
-    return torch.empty_like(a), torch.empty_like(a)
+    return _empty_out(a), _empty_out(a)
 
 
 def _taps_like(x: torch.Tensor, taps: torch.Tensor) -> bool:
@@ -245,7 +260,7 @@ def _group_norm_silu_taps_cpu(x, weight, bias, groups, eps, taps, in_bias=None, 
 def _group_norm_silu_taps_cuda(x, weight, bias, groups, eps, taps, in_bias=None, res=None):
     if not (kernel_available(x, groups) and _like(x, res, in_bias) and _taps_like(x, taps)):
         _fallback(x)
-        return group_norm_silu_taps_ref(x, weight, bias, groups, eps, taps, in_bias, res)
+        return group_norm_silu_taps_ref(x, weight, bias, groups, eps, taps, in_bias, res).contiguous()
     return _launch(x, in_bias, res, weight, bias, groups, eps, True, taps)[1]
 
 

@@ -120,6 +120,43 @@ def test_residual_group_norm_decoder_is_the_decoder(pipe_test):
     assert torch.equal(s, a + b) and torch.equal(y, F.silu(F.group_norm(a + b, 32, w, bias, 1e-6)))
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_group_norm_ops_fake_layout_is_the_real_one(channels_last):
+    """The GroupNorm ops' fake implementations state the strides the real ones return, for either input layout: on
+    the CPU the reference's own (x's); on CUDA channels-last on every path, the kernels' and the reference path's
+    (run here on CPU tensors: it is what the CUDA implementation does where the kernel does not apply; a compiled
+    decoder on the GPU once failed its stride check there, F.group_norm returning NCHW where the fake said
+    channels-last). The taps op: a contiguous (B, H, W, TAPS) everywhere."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from flexvar.kernels import group_norm as gn
+    g = torch.Generator().manual_seed(8)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    a, b = (torch.randn(2, 64, 3, 5, generator=g).contiguous(memory_format=fmt) for _ in range(2))
+    w, bias, cb = torch.randn(64, generator=g), torch.randn(64, generator=g), torch.randn(64, generator=g)
+    taps = torch.randn(64, gn.TAPS, generator=g)
+    ops = torch.ops.flexvar
+    calls = [(ops.group_norm_silu, gn._group_norm_silu_cuda, (b, w, bias, 32, 1e-6, True, cb)),
+             (ops.add_group_norm_silu, gn._add_group_norm_silu_cuda, (a, b, w, bias, 32, 1e-6, True, cb)),
+             (ops.group_norm_silu_taps, gn._group_norm_silu_taps_cuda, (b, w, bias, 32, 1e-6, taps, cb, a))]
+
+    def strides(out):
+        return [t.stride() for t in (out if isinstance(out, tuple) else (out,))]
+
+    for op, cuda_impl, args in calls:
+        for device in ("cpu", "cuda"):
+            with FakeTensorMode():
+                fake = op(*(torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=device)
+                            if isinstance(t, torch.Tensor) else t for t in args))
+            real = op(*args) if device == "cpu" else cuda_impl(*args)
+            assert strides(real) == strides(fake), (op, device)
+            if device == "cuda":
+                keep = torch.contiguous_format if op is ops.group_norm_silu_taps else torch.channels_last
+                assert all(t.is_contiguous(memory_format=keep) for t in (real if isinstance(real, tuple) else (real,)))
+        want = op(*args)
+        got = cuda_impl(*args)
+        assert all(torch.equal(x, y) for x, y in zip(*(o if isinstance(o, tuple) else (o,) for o in (got, want))))
+
+
 @pytest.mark.parametrize("B, C, H, W, n_out", [(2, 64, 5, 7, 3), (1, 64, 1, 1, 3), (3, 128, 4, 9, 1), (1, 32, 2, 3, 2)],
                          ids=str)
 def test_group_norm_silu_taps_is_the_convolution(B, C, H, W, n_out):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Session 24's device calls (bench/NOTES.md, "Session 24"). Ran: `h` once on an H100 (tree 9e859a8), cut at the
-# 237 s the session had left after its first command (bench.precision); nothing else here has run.
+# 237 s the session had left after its first command (bench.precision). Session 25 ran `a` on an H100 (tree c4aae24;
+# its GPU tests were cut at their 150 s after 26 passed and 2 failed) and `schedule_tables` (the first half of `b`).
 #   bash bench/gpu/s24.sh a  # one 600 s call: the final runs (d16 batch 1 and 32, d24 batch 1, eager in the same runs;
 #                           # bench.precision with the step-1 agreement over all 1,000 classes); the GPU tests of what
 #                           # sessions 23-24 added (attend_step's write_cache, the head-major cache, the last step's
