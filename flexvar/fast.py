@@ -168,7 +168,8 @@ class FastRuntime:
         one Triton kernel that also does `qk_norm_cache`'s work; "triton" = `qk_norm_cache` + the Triton
         `attend`; "sdpa" (default otherwise) = `qk_norm_cache` + SDPA.
         group_norm_op: for decodes of at least `group_norm_min_batch` images, the decoder's GroupNorms
-        (+ SiLU) as the `group_norm_silu` op (Triton kernels; default on CUDA with the kernels on)
+        (+ SiLU) as the `group_norm_silu` op (Triton kernels; default on CUDA with the kernels on, in fp16/bf16: the
+        kernels' dtypes; a float32 runtime decodes through Inductor's GroupNorms)
         instead of what Inductor generates for them (faster at batch 32, slower at batch 1 on the H100).
         first_step_table (default on CUDA): the first step of every label read from a table built once per
         first scale (`first_step`), where it takes at most `first_step_max_bytes` of device memory.
@@ -249,7 +250,9 @@ class FastRuntime:
         self.decoder = with_product_attention(self.decoder) if cuda and use_kernels else self.decoder
         if self.channels_last:
             self.decoder = self.decoder.to(memory_format=torch.channels_last)
-        use_gn_op = cuda and use_kernels if group_norm_op is None else group_norm_op
+        # the GroupNorm kernels take fp16/bf16 only: in float32 the op would run its reference on every call
+        half_decoder = next(vae.decoder.parameters()).dtype in (torch.float16, torch.bfloat16)
+        use_gn_op = cuda and use_kernels and half_decoder if group_norm_op is None else group_norm_op
         self.decoder_gn = None  # a copy with the GroupNorm op, same parameters
         if use_gn_op:
             self.decoder_gn = (ResidualGroupNorm(self.decoder, conv_out_taps) if group_norm_fuse

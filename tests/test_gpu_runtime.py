@@ -125,6 +125,27 @@ def test_fast_fp32_greedy_identical_to_reference(models, spec, guidance):
     assert (out.images.int() - ref.images.int()).abs().max() <= 1
 
 
+def test_fast_fp32_decodes_a_batch_without_the_group_norm_op(models):
+    """A float32 runtime decodes batches of at least `group_norm_min_batch` through Inductor's GroupNorms (the op's
+    kernels take fp16/bf16 only): greedy codes = reference, images within 1. Forced on in float32, the op runs its
+    reference path, whose outputs are channels-last as its fake states (session 25: the compiled decoder's stride
+    check failed there), and decodes the same images to within 1."""
+    model, vae = models
+    pipe = Pipeline(copy.deepcopy(model), copy.deepcopy(vae), device="cuda", dtype=torch.float32)
+    rt = pipe.fast_runtime
+    assert rt.decoder_gn is None
+    labels, kw = list(range(rt.group_norm_min_batch)), dict(cfg=2.5, top_k=1, top_p=0.0, seed=0)
+    ref = pipe.generate(labels, "1,2,3,4", fast=False, **kw)
+    out = pipe.generate(labels, "1,2,3,4", **kw)
+    assert all(torch.equal(a.cpu(), b.cpu()) for a, b in zip(out.codes, ref.codes))
+    assert (out.images.int() - ref.images.int()).abs().max() <= 1
+    forced = FastRuntime(copy.deepcopy(model), copy.deepcopy(vae), group_norm_op=True)
+    assert forced.decoder_gn is not None
+    codes, img = forced.generate(labels, Schedule.parse("1,2,3,4"), SamplingParams(cfg=2.5, top_k=1, top_p=0.0), 0)
+    assert all(torch.equal(a.cpu(), b.cpu()) for a, b in zip(codes, ref.codes))
+    assert (img.cpu().int() - out.images.int()).abs().max() <= 1
+
+
 @pytest.mark.parametrize("dtype, tol", [(torch.float16, 5e-3), (torch.bfloat16, 2e-2)], ids=["fp16", "bf16"])
 def test_fast_low_precision_logits_near_reference(models, dtype, tol):
     """The fast path in fp16/bf16 (compiled block halves, the attention kernel, the head on the guided input)
