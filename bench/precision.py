@@ -61,16 +61,15 @@ def fast_teacher_forced(rt, labels, codes, sched, p: SamplingParams = SamplingPa
     cfg, B = rt.model.cfg, len(labels)
     n = len(sched) if steps is None else steps
     labels_2B, cond, blocks, head = rt.label_set(tuple(labels) + (cfg.null_class,) * B)
-    tokens = sched.offsets[n - 1] + sched.steps[n - 1][0] * sched.steps[n - 1][1]
-    cache = KVCache(cfg.depth, tokens, 2 * B, cfg.heads, cfg.head_dim, rt.dtype, rt.device)
+    cache = KVCache(cfg.depth, sched.offsets[n], 2 * B, cfg.heads, cfg.head_dim, rt.dtype, rt.device)
     coef = guidance_coefficients(sched, p).to(rt.device)
     out = []
     for si, hw in enumerate(sched.steps[:n]):
         logits = None
         if si == 0:  # the first-step table where the runtime has one (and its float32 logits, if it keeps them)
             table = rt.first_step(hw)
-            x = rt.first_step_rows(table, hw, labels_2B, cond, blocks, cache.kv)
             logits = rt.first_step_logits(table, labels_2B, coef[0])
+            x = rt.first_step_rows(table, hw, labels_2B, cond, blocks, cache.kv, rows=logits is None)
         else:
             x = rt.transformer(rt.next_tokens(codes[si - 1], hw).float().repeat(2, 1, 1), blocks, cache.kv,
                                sched.offsets[si])

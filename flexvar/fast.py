@@ -204,7 +204,8 @@ class FastRuntime:
         kv_head_major_min_batch: generations of at least this many images keep their KV cache head-major
         (`KVCache(head_major=True)`: each (image, head)'s keys in one contiguous run, which `attend_step` reads
         through its strides, instead of 128-byte rows 2B x H x d apart); such steps never run `small_step`, whose
-        kernel takes the token-major cache. None (default): never, until measured on a GPU.
+        kernel takes the token-major cache. None (default): never (the H100 measured no gain at batch 32, session 25:
+        -0.09 / +0.02 ms against the token-major cache).
         last_step_kv: whether a generation's last step writes its keys and values into the KV cache. No later step
         reads them and `attend_step` takes a step's own keys from its qkv, so by default (False) it skips those
         writes (at batch 32, 256-10, 67 MB a block); the codes and images are the same either way."""
@@ -372,15 +373,18 @@ class FastRuntime:
         return table
 
     def first_step_rows(self, table: tuple | None, hw: tuple[int, int], labels_2B: torch.Tensor,
-                        cond_2BC: torch.Tensor, blocks: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+                        cond_2BC: torch.Tensor, blocks: torch.Tensor, kv: torch.Tensor,
+                        rows: bool = True) -> torch.Tensor | None:
         """The first step of a label set (labels (2B,) int64 on the device, their cond and block modulation):
         writes its keys and values into kv at [0, h*w) and returns the last block's output (2B, h*w, C)
-        float32; copied out of `table` (`first_step(hw)`), or computed where it is None."""
+        float32; copied out of `table` (`first_step(hw)`), or computed where it is None. rows=False, with a
+        table: the keys and values only, None returned (the caller takes step 1's logits from
+        `first_step_logits`, so the rows would go unused)."""
         if table is None:
             return self.transformer(self._first_tokens(cond_2BC, hw), blocks, kv, 0)
         kv_t, x_NlC, _ = table
         kv[:, :, :kv_t.shape[2]].copy_(kv_t.index_select(3, labels_2B))
-        return x_NlC.index_select(0, labels_2B)
+        return x_NlC.index_select(0, labels_2B) if rows else None
 
     def first_step_logits(self, table: tuple | None, labels_2B: torch.Tensor, coef_2: torch.Tensor,
                           bias: bool = True) -> torch.Tensor | None:
@@ -534,8 +538,9 @@ class FastRuntime:
             with stage("transformer"):
                 logits = None
                 if si == 0:
-                    x = self.first_step_rows(plan.first, hw, plan.labels, plan.cond, plan.blocks, plan.cache.kv)
                     logits = self.first_step_logits(plan.first, plan.labels, plan.coef[0], bias=False)
+                    x = self.first_step_rows(plan.first, hw, plan.labels, plan.cond, plan.blocks, plan.cache.kv,
+                                             rows=logits is None)
                 else:
                     x = self.transformer(x, plan.blocks, plan.cache.kv, sched.offsets[si],
                                          keep_kv=self.last_step_kv or si + 1 < len(sched))

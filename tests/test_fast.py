@@ -128,6 +128,13 @@ def test_first_step_table_in_float32_for_bf16(pipe_test, guidance):
     want = rt32.guided_logits(x32.index_select(0, labels_2B), head_2B, coef[0])
     got = rt16.first_step_logits(table, labels_2B, coef[0])
     assert rel_err(got, want) < 1e-5 and torch.equal(got.argmax(-1), want.argmax(-1))
+    # the generation takes step 1's logits from the table, so it copies only the keys and values (rows=False)
+    two = torch.tensor([3, cfg.null_class])
+    kv_rows, kv_only = (torch.randn(cfg.depth, 2, 1, 2, cfg.heads, cfg.head_dim).bfloat16() for _ in range(2))
+    x_rows = rt16.first_step_rows(table, (1, 1), two, None, None, kv_rows)
+    assert rt16.first_step_rows(table, (1, 1), two, None, None, kv_only, rows=False) is None
+    assert torch.equal(kv_rows, kv_only) and torch.equal(kv_only, kv.index_select(3, two))
+    assert torch.equal(x_rows, x_NlC.index_select(0, two))
     assert torch.equal(rt16.generate(labels, sched, p, 0, decode=False)[0][0],
                        rt32.generate(labels, sched, p, 0, decode=False)[0][0])
     plain = FastRuntime(m16, vae16, use_graphs=False, first_step_table=True, first_step_float32=False)

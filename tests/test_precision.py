@@ -1,9 +1,18 @@
 """bench/precision.py on CPU (tiny preset, float32): the teacher-forced and free-running agreement
 of the fast runtime and of an onnxruntime engine with the reference is exact; a backend that cannot
 run is reported as a row with its error, and the others still run."""
+import copy
 import json
 
+import pytest
+import torch
+
+from flexvar import Pipeline
 from flexvar.bench import precision
+from flexvar.config import FlexVARConfig, VQVAEConfig
+from flexvar.random_weights import random_tokenizer, random_transformer
+from flexvar.sampling import SamplingParams, guidance_weight, guide
+from flexvar.schedule import Schedule
 
 
 def test_precision_rows_cpu(tmp_path):
@@ -42,8 +51,6 @@ def test_weights_rounding_rows_cpu(tmp_path):
 def test_partial_rounding_selects_the_named_weights():
     """bf16w-linears rounds exactly the blocks' four GEMM weights; bf16w-noada everything but the class
     embedding and the ada_lin layers."""
-    from flexvar.config import FlexVARConfig
-    from flexvar.random_weights import random_transformer
     m = random_transformer(FlexVARConfig.from_name("tiny"), seed=0, device="cpu")
     names = [n for n, _ in m.named_parameters()]
     linears = [n for n in names if precision.ROUNDED["linears"](n)]
@@ -55,7 +62,6 @@ def test_partial_rounding_selects_the_named_weights():
 
 
 def test_unknown_precision_is_a_usage_error(capsys):
-    import pytest
     with pytest.raises(SystemExit) as e:
         precision.main(["--device", "cpu", "--dtypes", "bf16w-heads"])
     assert e.value.code == 2 and "unknown precision 'bf16w-heads'" in capsys.readouterr().err
@@ -63,7 +69,6 @@ def test_unknown_precision_is_a_usage_error(capsys):
 
 def test_margin_agreement_counts_the_tokens_at_or_above_each_margin():
     """Two steps, six tokens: margins 0, 0.05, 0.2, 0.2, 0.7, 2.0; the two smallest disagree."""
-    import torch
     equal = [torch.tensor([[False, False]]), torch.tensor([[[True, True], [True, True]]])]
     margins = [torch.tensor([[0.0, 0.05]]), torch.tensor([[[0.2, 0.2], [0.7, 2.0]]])]
     rows = precision.margin_agreement(equal, margins, thresholds=(0.0, 0.05, 0.1, 1.0, 5.0))
@@ -77,15 +82,6 @@ def test_margin_agreement_counts_the_tokens_at_or_above_each_margin():
 def test_reference_margins_are_the_float32_top_two_gaps():
     """The margins are computed from the float32 guided logits: on the tiny preset they match a direct top-2 of
     the reference runtime's teacher-forced guided logits to ~1e-4 nats, and are non-negative."""
-    import copy
-
-    import torch
-
-    from flexvar import Pipeline
-    from flexvar.config import FlexVARConfig, VQVAEConfig
-    from flexvar.random_weights import random_tokenizer, random_transformer
-    from flexvar.sampling import SamplingParams, guidance_weight, guide
-    from flexvar.schedule import Schedule
     model = random_transformer(FlexVARConfig.from_name("tiny"), seed=0, device="cpu")
     vae = random_tokenizer(VQVAEConfig.from_name("tiny"), seed=1, device="cpu")
     sched, labels = Schedule.parse("1,2,3"), [3, 40]
@@ -115,7 +111,6 @@ def test_step1_over_labels_cpu(tmp_path):
     assert s32["labels"] == 60 and s32["tokens"] == 60 * 4 and s32["agreement"] == 1.0, s32
     assert [m["min_margin"] for m in s32["by_fp32_margin"]] == list(precision.MARGINS)
     assert 0.5 < s16["agreement"] <= 1.0 and s16["by_fp32_margin"][0]["agreement"] == s16["agreement"], s16
-    import pytest
     with pytest.raises(SystemExit) as e:
         precision.main(["--device", "cpu", "--depth", "tiny", "--step1-labels", "1001"])
     assert e.value.code == 2
@@ -124,21 +119,13 @@ def test_step1_over_labels_cpu(tmp_path):
 def test_step1_logits_are_the_first_teacher_forced_step():
     """fast_teacher_forced over the first steps only (a cache of their tokens) equals those steps of the whole run,
     and step1_logits (its first step, chunked over labels) the first step of the whole run for the same labels."""
-    import copy
-
-    import torch
-
-    from flexvar import Pipeline
-    from flexvar.config import FlexVARConfig, VQVAEConfig
-    from flexvar.random_weights import random_tokenizer, random_transformer
-    from flexvar.sampling import SamplingParams
-    from flexvar.schedule import Schedule
     model = random_transformer(FlexVARConfig.from_name("tiny"), seed=0, device="cpu")
     vae = random_tokenizer(VQVAEConfig.from_name("tiny"), seed=1, device="cpu")
     pipe = Pipeline(copy.deepcopy(model), copy.deepcopy(vae), device="cpu", dtype=torch.float32)
     sched, p, labels = Schedule.parse("2,3,4"), SamplingParams(cfg=2.5, guidance="ramp", top_k=1, top_p=0.0), [5, 9, 17]
     got = precision.step1_logits(pipe.fast_runtime, labels, sched, p, chunk=2)
-    codes = [torch.zeros(3, h, w, dtype=torch.long) for h, w in sched]
+    g = torch.Generator().manual_seed(2)
+    codes = [torch.randint(0, model.cfg.vocab_size, (3, h, w), generator=g) for h, w in sched]
     whole = precision.fast_teacher_forced(pipe.fast_runtime, labels, codes, sched, p)
     first_two = precision.fast_teacher_forced(pipe.fast_runtime, labels, codes, sched, p, steps=2)
     assert len(first_two) == 2 and all(torch.equal(a, b) for a, b in zip(first_two, whole))
