@@ -2,11 +2,21 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 from PIL import Image, ImageDraw
 
 COLORS = [(214, 39, 40), (31, 119, 180), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75),
           (227, 119, 194), (127, 127, 127)]
+
+
+def _save(img: Image.Image, path: str) -> None:
+    """A PNG written beside `path`, then renamed over it: never a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    img.save(tmp, format="PNG")
+    os.replace(tmp, path)
 
 
 def line_plot(series: dict[str, list[tuple[float, float]]], path: str, title: str, xlabel: str, ylabel: str,
@@ -18,7 +28,7 @@ def line_plot(series: dict[str, list[tuple[float, float]]], path: str, title: st
     pts = [p for s in series.values() for p in s if p[1] > 0]
     if not pts:
         d.text((L, T), "no data", fill="black")
-        img.save(path)
+        _save(img, path)
         return
     xs, ys = [p[0] for p in pts], [p[1] for p in pts]
     x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
@@ -56,4 +66,4 @@ def line_plot(series: dict[str, list[tuple[float, float]]], path: str, title: st
     d.text((L, 15), title, fill="black")
     d.text(((L + W - R) // 2 - 20, H - 25), xlabel, fill="black")
     d.text((8, 25), ylabel + (" (log)" if log_y else ""), fill="black")
-    img.save(path)
+    _save(img, path)

@@ -13,7 +13,6 @@ Without a GPU it runs a small CPU configuration (tiny models) in well under two 
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -21,12 +20,15 @@ import platform
 import shlex
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from flexvar.cli import OneLineParser
 from flexvar.config import FlexVARConfig, VQVAEConfig
+from flexvar.errors import InputError
 from flexvar.fast import FastRuntime
 from flexvar.images import pixels_uint8
 from flexvar.random_weights import random_tokenizer, random_transformer
@@ -83,6 +85,11 @@ def measure_ceilings(device) -> dict:
 
 
 _UPSAMPLE = {"upnear": "nearest", "uptr": "transpose"}  # variant token -> FastRuntime upsample
+# the tokens of a fast-VARIANT impl (rowsN and skinnyN besides), as `Impls.runtime` and `Impls.call` read them
+VARIANT_TOKENS = frozenset({"nographs", "nokernels", "nocompile", "nchw", "nocdec", "nosmall", "sdpa", "triton",
+                            "ingn", "nofirst", "nolt", "nofuse", "notaps", "sblock", "gnil", "gnl2", "kvhm", "lastkv",
+                            "tdec", "tblk", *_UPSAMPLE})
+ENGINE_IMPLS = ("onnxruntime", "aoti", "tensorrt")
 
 
 def _rows(variant: str) -> dict:
@@ -165,7 +172,7 @@ class Impls:
                 self.compiled._block = torch.compile(self.compiled._block, dynamic=True)
                 self.compiled._head = torch.compile(self.compiled._head, dynamic=True)
             return lambda: self._eager(self.compiled, labels, sched, p, seed, decode)
-        if impl in ("onnxruntime", "aoti", "tensorrt"):
+        if impl in ENGINE_IMPLS:
             return self._engine_call(impl, labels, sched, p, seed, decode)
         rt = self.runtime(impl)
         run = lambda: rt.generate(labels, sched, p, seed, decode)  # noqa: E731
@@ -179,8 +186,6 @@ class Impls:
 
     def _engine_call(self, impl, labels, sched, p, seed, decode):
         """An exported backend: artifacts built on the first call (in the warm-up), then reused."""
-        import tempfile
-
         from flexvar import engine_runtime
         from flexvar.export.graphs import make_buckets
         if impl not in self.engines:
@@ -291,7 +296,7 @@ def run(args) -> dict:
                         row["weights_GBps"] = round(bytes_ / (med / 1e3) / 1e9, 1)
                     out["results"].append(row)
                     if args.partial:
-                        Path(args.partial).write_text(json.dumps(out, indent=1))
+                        write_atomic(Path(args.partial), json.dumps(out, indent=1))
                     print(f"bench: d={depth} {str(sched):>9} B={B:<3} {impl:<15} median {med:9.2f} ms "
                           f"[{min(t):.2f}, {max(t):.2f}]  {row['images_per_s']:8.1f} img/s  warm-up {warm:.1f} s",
                           flush=True)
@@ -339,7 +344,7 @@ def plot(res: dict, path: str) -> None:
 
 def parse_args(argv=None):
     cuda = torch.cuda.is_available()
-    ap = argparse.ArgumentParser(prog="flexvar bench", description=__doc__.split("\n")[0])
+    ap = OneLineParser(prog="flexvar bench", description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cuda" if cuda else "cpu")
     ap.add_argument("--depths", default="d16" if cuda else "tiny", help="transformer presets, comma-separated")
     ap.add_argument("--tokenizer", default="vq16" if cuda else "tiny")
@@ -350,8 +355,10 @@ def parse_args(argv=None):
                     help="eager, compile, fast, fast-VARIANT (VARIANT joins nographs, nokernels, nocompile, nchw, "
                          "nocdec, nosmall, sdpa/triton (qk_norm_cache + SDPA / the Triton attend, not attend_step), ingn (Inductor's GroupNorm in the decoder, not the Triton op), nofirst (no first-step table: the first step computed), rowsN (small_step for steps of <= N rows), skinnyN (the split-K projection and fc2 for steps of <= N rows; 0: never), nolt (the block GEMMs through F.linear, the cuBLASLt heuristic's first algorithm, not tuned per shape), nofuse (the decoder's convolution biases and residual sums added in passes of their own, not by the GroupNorm op's kernels), notaps (the decoder's norm_out + conv_out as the GroupNorm op and cuDNN's convolution, not group_norm_silu_taps), upnear/uptr (the decoder's upsampling + convolution as written / as one transposed convolution), sblock (sampling through the one-block-per-row kernels, not the many-rows kernel), gnil/gnl2 (the GroupNorm op's programs chunk by chunk across the images / image by image: group_norm.L2_ORDER off / on), kvhm (the KV cache head-major from batch 8: kv_head_major_min_batch), lastkv (the last step writes its keys and values into the cache: last_step_kv), tdec/tblk (coordinate-descent "
                          "tuning of the decoder/block kernels) with '-'), onnxruntime, aoti, tensorrt")
-    ap.add_argument("--dtype", default="bf16" if cuda else "fp32", help="fast runtime dtype: bf16, fp16, fp32")
-    ap.add_argument("--autocast", default="fp16", help="autocast dtype of the eager baselines on GPU")
+    ap.add_argument("--dtype", default="bf16" if cuda else "fp32", choices=("bf16", "fp16", "fp32"),
+                    help="fast runtime dtype")
+    ap.add_argument("--autocast", default="fp16", choices=("fp16", "bf16"),
+                    help="autocast dtype of the eager baselines on GPU")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--eager-max-batch", type=int, default=64)
     ap.add_argument("--no-decode", action="store_true")
@@ -364,10 +371,64 @@ def parse_args(argv=None):
     args = ap.parse_args(argv)
     args.partial = None
     args.depths = [d if d in ("tiny", "test") or d.startswith("d") else f"d{d}" for d in args.depths.split(",")]
-    args.batches = [int(b) for b in args.batches.split(",")]
+    try:
+        args.batches = [int(b) for b in args.batches.split(",")]
+    except ValueError:
+        raise InputError(f"--batches: cannot read {args.batches!r}; write image counts such as 1,8,32") from None
     args.schedules = [s for s in args.schedules.split(";") if s]
     args.impls = args.impls.split(",")
+    check_args(args)
     return args
+
+
+def check_impl(impl: str) -> None:
+    """InputError unless impl is one the bench runs: eager, compile, an exported backend, fast or fast-VARIANT."""
+    if impl in ("eager", "compile", "fast", *ENGINE_IMPLS):
+        return
+    parts = impl.split("-")
+    bad = [t for t in parts[1:] if t not in VARIANT_TOKENS
+           and not any(t.startswith(p) and t[len(p):].isdigit() for p in ("rows", "skinny"))]
+    if parts[0] != "fast" or len(parts) < 2 or bad:
+        raise InputError(f"--impls: unknown implementation {impl!r}" + (f" (variant {bad[0]!r})" if bad else "")
+                         + "; see flexvar bench --help")
+
+
+def check_args(args) -> None:
+    """Every argument checked before anything runs: one InputError naming the first bad one."""
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise InputError(f"--device: unknown device {args.device!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device: CUDA is not available here")
+    for d in args.depths:
+        FlexVARConfig.from_name(d)
+    VQVAEConfig.from_name(args.tokenizer)
+    if not args.batches or min(args.batches) < 1:
+        raise InputError(f"--batches: image counts must be >= 1, got {args.batches}")
+    if not args.schedules:
+        raise InputError("--schedules: no schedule given")
+    for spec in args.schedules:
+        Schedule.parse(spec)
+    for impl in args.impls:
+        check_impl(impl)
+    if args.repeat < 1:
+        raise InputError(f"--repeat: must be >= 1, got {args.repeat}")
+    for path in (args.out, args.plot):
+        if path is not None:
+            folder = Path(path).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                os.rmdir(tempfile.mkdtemp(prefix=".flexvar-", dir=folder))
+            except OSError as e:
+                raise InputError(f"{path}: cannot write there ({e.strerror or e})") from None
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """path's text replaced whole: written beside it, then renamed over it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:
@@ -379,7 +440,7 @@ def main(argv=None) -> int:
     name = f"steps_latency-{res['device'].replace(' ', '_')}-{res['date'][:10]}"
     out = Path(args.out or f"bench/results/{name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1))
+    write_atomic(out, json.dumps(res, indent=1))
     if args.partial:
         Path(args.partial).unlink(missing_ok=True)
     png = args.plot or str(out.with_suffix(".png"))
@@ -391,4 +452,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from flexvar.cli import main as cli_main  # bad arguments: one line and exit 2, as `flexvar bench`
+    sys.exit(cli_main(["bench", *sys.argv[1:]]))

@@ -17,8 +17,10 @@ from pathlib import Path
 from .errors import FlexVARError, InputError
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage dump
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are InputErrors: one line from `main`, no usage dump."""
+
+    def error(self, message):
         raise InputError(message)
 
 
@@ -58,8 +60,9 @@ def _add_common_args(p: argparse.ArgumentParser, schedule_default: str | None) -
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="flexvar", description="FlexVAR inference: generate and edit images, inspect checkpoints.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineParser(prog="flexvar",
+                           description="FlexVAR inference: generate and edit images, inspect checkpoints.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     g = sub.add_parser("generate", help="class-conditional generation; without checkpoints, an embedded "
                                         "random-weight default")
     _add_common_args(g, "256-10")
@@ -155,13 +158,19 @@ class OutputDir:
 
     @staticmethod
     def check(out: str) -> Path:
-        """Fail early (before any work) if `out` cannot be written; returns its parent."""
+        """Fail early (before any work) if `out` cannot be written: its parent must be a folder where a folder can
+        be made (tried, then removed), and `out`, where it exists, a writable folder. Returns the parent."""
         out = Path(out)
         if out.exists() and not out.is_dir():
             raise InputError(f"{out}: exists and is not a folder")
         parent = out.parent if out.parent != Path("") else Path(".")
         if not parent.is_dir():
             raise InputError(f"{parent}: no such folder for the output")
+        for where in (parent, out) if out.is_dir() else (parent,):
+            try:
+                os.rmdir(tempfile.mkdtemp(prefix=".flexvar-", dir=where))
+            except OSError as e:
+                raise InputError(f"{out}: cannot write the output there ({e.strerror or e})") from None
         return parent
 
     def path(self, name: str) -> Path:
@@ -196,11 +205,12 @@ def write_outputs(args, out, labels) -> list[Path]:
 
 
 def cmd_generate(args) -> int:
-    from .sampling import SamplingParams
+    from .sampling import SamplingParams, check_seed
     labels = parse_labels(args.labels)
     schedule = resolve_schedule(args)
     SamplingParams(cfg=args.cfg, guidance=args.guidance, top_k=args.top_k, top_p=args.top_p,
                    max_pn=args.max_pn, greedy_off_grid=args.greedy_off_grid)  # validate before loading
+    check_seed(args.seed)
     OutputDir.check(args.out)
     pipe = load_pipeline(args)
     pipe.labels_tensor(labels)
@@ -235,10 +245,11 @@ def _read_image(path: str, what: str, command: str):
 def cmd_edit(args) -> int:
     from . import editing
     from .images import load_mask, resize_image
-    from .sampling import SamplingParams
+    from .sampling import SamplingParams, check_seed
     from .schedule import Schedule
     labels = parse_labels(args.labels)
     SamplingParams(cfg=args.cfg, guidance=args.guidance, top_k=args.top_k, top_p=args.top_p)
+    check_seed(args.seed)
     schedule = None if args.schedule is None else Schedule.parse(args.schedule)
     size = parse_size(args.size) if args.size else None
     OutputDir.check(args.out)
@@ -251,12 +262,16 @@ def cmd_edit(args) -> int:
         mask = load_mask(args.mask)
         if tuple(mask.shape) != tuple(raw.shape[:2]):
             raise InputError(f"mask is {mask.shape[0]}x{mask.shape[1]}, the image is {raw.shape[0]}x{raw.shape[1]}")
+        if not mask.any():
+            raise InputError("mask is empty: nothing to generate")
+        pipe = load_pipeline(args)
+        # the output's size is known: refuse one that cannot fit before resizing the image to it
+        pipe.check_fits(editing.final_schedule(schedule, size or tuple(img.shape[:2])), len(labels))
         if size is not None and size != tuple(img.shape[:2]):
             img = resize_image(raw, size)
         mask = resize_image(mask, tuple(img.shape[:2]), nearest=True)
         if not mask.any():
             raise InputError("mask is empty: nothing to generate")
-        pipe = load_pipeline(args)
         out = editing.inpaint(pipe, img, mask, labels, schedule, paste_back=args.paste_back, **kw)
     else:
         pipe = load_pipeline(args)
@@ -281,6 +296,7 @@ def cmd_export(args) -> int:
     backends = {"onnx": "onnxruntime", "tensorrt": "tensorrt", "aoti": "aoti"}
     if args.backend not in backends:
         raise InputError(f"unknown export backend {args.backend!r}; use onnx, tensorrt or aoti")
+    OutputDir.check(args.out)
     try:
         edges = sorted({int(e) for e in args.buckets.split(",")})
     except ValueError:
@@ -311,6 +327,15 @@ COMMANDS = {"generate": cmd_generate, "info": cmd_info, "export": cmd_export, "i
             "refine": cmd_edit}
 
 
+def out_of_memory(e: BaseException) -> bool:
+    """Whether e is an allocator's refusal (host or GPU memory), which a run of this size on this machine
+    meets, rather than a fault of the program."""
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("can't allocate memory" in text or "CUDA out of memory" in text)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         argv = sys.argv[1:] if argv is None else argv
@@ -329,6 +354,10 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("FLEXVAR_DEBUG"):
             raise
         msg = (str(e).strip().splitlines() or [""])[0][:200]
+        if out_of_memory(e):
+            print(f"flexvar: error: out of memory: {msg} (use fewer or smaller steps or fewer images)",
+                  file=sys.stderr)
+            return 1
         print(f"flexvar: internal error: {type(e).__name__}: {msg} (FLEXVAR_DEBUG=1 shows the traceback)",
               file=sys.stderr)
         return 1

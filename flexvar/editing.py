@@ -19,7 +19,7 @@ from . import runtime
 from .errors import InputError
 from .images import from_uint8, to_uint8
 from .pipeline import GenerationOutput, Pipeline
-from .sampling import SamplingParams
+from .sampling import SamplingParams, check_seed
 from .schedule import PATCH, Schedule, ScheduleLike
 
 DEFAULT_STEPS = 10
@@ -44,7 +44,9 @@ def _default_schedule(hw_px: tuple[int, int]) -> Schedule:
     return Schedule.from_size(hw_px, min(DEFAULT_STEPS, long))
 
 
-def _final_schedule(schedule: ScheduleLike | None, hw_px: tuple[int, int]) -> Schedule:
+def final_schedule(schedule: ScheduleLike | None, hw_px: tuple[int, int]) -> Schedule:
+    """The schedule of an edit whose output is hw_px (H, W) pixels: the given one, which must end there, or the
+    default for that size."""
     sched = _default_schedule(hw_px) if schedule is None else Schedule.parse(schedule)
     if sched.image_size != tuple(hw_px):
         raise InputError(f"schedule ends at {sched.image_size[0]}x{sched.image_size[1]} px, "
@@ -69,8 +71,10 @@ def _run(pipe: Pipeline, labels, schedule: Schedule, forced, cfg, guidance, top_
          eng=None) -> GenerationOutput:
     """Generate with forced codes on the reference runtime, or on an exported backend's engines."""
     params = SamplingParams(cfg=cfg, guidance=guidance, top_k=top_k, top_p=top_p)
+    seed = check_seed(seed)
     labels_B = pipe.labels_tensor(labels)
     B = labels_B.shape[0]
+    pipe.check_fits(schedule, B)
     forced_B = [(c.to(pipe.device).expand(B, -1, -1), k.to(pipe.device).expand(B, -1, -1)) for c, k in forced]
     gen = torch.Generator(pipe.device).manual_seed(int(seed))
     if eng is not None:
@@ -117,7 +121,8 @@ def inpaint(pipe: Pipeline, image: torch.Tensor, mask: torch.Tensor, labels, sch
     mask = mask.bool()
     if not mask.any():
         raise InputError("mask is empty: nothing to generate")
-    sched = _final_schedule(schedule, (H, W))
+    sched = final_schedule(schedule, (H, W))
+    pipe.check_fits(sched, len(pipe.labels_tensor(labels)))
     # a final token is known when none of its pixels is masked
     known = ~F.max_pool2d(mask.float()[None, None], PATCH)[0, 0].bool()
     eng = _engines(pipe, backend, engine_dir)
@@ -157,7 +162,8 @@ def expand(pipe: Pipeline, image: torch.Tensor, labels, size: tuple[int, int], p
     if Hc < H or Wc < W or (Hc, Wc) == (H, W):
         raise InputError(f"expansion {Hc}x{Wc} must be larger than the {H}x{W} input")
     top, left = _placement(placement, (Hc, Wc), (H, W))
-    sched = _final_schedule(schedule, (Hc, Wc))
+    sched = final_schedule(schedule, (Hc, Wc))
+    pipe.check_fits(sched, len(pipe.labels_tensor(labels)))
     eng = _engines(pipe, backend, engine_dir)
     z = _latent(pipe, img, eng)
     t, l = top // PATCH, left // PATCH
@@ -184,13 +190,14 @@ def refine(pipe: Pipeline, image: torch.Tensor, labels, size: tuple[int, int], s
     if Hc % PATCH or Wc % PATCH or Hc < img.shape[0] or Wc < img.shape[1] or (Hc, Wc) == tuple(img.shape[:2]):
         raise InputError(f"refinement size {Hc}x{Wc} must be a multiple of {PATCH} and larger than the "
                          f"{img.shape[0]}x{img.shape[1]} input")
-    sched = _final_schedule(schedule, (Hc, Wc))
+    sched = final_schedule(schedule, (Hc, Wc))
     steps = [hw for hw in sched if hw[0] <= hi and hw[1] <= wi]
     if (hi, wi) not in steps:
         later = [hw for hw in sched if not (hw[0] <= hi and hw[1] <= wi)]
         if any(h < hi or w < wi for h, w in later[:1]):
             raise InputError(f"schedule {sched} cannot pass through the input's {hi}x{wi} tokens")
         sched = Schedule(tuple(steps) + ((hi, wi),) + tuple(later))
+    pipe.check_fits(sched, len(pipe.labels_tensor(labels)))
     eng = _engines(pipe, backend, engine_dir)
     z = _latent(pipe, img, eng)
     forced = []
@@ -209,4 +216,4 @@ def encoded_codes(pipe: Pipeline, image: torch.Tensor, schedule: Schedule) -> li
     return pipe.encode(_image(image)[None], schedule)
 
 
-__all__ = ["inpaint", "expand", "refine", "forced_codes", "encoded_codes", "to_uint8"]
+__all__ = ["inpaint", "expand", "refine", "final_schedule", "forced_codes", "encoded_codes", "to_uint8"]

@@ -28,7 +28,8 @@ weights sum to one), so the head runs on one row per token instead of two and th
 guided. Top-k, top-p and the draw are one op (`flexvar.kernels.guided_sample` with rule "none": one CUDA
 kernel, or its PyTorch reference): the uniform of each token is a counter-based hash of (seed, step, token)
 read from device memory, so a replay needs no host synchronisation and a seed gives the same draws
-on every device. Its codes therefore differ from the reference runtime's `torch.multinomial` stream
+on every device (the hash takes a 32-bit word: `seed_word` folds a 64-bit seed into it, leaving seeds below
+2**32 as they are). Its codes therefore differ from the reference runtime's `torch.multinomial` stream
 for non-greedy sampling (same distribution); greedy codes are identical.
 """
 from __future__ import annotations
@@ -56,6 +57,17 @@ from .schedule import Schedule
 from .vqvae import VQVAE
 
 _M32 = 0xFFFFFFFF
+
+
+def seed_word(seed: int) -> int:
+    """A seed (taken modulo 2**64) as the 32-bit word the sampling hash reads: its low word XOR a hash of its
+    high word, which is 0 for seeds below 2**32 (they are their own word), so that seeds that differ only above
+    bit 32 draw differently."""
+    s = int(seed) & 0xFFFFFFFFFFFFFFFF
+    hi = s >> 32
+    hi = ((hi ^ (hi >> 16)) * 0x7FEB352D) & _M32  # the sampling hash's mix (kernels._mix32), on an int
+    hi = ((hi ^ (hi >> 15)) * 0x5BD1E995) & _M32
+    return (s & _M32) ^ hi ^ (hi >> 16)
 
 
 @contextmanager
@@ -583,7 +595,7 @@ class FastRuntime:
         plan.cond.copy_(cond)
         plan.blocks.copy_(blocks)
         plan.head.copy_(head)
-        plan.seed.fill_(int(seed) & _M32)
+        plan.seed.fill_(seed_word(seed))
 
     def _plan(self, schedule: Schedule, B: int, params: SamplingParams, decode: bool, forced: bool = False) -> _Plan:
         key = (schedule.steps, B, params, decode, forced)

@@ -17,12 +17,16 @@ from .errors import InputError
 from .images import from_uint8, to_uint8
 from .model import FlexVAR
 from .random_weights import random_tokenizer, random_transformer
-from .sampling import SamplingParams
+from .sampling import SamplingParams, check_seed
 from .schedule import Schedule, ScheduleLike
 from .vqvae import VQVAE
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.3g} GB" if n < 1e12 else f"{n / 1e12:.3g} TB"
 
 
 def parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
@@ -162,6 +166,35 @@ class Pipeline:
             raise InputError(f"{what} must lie in 0-{V - 1}")
         return codes_Bhw.to(self.device, torch.long)
 
+    def memory_floor(self, schedule: Schedule, batch: int, decode: bool = True) -> dict[str, int]:
+        """Bytes that a generation of `batch` images over `schedule` cannot do without on any runtime: the KV
+        cache (every layer's keys and values of every token, for both halves of the guidance), the largest
+        step's guided float32 logits, and the decoder's full-resolution activation (one tensor of its first
+        level's width). A lower bound: the runtimes need more."""
+        cfg, item = self.model.cfg, torch.finfo(self.dtype).bits // 8
+        out = {"KV cache": cfg.depth * 2 * schedule.total_tokens * 2 * batch * cfg.width * item,
+               "logits": batch * max(h * w for h, w in schedule) * cfg.vocab_size * 4}
+        if decode:
+            H, W = schedule.image_size
+            vcfg = self.vae.cfg
+            out["decoder"] = batch * vcfg.base_channels * vcfg.channel_mult[0] * H * W * item
+        return out
+
+    def check_fits(self, schedule: Schedule, batch: int, decode: bool = True) -> None:
+        """InputError where `memory_floor` exceeds the device's whole memory (the run cannot fit, whatever else is
+        free); a run that passes may still run out, which the command line reports as such."""
+        if self.device.type == "cuda":
+            total = torch.cuda.get_device_properties(self.device).total_memory
+        elif self.device.type == "cpu" and hasattr(os, "sysconf"):
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        else:
+            return
+        need = self.memory_floor(schedule, batch, decode)
+        if sum(need.values()) > total:
+            parts = ", ".join(f"{k} {_gb(v)}" for k, v in need.items())
+            raise InputError(f"schedule {schedule} at batch {batch} needs at least {_gb(sum(need.values()))} "
+                             f"({parts}); {self.device} has {_gb(total)}: use fewer or smaller steps or fewer images")
+
     # ---- API ----------------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, labels, schedule: ScheduleLike = "256-10", cfg: float = 2.5, guidance: str = "ramp",
@@ -178,7 +211,9 @@ class Pipeline:
         sched = Schedule.parse(schedule)
         params = SamplingParams(cfg=cfg, guidance=guidance, top_k=top_k, top_p=top_p, max_pn=max_pn,
                                 greedy_off_grid=greedy_off_grid)
+        seed = check_seed(seed)
         labels_B = self.labels_tensor(labels)
+        self.check_fits(sched, labels_B.shape[0], decode)
         if backend != "torch":
             from . import engine_runtime
             eng = self.engines(backend, engine_dir, rebuild)

@@ -4,6 +4,8 @@ Pure functions over logits; the step loop that calls them lives in the runtime.
 """
 from __future__ import annotations
 
+import math
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -13,6 +15,21 @@ from .errors import SamplingError
 # sides on which the release samples with the user's top-k; elsewhere it is greedy
 GRID_SIDES = frozenset({1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 23, 24, 32})
 GUIDANCE_RULES = ("ramp", "constant")
+
+
+SEED_RANGE = (0, 2 ** 64 - 1)
+
+
+def check_seed(seed) -> int:
+    """The seed as an int, or a SamplingError: an integer (Python's, NumPy's, a one-element integer tensor) within
+    SEED_RANGE (what a torch.Generator takes, less its negative aliases)."""
+    try:
+        value = None if isinstance(seed, bool) else operator.index(seed)
+    except TypeError:
+        value = None
+    if value is None or not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
+        raise SamplingError(f"seed must be an integer within 0 to 2**64 - 1, got {seed!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -31,8 +48,9 @@ class SamplingParams:
     greedy_off_grid: bool = True
 
     def __post_init__(self):
-        if not isinstance(self.cfg, (int, float)) or self.cfg != self.cfg or self.cfg < 0:
-            raise SamplingError(f"cfg must be a number >= 0, got {self.cfg}")
+        if isinstance(self.cfg, bool) or not isinstance(self.cfg, (int, float)) or not math.isfinite(self.cfg) \
+                or self.cfg < 0:
+            raise SamplingError(f"cfg must be a finite number >= 0, got {self.cfg}")
         if self.guidance not in GUIDANCE_RULES:
             raise SamplingError(f"guidance must be one of {', '.join(GUIDANCE_RULES)}, got {self.guidance!r}")
         if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:

@@ -299,7 +299,7 @@ Result Host::generate(const Options& o) {
   for (int64_t l : o.labels)
     if (l < 0 || l >= m.classes)
       throw Error("label " + std::to_string(l) + " is out of range 0-" + std::to_string(m.classes - 1));
-  if (!(o.cfg >= 0)) throw Error("cfg must be a number >= 0");
+  if (!(o.cfg >= 0) || !std::isfinite(o.cfg)) throw Error("cfg must be a finite number >= 0");
   if (o.guidance != "ramp" && o.guidance != "constant") throw Error("guidance must be ramp or constant");
   if (o.top_k < 0) throw Error("top_k must be >= 0");
   if (!(o.top_p >= 0 && o.top_p <= 1)) throw Error("top_p must be within [0, 1]");
@@ -328,9 +328,14 @@ Result Host::generate(const Options& o) {
   }
   auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
 #ifdef FLEXVAR_HOST_CUDA
-  torch::Tensor seed_dev;  // the hashed sampler reads the seed's low 32 bits from device memory
-  if (m.dev.is_cuda())
-    seed_dev = torch::full({1}, static_cast<int64_t>(o.seed & 0xFFFFFFFFull), torch::TensorOptions().dtype(torch::kLong).device(m.dev));
+  torch::Tensor seed_dev;  // the hashed sampler reads a 32-bit word from device memory: the seed folded as
+  if (m.dev.is_cuda()) {  // flexvar.fast.seed_word folds it (the low word XOR a hash of the high word)
+    uint32_t hi = static_cast<uint32_t>(o.seed >> 32);
+    hi = (hi ^ (hi >> 16)) * 0x7FEB352Du;
+    hi = (hi ^ (hi >> 15)) * 0x5BD1E995u;
+    const uint32_t word = static_cast<uint32_t>(o.seed) ^ hi ^ (hi >> 16);
+    seed_dev = torch::full({1}, static_cast<int64_t>(word), torch::TensorOptions().dtype(torch::kLong).device(m.dev));
+  }
 #endif
   std::vector<torch::Tensor> codes;  // (B, h, w) int64 per step, on the device
   int64_t start = 0;

@@ -72,7 +72,9 @@ int main(int argc, char** argv) {
     o.guidance = a["--guidance"];
     o.top_k = flexvar::parse_integer(a["--top-k"], "argument --top-k");
     o.top_p = flexvar::parse_number(a["--top-p"], "argument --top-p");
-    o.seed = static_cast<uint64_t>(flexvar::parse_integer(a["--seed"], "argument --seed"));
+    const int64_t seed = flexvar::parse_integer(a["--seed"], "argument --seed");
+    if (seed < 0) throw flexvar::Error("argument --seed: must be >= 0");
+    o.seed = static_cast<uint64_t>(seed);
     o.max_pn = flexvar::parse_integer(a["--max-pn"], "argument --max-pn");
     o.greedy_off_grid = greedy_off_grid;
     flexvar::parse_schedule(o.schedule);  // fail on a bad schedule before loading anything

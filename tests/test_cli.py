@@ -1,4 +1,5 @@
 """The command line: outputs, and every bad input answered by one line, a non-zero exit and no files."""
+import os
 import subprocess
 import sys
 
@@ -6,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from flexvar import cli
 from flexvar.cli import main
 
 
@@ -58,7 +60,11 @@ BAD = [
     (["--schedule", "1,4,2"], "decreases at step 3"),
     (["--schedule", "0,1,2"], "at least 1"),
     (["--schedule", "256-99"], "unknown schedule preset"),
-    (["--cfg", "-1"], "cfg must be a number >= 0"),
+    (["--cfg", "-1"], "cfg must be a finite number >= 0"),
+    (["--cfg", "inf"], "cfg must be a finite number >= 0"),
+    (["--seed", "-1"], "seed must be an integer within 0 to 2**64 - 1"),
+    (["--seed", str(2 ** 64)], "seed must be an integer within 0 to 2**64 - 1"),
+    (["--schedule", "1,2,40000"], "needs at least"),
     (["--top-p", "1.5"], "top_p must be within"),
     (["--top-p", "-0.5"], "top_p must be within"),
     (["--guidance", "linear"], "guidance must be one of"),
@@ -83,6 +89,65 @@ def test_bad_input(capsys, ckpts, tmp_path, extra, msg):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("flexvar: error: ") and msg in lines[0], err
     assert set(tmp_path.iterdir()) == before  # no output folder, no temporary files
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs Linux's /proc (a folder where nothing can be made)")
+@pytest.mark.parametrize("command", ["generate", "export"])
+def test_unwritable_output_is_refused_before_any_work(capsys, command):
+    argv = [command, "--out", "/proc/flexvar-out"] + (["--labels", "1"] if command == "generate" else [])
+    rc, stdout, err = run(capsys, *argv)
+    assert rc == 2 and err.strip() == "flexvar: error: /proc/flexvar-out: cannot write the output there " \
+                                      "(No such file or directory)" and "load:" not in stdout, err
+
+
+def test_out_of_memory_is_one_line(capsys, monkeypatch, tmp_path):
+    """An allocator's refusal is the run's size on this machine, said as such; other failures stay internal
+    errors."""
+    def oom(args):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                           "memory: you tried to allocate 6553600020480 bytes.\nmore")
+
+    monkeypatch.setitem(cli.COMMANDS, "generate", oom)
+    rc, _, err = run(capsys, "generate", "--labels", "1", "--out", tmp_path / "o")
+    assert rc == 1 and len(err.strip().splitlines()) == 1
+    assert err.startswith("flexvar: error: out of memory: [enforce fail") and "fewer images" in err
+    monkeypatch.setitem(cli.COMMANDS, "generate", lambda args: 1 / 0)
+    rc, _, err = run(capsys, "generate", "--labels", "1", "--out", tmp_path / "o")
+    assert rc == 1 and err.startswith("flexvar: internal error: ZeroDivisionError")
+
+
+BENCH_BAD = [
+    (["--batches", "0"], "--batches: image counts must be >= 1"),
+    (["--batches", "a"], "--batches: cannot read 'a'"),
+    (["--impls", "nope"], "--impls: unknown implementation 'nope'"),
+    (["--impls", "eager,fast-nosmal"], "(variant 'nosmal')"),
+    (["--impls", "fast-"], "--impls: unknown implementation 'fast-'"),
+    (["--repeat", "0"], "--repeat: must be >= 1"),
+    (["--dtype", "int8"], "argument --dtype: invalid choice"),
+    (["--device", "foo"], "--device: unknown device 'foo'"),
+    (["--depths", "99"], "unknown transformer preset 'd99'"),
+    (["--schedules", "256-99"], "unknown schedule preset"),
+    (["--out", "{tmp}/file.txt/x.json"], "cannot write there"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+]
+
+
+@pytest.mark.parametrize("extra, msg", BENCH_BAD, ids=[m for _, m in BENCH_BAD])
+def test_bench_bad_arguments(capsys, tmp_path, monkeypatch, extra, msg):
+    """`flexvar bench`: every argument is checked before anything runs; nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file.txt").write_text("a file, not a folder")
+    before = set(tmp_path.iterdir())
+    rc, stdout, err = run(capsys, "bench", *[a.format(tmp=tmp_path) for a in extra])
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("flexvar: error: ") and msg in lines[0], err
+    assert stdout == "" and set(tmp_path.iterdir()) == before
+
+
+def test_bench_impl_names():
+    from flexvar.bench.steps_latency import check_impl
+    for ok in ("eager", "compile", "fast", "onnxruntime", "fast-nographs-rows8-skinny0", "fast-uptr-lastkv"):
+        check_impl(ok)
 
 
 def test_console_script_no_traceback(tmp_path):

@@ -128,14 +128,20 @@ def test_cli_edits(capsys, ckpts, tmp_path):
     (["inpaint", "--image", "{notimg}", "--mask", "{empty_mask}"], "not a readable image"),
     (["refine", "--image", "{tiny}", "--size", "64"], "smaller than one 16x16 token"),
     (["expand", "--image", "{img}", "--size", "32x128"], "must be larger"),
+    # outputs that cannot fit: refused before the image is resized or encoded at that size
+    (["inpaint", "--image", "{img}", "--mask", "{full_mask}", "--size", "40000"], "needs at least"),
+    (["expand", "--image", "{img}", "--size", "40000"], "needs at least"),
+    (["refine", "--image", "{img}", "--size", "40000"], "needs at least"),
+    (["refine", "--image", "{img}", "--size", "128", "--seed", "-3"], "seed must be an integer"),
 ])
 def test_cli_edit_bad_input(capsys, tmp_path, argv, msg):
     _png(tmp_path / "img.png", smooth_image(64, 64))
     _png(tmp_path / "tiny.png", smooth_image(8, 8))
     _png(tmp_path / "small_mask.png", np.full((32, 32), 255, np.uint8))
     _png(tmp_path / "empty_mask.png", np.zeros((64, 64), np.uint8))
+    _png(tmp_path / "full_mask.png", np.full((64, 64), 255, np.uint8))
     (tmp_path / "notimg.png").write_text("not an image")
-    paths = {k: str(tmp_path / f"{k}.png") for k in ("img", "tiny", "small_mask", "empty_mask", "notimg")}
+    paths = {k: str(tmp_path / f"{k}.png") for k in ("img", "tiny", "small_mask", "empty_mask", "full_mask", "notimg")}
     before = set(tmp_path.iterdir())
     rc = main([a.format(**paths) for a in argv] + ["--labels", "1", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()

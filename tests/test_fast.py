@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from flexvar.fast import FastRuntime, guidance_coefficients
+from flexvar.fast import FastRuntime, guidance_coefficients, seed_word
 from flexvar.sampling import SamplingParams, guidance_weight, guide
 from flexvar.schedule import Schedule
 
@@ -57,6 +57,21 @@ def test_fast_sampling_is_seeded_and_cached(pipe_test):
     c = rt.generate([3, 4], sched, p, seed=2, decode=False)[0]
     assert not torch.equal(a[-1], c[-1])
     assert len(rt._mods) == 2 and len(rt._plans) == 1
+
+
+def test_seeds_above_32_bits_draw_differently(pipe_test):
+    """The sampling hash reads a 32-bit word: seeds below 2**32 are their own word (the draws of earlier
+    versions), and seeds that differ only above bit 32 no longer give the same images."""
+    for s in (0, 1, 12345, 2 ** 32 - 1):
+        assert seed_word(s) == s
+    words = {seed_word(s) for s in (5, 5 + 2 ** 32, 5 + 2 ** 33, 5 + 2 ** 63, 2 ** 64 - 1)}
+    assert len(words) == 5 and all(0 <= w < 2 ** 32 for w in words)
+    sched = Schedule.parse("1,2,4,6")
+    rt = FastRuntime(pipe_test.model, pipe_test.vae, use_graphs=False)
+    p = SamplingParams()
+    a = [c.clone() for c in rt.generate([3, 4], sched, p, seed=5, decode=False)[0]]
+    b = rt.generate([3, 4], sched, p, seed=5 + 2 ** 32, decode=False)[0]
+    assert not torch.equal(a[-1], b[-1])
 
 
 def test_label_set_is_cached_with_its_labels(pipe_test):

@@ -75,3 +75,34 @@ def test_kv_cache_layouts(token_major, head_major):
 def test_kv_cache_head_major_needs_token_major():
     with pytest.raises(ValueError, match="head_major"):
         KVCache(depth=1, max_tokens=4, batch=1, heads=1, head_dim=2, token_major=False, head_major=True)
+
+
+def test_memory_floor_is_what_the_runtime_allocates(pipe_test, monkeypatch):
+    """`Pipeline.memory_floor`'s KV cache is the reference runtime's cache to the byte, its logits the largest step's
+    guided float32 logits, its decoder term one full-resolution activation of the decoder's first level; a
+    schedule whose floor exceeds the machine is refused before anything is allocated."""
+    sched, B = Schedule.parse("1,2,4,6"), 3
+    made = []
+    real_init = KVCache.__init__
+
+    def spy(self, *a, **k):
+        real_init(self, *a, **k)
+        made.append(self.kv.numel() * self.kv.element_size())
+
+    monkeypatch.setattr(KVCache, "__init__", spy)
+    pipe_test.generate([1, 2, 3], sched, top_k=1, top_p=0.0, fast=False)
+    floor = pipe_test.memory_floor(sched, B)
+    cfg = pipe_test.model.cfg
+    assert made == [floor["KV cache"]]
+    assert floor["logits"] == B * 36 * cfg.vocab_size * 4
+    dec = pipe_test.vae.decoder
+    acts = []
+    hook = dec.conv_out.register_forward_hook(lambda m, inp, out: acts.append(inp[0]))
+    pipe_test.decode(torch.randint(0, cfg.vocab_size, (B, 6, 6)))
+    hook.remove()
+    assert floor["decoder"] == acts[0].numel() * acts[0].element_size()
+    assert "decoder" not in pipe_test.memory_floor(sched, B, decode=False)
+    pipe_test.check_fits(sched, B)
+    from flexvar.errors import InputError
+    with pytest.raises(InputError, match=r"schedule 1,2,40000 at batch 1 needs at least .* TB \(KV cache"):
+        pipe_test.generate([1], "1,2,40000")
