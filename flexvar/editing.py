@@ -12,6 +12,8 @@ generated, and forced codes never mix known and unknown content.
 """
 from __future__ import annotations
 
+import operator
+
 import torch
 import torch.nn.functional as F
 
@@ -133,12 +135,21 @@ def inpaint(pipe: Pipeline, image: torch.Tensor, mask: torch.Tensor, labels, sch
     return out
 
 
+def _pixels(size, what: str, pair: str = "(H, W)") -> tuple[int, int]:
+    """Two integers from a pair, or an InputError naming `what`."""
+    try:
+        a, b = (operator.index(v) for v in size)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be a pair of integers {pair} in pixels, got {size!r}") from None
+    return a, b
+
+
 def _placement(placement, canvas: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
     (Hc, Wc), (H, W) = canvas, size
     if placement == "center":
         top, left = (Hc - H) // 2 // PATCH * PATCH, (Wc - W) // 2 // PATCH * PATCH
     else:
-        top, left = placement
+        top, left = _pixels(placement, "placement (other than 'center')", "(top, left)")
     if top % PATCH or left % PATCH:
         raise InputError(f"placement ({top}, {left}) must be multiples of {PATCH} pixels")
     if top < 0 or left < 0 or top + H > Hc or left + W > Wc:
@@ -156,7 +167,7 @@ def expand(pipe: Pipeline, image: torch.Tensor, labels, size: tuple[int, int], p
     """
     img = _image(image)
     H, W = img.shape[:2]
-    Hc, Wc = size
+    Hc, Wc = _pixels(size, "expansion size")
     if Hc % PATCH or Wc % PATCH:
         raise InputError(f"expansion size {Hc}x{Wc} must be a multiple of {PATCH}")
     if Hc < H or Wc < W or (Hc, Wc) == (H, W):
@@ -186,7 +197,7 @@ def refine(pipe: Pipeline, image: torch.Tensor, labels, size: tuple[int, int], s
     """
     img = _image(image)
     hi, wi = img.shape[0] // PATCH, img.shape[1] // PATCH
-    Hc, Wc = size
+    Hc, Wc = _pixels(size, "refinement size")
     if Hc % PATCH or Wc % PATCH or Hc < img.shape[0] or Wc < img.shape[1] or (Hc, Wc) == tuple(img.shape[:2]):
         raise InputError(f"refinement size {Hc}x{Wc} must be a multiple of {PATCH} and larger than the "
                          f"{img.shape[0]}x{img.shape[1]} input")

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import operator
 import os
 from dataclasses import dataclass, field
 
@@ -145,22 +146,35 @@ class Pipeline:
         """Labels as int64 on the device; 0 .. classes-1 (and the null class when allowed)."""
         if isinstance(labels, torch.Tensor):
             labels = labels.flatten().tolist()
-        elif isinstance(labels, int):
+        elif hasattr(labels, "tolist"):  # NumPy arrays and scalars
+            labels = labels.tolist()
+        if isinstance(labels, int):
             labels = [labels]
+        elif isinstance(labels, (str, bytes)) or not hasattr(labels, "__iter__"):
+            raise InputError(f"labels must be class indices (a list, an array or one integer), got {labels!r}")
         labels = list(labels)
         if not labels:
             raise InputError("no labels given")
         top = self.num_classes if allow_null else self.num_classes - 1
+        checked = []
         for lab in labels:
-            if isinstance(lab, bool) or not isinstance(lab, int):
+            try:  # Python's, NumPy's and one-element tensors' integers; not bools, floats or strings
+                value = None if isinstance(lab, bool) else operator.index(lab)
+            except TypeError:
+                value = None
+            if value is None:
                 raise InputError(f"label {lab!r} is not an integer")
-            if not 0 <= lab <= top:
-                raise InputError(f"label {lab} is out of range 0-{top}")
-        return torch.tensor(labels, dtype=torch.long, device=self.device)
+            if not 0 <= value <= top:
+                raise InputError(f"label {value} is out of range 0-{top}")
+            checked.append(value)
+        return torch.tensor(checked, dtype=torch.long, device=self.device)
 
     def _codes(self, codes_Bhw: torch.Tensor, what: str = "codes") -> torch.Tensor:
-        if not isinstance(codes_Bhw, torch.Tensor) or codes_Bhw.dim() != 3 or codes_Bhw.is_floating_point():
-            raise InputError(f"{what} must be an integer tensor (B, h, w)")
+        if not isinstance(codes_Bhw, torch.Tensor) or codes_Bhw.dim() != 3 or codes_Bhw.is_floating_point() \
+                or codes_Bhw.is_complex() or codes_Bhw.dtype == torch.bool or min(codes_Bhw.shape) < 1:
+            got = (f"{codes_Bhw.dtype} {tuple(codes_Bhw.shape)}" if isinstance(codes_Bhw, torch.Tensor)
+                   else type(codes_Bhw).__name__)
+            raise InputError(f"{what} must be an integer tensor (B, h, w) of at least one code, got {got}")
         V = self.model.cfg.vocab_size
         if codes_Bhw.numel() and (codes_Bhw.min() < 0 or codes_Bhw.max() >= V):
             raise InputError(f"{what} must lie in 0-{V - 1}")

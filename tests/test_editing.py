@@ -6,7 +6,7 @@ from PIL import Image
 
 from flexvar import editing
 from flexvar.cli import main
-from flexvar.errors import InputError
+from flexvar.errors import FlexVARError
 from flexvar.schedule import Schedule
 
 from conftest import smooth_image
@@ -92,9 +92,14 @@ def test_refine_forces_low_resolution_steps(pipe_test):
     (lambda p, im: editing.inpaint(p, im[:8, :8], torch.ones(8, 8, dtype=torch.bool), [1]), "smaller than one"),
     (lambda p, im: editing.inpaint(p, im, torch.ones(64, 64, dtype=torch.bool), [1], "1,2"), "schedule ends at"),
     (lambda p, im: editing.expand(p, im, [1], (64, 128), placement=(0, 8)), "multiples of 16"),
+    (lambda p, im: editing.expand(p, im, [1], (64, 128), placement="left"), r"placement .* \(top, left\)"),
+    (lambda p, im: editing.expand(p, im, [1], (64, 128, 3)), r"expansion size must be a pair of integers"),
+    (lambda p, im: editing.refine(p, im, [1], (128.0, 128)), r"refinement size must be a pair of integers"),
+    (lambda p, im: editing.refine(p, im, [1], (128, 128), seed=1.5), "seed must be an integer"),
+    (lambda p, im: editing.refine(p, im, [1], (40000, 40000)), "needs at least"),
 ])
 def test_bad_edit_input(pipe_test, call, msg):
-    with pytest.raises(InputError, match=msg):
+    with pytest.raises(FlexVARError, match=msg):
         call(pipe_test, smooth_image(64, 64))
 
 

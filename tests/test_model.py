@@ -106,3 +106,23 @@ def test_memory_floor_is_what_the_runtime_allocates(pipe_test, monkeypatch):
     from flexvar.errors import InputError
     with pytest.raises(InputError, match=r"schedule 1,2,40000 at batch 1 needs at least .* TB \(KV cache"):
         pipe_test.generate([1], "1,2,40000")
+
+
+def test_api_labels_and_codes_checks(pipe_test):
+    """Labels: Python, NumPy and tensor integers are taken as they are; floats, bools, strings and None are
+    refused by name. Codes: an empty, boolean or non-tensor code map is refused, not handed to a convolution."""
+    import numpy as np
+
+    from flexvar.errors import InputError
+    want = [3, 7]
+    for labels in (want, np.array(want), torch.tensor(want), (np.int64(3), 7)):
+        assert pipe_test.labels_tensor(labels).tolist() == want
+    assert pipe_test.labels_tensor(np.int64(5)).tolist() == [5]
+    for bad, msg in ((np.array([1.0]), "label 1.0 is not an integer"), ([True], "label True is not an integer"),
+                     ("12", "labels must be class indices"), (None, "labels must be class indices"),
+                     ([], "no labels given")):
+        with pytest.raises(InputError, match=msg):
+            pipe_test.labels_tensor(bad)
+    for bad in (torch.zeros(1, 0, 2, dtype=torch.long), torch.ones(1, 2, 2, dtype=torch.bool), [[1]]):
+        with pytest.raises(InputError, match=r"codes must be an integer tensor \(B, h, w\) of at least one code"):
+            pipe_test.decode(bad)
