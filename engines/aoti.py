@@ -7,6 +7,8 @@ import sys
 
 import torch
 
+from flexvar.export.artifacts import ArtifactError
+
 from .base import Engine
 
 
@@ -41,7 +43,13 @@ class AOTIEngine(Engine):
         """Add a package serving token counts [min_tokens, max_tokens] (call once per bucket)."""
         if self.device.type == "cuda":
             libstdcxx_global()
-        self.runners.append((min_tokens, max_tokens, torch._inductor.aoti_load_package(path)))
+        try:
+            runner = torch._inductor.aoti_load_package(path)
+        except Exception as e:  # noqa: BLE001 - a corrupt or foreign package, named in one line
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise ArtifactError(f"{path}: AOTInductor cannot load it ({type(e).__name__}: {first}); --rebuild "
+                                f"compiles the packages again") from e
+        self.runners.append((min_tokens, max_tokens, runner))
         return self
 
     def _runner(self, feeds):

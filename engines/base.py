@@ -27,10 +27,22 @@ class Engine(ABC):
 
 
 def open_engine(backend: str, path: str, device: torch.device) -> Engine:
+    """The engine of one artifact file. A file the backend cannot load (corrupt, or for another runtime) is an
+    ArtifactError that says so; so is a backend that cannot run on `device` here."""
+    from flexvar.export.artifacts import ArtifactError
     if backend == "onnxruntime":
         from .onnxruntime import OrtEngine
-        return OrtEngine(device).load(path)
-    if backend == "tensorrt":
+        engine = OrtEngine(device)
+    elif backend == "tensorrt":
         from .tensorrt import TensorRTEngine
-        return TensorRTEngine(device).load(path)
-    raise ValueError(f"unknown backend {backend!r}")
+        engine = TensorRTEngine(device)
+    else:
+        raise ValueError(f"unknown backend {backend!r}")
+    try:
+        return engine.load(path)
+    except ArtifactError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the backend's own error, named in one line
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ArtifactError(f"{path}: {backend} cannot load it ({type(e).__name__}: {first}); delete it and run "
+                            f"again with --rebuild to re-export it") from e

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from flexvar.export.artifacts import ArtifactError
+
 from .base import Engine
 
 # I/O binding takes a numpy type or an ONNX element type number (numpy has no bfloat16: 16 is
@@ -25,14 +27,14 @@ class OrtEngine(Engine):
         opts.log_severity_level = 3
         if self.device.type == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise RuntimeError("onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu)")
+                raise ArtifactError("onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu)")
             # TF32 off: a float32 graph computes in float32 (ORT enables TF32 matmuls by default)
             providers = [("CUDAExecutionProvider", {"device_id": self.device.index or 0, "use_tf32": "0"})]
         else:
             providers = ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(path, opts, providers=providers)
         if self.device.type == "cuda" and "CUDAExecutionProvider" not in self.session.get_providers():
-            raise RuntimeError(f"onnxruntime did not enable its CUDA execution provider for {path} "
+            raise ArtifactError(f"onnxruntime did not enable its CUDA execution provider for {path} "
                                f"(it runs with {self.session.get_providers()})")
         self.outputs = [o.name for o in self.session.get_outputs()]
         return self

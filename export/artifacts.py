@@ -71,7 +71,8 @@ def load_manifest(engine_dir: str | os.PathLike) -> dict:
 
 
 def check_manifest(m: dict, fingerprint: str, precision: str, engine_dir) -> None:
-    """Refuse artifacts built for other weights, another precision or other tool versions."""
+    """Refuse artifacts built for other weights, another precision or other tool versions, and ONNX files whose
+    size is not the one exported (a truncated copy)."""
     if m.get("fingerprint") != fingerprint:
         raise ArtifactError(f"{engine_dir}: built for other weights (fingerprint {m.get('fingerprint')}, "
                             f"these weights {fingerprint}); rebuild it or use another directory")
@@ -79,6 +80,11 @@ def check_manifest(m: dict, fingerprint: str, precision: str, engine_dir) -> Non
         raise ArtifactError(f"{engine_dir}: built in {m.get('precision')}, requested {precision}")
     if m.get("tools") != tool_versions():
         raise ArtifactError(f"{engine_dir}: built with {m.get('tools')}, this environment has {tool_versions()}")
+    for g in m.get("graphs", {}).values():  # sizes recorded since session 26's exports; older ones unchecked
+        path = Path(engine_dir) / g["file"]
+        if "bytes" in g and path.stat().st_size != g["bytes"]:
+            raise ArtifactError(f"{path}: {path.stat().st_size} bytes, exported as {g['bytes']} (truncated or "
+                                f"replaced); --rebuild re-exports it")
 
 
 def _export_one(graph, path: Path, opset: int) -> None:
@@ -128,7 +134,8 @@ def export_onnx(model, vae, engine_dir: str | os.PathLike, opset: int = 17, rebu
         name = f"{g.name}-{fp}-{precision}-opset{opset}.onnx"
         log(f"export: {g.name} -> {d / name}")
         _export_one(g, d / name, opset)
-        graphs[g.name] = {"file": name, "inputs": list(g.input_names), "outputs": list(g.output_names),
+        graphs[g.name] = {"file": name, "bytes": (d / name).stat().st_size,
+                          "inputs": list(g.input_names), "outputs": list(g.output_names),
                           "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in g.dynamic_axes.items()}}
     step = TransformerStepGraph(model)
     m = {"format": FORMAT, "fingerprint": fp, "precision": precision, "opset": opset, "tools": tool_versions(),

@@ -214,7 +214,13 @@ struct Host::Impl {
     if (!fs::is_regular_file(p)) throw Error(dir.string() + ": incomplete: missing package " + file);
     if (file.find(kv["fingerprint"]) == std::string::npos)
       throw Error(dir.string() + ": package " + file + " was built for other weights");
-    return std::make_unique<torch::inductor::AOTIModelPackageLoader>(p.string());
+    try {
+      return std::make_unique<torch::inductor::AOTIModelPackageLoader>(p.string());
+    } catch (const std::exception& e) {  // a corrupt or foreign package: one line that names it
+      std::string msg = e.what();
+      msg = msg.substr(0, std::min(msg.find('\n'), size_t(200)));
+      throw Error(p.string() + ": AOTInductor cannot load it (" + msg + "); export the directory again with --rebuild");
+    }
   }
 };
 

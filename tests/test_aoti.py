@@ -92,3 +92,13 @@ def test_libstdcxx_promoted_to_global_scope():
     before, ok, after = out.stdout.split()
     assert before == "False", "torch now loads libstdc++ globally: libstdcxx_global may be unnecessary"
     assert ok == "True" and after == "True", out.stdout
+
+
+def test_corrupt_package_is_one_line(tmp_path):
+    """A package AOTInductor cannot open is an ArtifactError naming the file, not the loader's exception."""
+    from flexvar.engines.aoti import AOTIEngine
+    from flexvar.export import ArtifactError
+    bad = tmp_path / "decoder-x.pt2"
+    bad.write_bytes(b"PK\x03\x04 not a package")
+    with pytest.raises(ArtifactError, match=r"decoder-x\.pt2: AOTInductor cannot load it \(.*--rebuild"):
+        AOTIEngine(torch.device("cpu"), ["codes"], ["image"]).load(str(bad))

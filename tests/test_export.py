@@ -7,6 +7,7 @@ import torch
 
 from flexvar import Pipeline
 from flexvar.cli import main
+from flexvar.engines import open_engine
 from flexvar.engines.tensorrt import builder_settings, build_engines, plan_name, step_profiles
 from flexvar.export import ArtifactError, BUCKETS, DecoderGraph, TransformerStepGraph, bucket_for, export_onnx, load_manifest
 from flexvar.schedule import Schedule
@@ -73,7 +74,20 @@ def test_foreign_stale_or_incomplete_directories(engine_dir, tmp_path):
     with pytest.raises(ArtifactError, match="manifest format 1 is not 2.*rebuild"):
         export_onnx(other.model, other.vae, d)
     (d / "manifest.json").write_text(json.dumps(m))
-    (d / m["graphs"]["decoder"]["file"]).unlink()
+    # a truncated file is refused by its recorded size, and --rebuild exports it again
+    dec = d / m["graphs"]["decoder"]["file"]
+    data = dec.read_bytes()
+    assert m["graphs"]["decoder"]["bytes"] == len(data)
+    dec.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ArtifactError, match=r"bytes, exported as \d+ \(truncated or replaced\); --rebuild"):
+        export_onnx(other.model, other.vae, d)
+    export_onnx(other.model, other.vae, d, rebuild=True, log=lambda *a: None)
+    assert dec.read_bytes() == data
+    # a file of the right size that onnxruntime cannot parse: one line that names it, not the backend's exception
+    dec.write_bytes(b"\xff" * len(data))
+    with pytest.raises(ArtifactError, match=r"decoder-.*\.onnx: onnxruntime cannot load it \(.*--rebuild"):
+        open_engine("onnxruntime", str(dec), torch.device("cpu"))
+    dec.unlink()
     with pytest.raises(ArtifactError, match="incomplete"):
         load_manifest(d)
     with pytest.raises(ArtifactError, match="not an artifact directory"):

@@ -54,6 +54,9 @@ def test_host_bad_input(host_bin, aoti_artifacts, tmp_path):
     partial = tmp_path / "partial"
     shutil.copytree(d, partial)
     next(partial.glob("transformer_step-*.pt2")).unlink()
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(d, corrupt)
+    next(corrupt.glob("decoder-*.pt2")).write_bytes(b"PK\x03\x04 not a package")
     cuda = tmp_path / "cuda"
     shutil.copytree(d, cuda)
     (cuda / "host.txt").write_text((cuda / "host.txt").read_text().replace("device cpu", "device cuda"))
@@ -63,6 +66,7 @@ def test_host_bad_input(host_bin, aoti_artifacts, tmp_path):
         (["--artifacts", tmp_path, *common], "no host.txt"),
         (["--artifacts", bad, *common], "different weights"),
         (["--artifacts", partial, *common], "missing package"),
+        (["--artifacts", corrupt, *common], ".pt2: AOTInductor cannot load it ("),
         (["--artifacts", d, "--schedule", "256-99", *common], "unknown schedule preset"),
         (["--artifacts", d, "--schedule", "1,4,2", *common], "decreases at step 3"),
         (["--artifacts", d, "--labels", "10", "--out", tmp_path / "out"], "label 10 is out of range 0-9"),
