@@ -18,6 +18,10 @@ GUIDANCE_RULES = ("ramp", "constant")
 
 
 SEED_RANGE = (0, 2 ** 64 - 1)
+# Guidance weights past this leave what the runtimes compute in: the fp16 runtime rounds a h_c - b h_u (a - b = 1,
+# b up to cfg (n - 1) / 9 under the ramp) to fp16 (at most 65504), and at ~1e300 even float32 logits overflow.
+# The release's values are 1-5.
+MAX_CFG = 100.0
 
 
 def check_seed(seed) -> int:
@@ -49,8 +53,8 @@ class SamplingParams:
 
     def __post_init__(self):
         if isinstance(self.cfg, bool) or not isinstance(self.cfg, (int, float)) or not math.isfinite(self.cfg) \
-                or self.cfg < 0:
-            raise SamplingError(f"cfg must be a finite number >= 0, got {self.cfg}")
+                or not 0 <= self.cfg <= MAX_CFG:
+            raise SamplingError(f"cfg must be a number from 0 to {MAX_CFG:g}, got {self.cfg}")
         if self.guidance not in GUIDANCE_RULES:
             raise SamplingError(f"guidance must be one of {', '.join(GUIDANCE_RULES)}, got {self.guidance!r}")
         if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:

@@ -305,7 +305,7 @@ Result Host::generate(const Options& o) {
   for (int64_t l : o.labels)
     if (l < 0 || l >= m.classes)
       throw Error("label " + std::to_string(l) + " is out of range 0-" + std::to_string(m.classes - 1));
-  if (!(o.cfg >= 0) || !std::isfinite(o.cfg)) throw Error("cfg must be a finite number >= 0");
+  if (!(o.cfg >= 0 && o.cfg <= 100)) throw Error("cfg must be a number from 0 to 100");  // flexvar.sampling.MAX_CFG
   if (o.guidance != "ramp" && o.guidance != "constant") throw Error("guidance must be ramp or constant");
   if (o.top_k < 0) throw Error("top_k must be >= 0");
   if (!(o.top_p >= 0 && o.top_p <= 1)) throw Error("top_p must be within [0, 1]");

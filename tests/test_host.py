@@ -75,7 +75,8 @@ def test_host_bad_input(host_bin, aoti_artifacts, tmp_path):
         (["--artifacts", d, "--top-p", "2", *common], "top_p"),
         (["--artifacts", d, "--repeat", "-1", *common], "--repeat: must be >= 0"),
         (["--artifacts", d, "--seed", "-1", *common], "--seed: must be >= 0"),
-        (["--artifacts", d, "--cfg", "inf", *common], "cfg must be a finite number >= 0"),
+        (["--artifacts", d, "--cfg", "inf", *common], "cfg must be a number from 0 to 100"),
+        (["--artifacts", d, "--cfg", "101", *common], "cfg must be a number from 0 to 100"),
     ]
     if torch.version.cuda is None:  # the CPU build (CI) refuses CUDA artifacts
         cases.append((["--artifacts", cuda, *common], "built without CUDA"))
