@@ -81,13 +81,15 @@ def _run(pipe: Pipeline, labels, schedule: Schedule, forced, cfg, guidance, top_
     gen = torch.Generator(pipe.device).manual_seed(int(seed))
     if eng is not None:
         from . import engine_runtime
-        codes = engine_runtime.generate_codes(pipe.model, pipe.vae.quantize, eng, labels_B, schedule, params, gen,
-                                              forced=forced_B)
-        images = engine_runtime.decode(eng, codes[-1]).cpu()
+        with pipe._lock:  # the engines' state is shared by the pipeline's callers (Pipeline.generate)
+            codes = engine_runtime.generate_codes(pipe.model, pipe.vae.quantize, eng, labels_B, schedule, params,
+                                                  gen, forced=forced_B)
+            images = engine_runtime.decode(eng, codes[-1]).cpu()
     elif pipe.use_fast:  # the fast runtime (CUDA graphs) takes the forced codes as plan buffers
-        codes, images = pipe.fast_runtime.generate(labels_B.tolist(), schedule, params, int(seed), True,
-                                                   forced=forced_B)
-        codes, images = [c.clone() for c in codes], images.cpu()
+        with pipe._lock:  # which later calls overwrite: copied out before another call runs
+            codes, images = pipe.fast_runtime.generate(labels_B.tolist(), schedule, params, int(seed), True,
+                                                       forced=forced_B)
+            codes, images = [c.to("cpu", copy=True) for c in codes], images.to("cpu", copy=True)
     else:
         codes = runtime.generate_codes(pipe.model, pipe.vae.quantize, labels_B, schedule, params, gen,
                                        forced=forced_B)
@@ -102,7 +104,8 @@ def _engines(pipe: Pipeline, backend: str, engine_dir):
 def _latent(pipe: Pipeline, img_HW3: torch.Tensor, eng=None) -> torch.Tensor:
     if eng is not None:
         from . import engine_runtime
-        return engine_runtime.encode_latent(eng, img_HW3[None].to(pipe.device)).float()
+        with pipe._lock:
+            return engine_runtime.encode_latent(eng, img_HW3[None].to(pipe.device)).float()
     x = from_uint8(img_HW3[None]).to(pipe.device, pipe.dtype)
     return pipe.vae.encode_latent(x).float()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import operator
 import os
+import threading
 from dataclasses import dataclass, field
 
 import torch
@@ -81,6 +82,7 @@ class Pipeline:
         self.vae = vae.to(device=self.device, dtype=self.dtype).eval()
         self.source = source
         self._fast = None
+        self._lock = threading.RLock()  # around the fast runtime's and the engines' shared state (see `generate`)
         self._engines: dict = {}
 
     def _first_step_from_float32(self, model: FlexVAR) -> bool:
@@ -133,9 +135,10 @@ class Pipeline:
         if engine_dir is None:
             raise InputError(f"backend {backend} needs an engine directory")
         key = (backend, os.fspath(engine_dir))
-        if key not in self._engines:
-            self._engines[key] = EngineSet(self.model, self.vae, backend, engine_dir, self.device, rebuild)
-        return self._engines[key]
+        with self._lock:  # one export/build per directory, whichever thread asks first
+            if key not in self._engines:
+                self._engines[key] = EngineSet(self.model, self.vae, backend, engine_dir, self.device, rebuild)
+            return self._engines[key]
 
     @property
     def num_classes(self) -> int:
@@ -230,13 +233,17 @@ class Pipeline:
         self.check_fits(sched, labels_B.shape[0], decode)
         if backend != "torch":
             from . import engine_runtime
-            eng = self.engines(backend, engine_dir, rebuild)
-            gen = torch.Generator(self.device).manual_seed(int(seed))
-            codes = engine_runtime.generate_codes(self.model, self.vae.quantize, eng, labels_B, sched, params, gen)
-            images = engine_runtime.decode(eng, codes[-1]).cpu() if decode else None
+            with self._lock:  # engines keep execution contexts and buffers: one generation at a time
+                eng = self.engines(backend, engine_dir, rebuild)
+                gen = torch.Generator(self.device).manual_seed(int(seed))
+                codes = engine_runtime.generate_codes(self.model, self.vae.quantize, eng, labels_B, sched, params,
+                                                      gen)
+                images = engine_runtime.decode(eng, codes[-1]).cpu() if decode else None
         elif self.use_fast if fast is None else fast:
-            codes, images = self.fast_runtime.generate(labels_B.tolist(), sched, params, int(seed), decode)
-            images = images.cpu() if images is not None else None
+            with self._lock:  # the runtime's plans are shared buffers: one generation at a time, copied out
+                codes, images = self.fast_runtime.generate(labels_B.tolist(), sched, params, int(seed), decode)
+                codes = [c.to("cpu", copy=True) for c in codes]
+                images = images.to("cpu", copy=True) if images is not None else None
         else:
             gen = torch.Generator(self.device).manual_seed(int(seed))
             codes = runtime.generate_codes(self.model, self.vae.quantize, labels_B, sched, params, gen)
