@@ -44,8 +44,12 @@ def _device(device: str | torch.device) -> torch.device:
         dev = torch.device(device)
     except RuntimeError:
         raise InputError(f"unknown device {device!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError(f"device {device!r} is not supported: use cpu or cuda[:N]")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {device} requested but CUDA is not available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return dev
 
 

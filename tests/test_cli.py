@@ -71,6 +71,7 @@ BAD = [
     (["--guidance", "linear"], "guidance must be one of"),
     (["--size", "250", "--steps", "3"], "multiple of 16"),
     (["--cfg", "abc"], "invalid float value"),
+    (["--device", "meta"], "device 'meta' is not supported: use cpu or cuda[:N]"),
 ]
 
 

@@ -229,3 +229,11 @@ def test_inpaint_with_cuda_graphs_equals_reference(models):
     assert fast.fast_runtime._plans and next(iter(fast.fast_runtime._plans.values())).graph is not None
     for si, (x, y) in enumerate(zip(a.codes, b.codes)):
         assert torch.equal(x, y), f"step {si + 1}"
+
+
+def test_device_ordinal_past_the_machine_is_refused():
+    """`cuda:N` past the machine's devices is one InputError before anything is built on it."""
+    from flexvar.errors import InputError
+    n = torch.cuda.device_count()
+    with pytest.raises(InputError, match=rf"device cuda:{n}: this machine has {n} CUDA device"):
+        Pipeline.from_random("tiny", "tiny", device=f"cuda:{n}")
