@@ -44,5 +44,5 @@ def open_engine(backend: str, path: str, device: torch.device) -> Engine:
         raise
     except Exception as e:  # noqa: BLE001 - the backend's own error, named in one line
         first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise ArtifactError(f"{path}: {backend} cannot load it ({type(e).__name__}: {first}); delete it and run "
-                            f"again with --rebuild to re-export it") from e
+        raise ArtifactError(f"{path}: {backend} cannot load it ({type(e).__name__}: {first}); if the file is "
+                            f"damaged, delete it and run again with --rebuild") from e

@@ -43,35 +43,63 @@ def builder_settings(precision: str) -> dict:
     return {"flags": flags[precision], "workspace_bytes": WORKSPACE_BYTES}
 
 
-def plan_name(graph: str, manifest: dict, trt_version: str, sm: str) -> str:
-    """Engine file name: graph, weights fingerprint, precision, buckets, TensorRT version, GPU arch."""
-    buckets = "-".join(b["name"] for b in manifest["buckets"]) if graph == "transformer_step" else graph[:3]
-    return f"{graph}-{manifest['fingerprint']}-{manifest['precision']}-{buckets}-trt{trt_version}-{sm}.plan"
+def plan_name(graph: str, manifest: dict, trt_version: str, sm: str,
+              buckets: tuple[Bucket, ...] = BUCKETS) -> str:
+    """Engine file name: graph, weights fingerprint, precision, the step's buckets (one profile each), TensorRT
+    version, GPU arch."""
+    tag = "-".join(b.name for b in buckets) if graph == "transformer_step" else graph[:3]
+    return f"{graph}-{manifest['fingerprint']}-{manifest['precision']}-{tag}-trt{trt_version}-{sm}.plan"
 
 
-def build_engines(engine_dir, manifest: dict, rebuild: bool = False, log=print) -> dict[str, str]:
-    """Build (or reuse) the TensorRT plans of the transformer step and the decoder; returns their paths."""
+def build_engines(engine_dir, manifest: dict, rebuild: bool = False, log=print,
+                  buckets: tuple[Bucket, ...] = BUCKETS) -> dict[str, str]:
+    """Build (or reuse) the TensorRT plans of the transformer step (one optimization profile per bucket) and of the
+    tokenizer graphs; returns their paths."""
     trt = _trt()
     if not torch.cuda.is_available():
         raise ArtifactError("TensorRT engines need a CUDA GPU")
     major, minor = torch.cuda.get_device_capability()
     sm = f"sm{major}{minor}"
     paths = {}
-    for graph, profiles in (("transformer_step", step_profiles(manifest)), ("decoder", [DecoderGraph.profile()]),
+    for graph, profiles in (("transformer_step", step_profiles(manifest, buckets)),
+                            ("decoder", [DecoderGraph.profile()]),
                             ("encoder", [EncoderGraph.profile()])):
-        path = Path(engine_dir) / plan_name(graph, manifest, trt.__version__, sm)
+        path = Path(engine_dir) / plan_name(graph, manifest, trt.__version__, sm, buckets)
         paths[graph] = str(path)
         if path.exists() and not rebuild:
             continue
         onnx_path = Path(engine_dir) / manifest["graphs"][graph]["file"]
         log(f"export: building TensorRT {graph} ({len(profiles)} profiles) -> {path}")
         data = _build(trt, onnx_path, profiles, builder_settings(manifest["precision"]))
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-        (path.with_suffix(".json")).write_text(json.dumps({"profiles": [{k: [list(s) for s in v] for k, v in p.items()}
-                                                                        for p in profiles]}))
+        # the profiles first: a plan on disk always has its profiles beside it
+        _write(path.with_suffix(".json"), json.dumps({"profiles": [{k: [list(s) for s in v] for k, v in p.items()}
+                                                                   for p in profiles]}).encode())
+        _write(path, data)
+    record_buckets(engine_dir, buckets)
     return paths
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def record_buckets(engine_dir, buckets: tuple[Bucket, ...]) -> None:
+    """The step's buckets into the directory's manifest ("tensorrt"), so that later runs open the plans built for
+    them (`built_buckets`) rather than build others for the default ones."""
+    from flexvar.export.artifacts import MANIFEST
+    path = Path(engine_dir) / MANIFEST
+    m = json.loads(path.read_text())
+    m["tensorrt"] = {"buckets": {b.name: {"min_tokens": b.min_tokens, "max_tokens": b.max_tokens} for b in buckets}}
+    _write(path, json.dumps(m, indent=1).encode())
+
+
+def built_buckets(manifest: dict) -> tuple[Bucket, ...] | None:
+    """The buckets the directory's TensorRT plans were built for (`record_buckets`), if any."""
+    if "tensorrt" not in manifest:
+        return None
+    return tuple(Bucket(n, e["min_tokens"], e["max_tokens"]) for n, e in manifest["tensorrt"]["buckets"].items())
 
 
 def _build(trt, onnx_path: Path, profiles: list[dict], settings: dict) -> bytes:

@@ -75,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--var-ckpt")
     x.add_argument("--vae-ckpt")
     x.add_argument("--backend", default="onnx", help="onnx (ONNX files for onnxruntime), tensorrt or aoti")
-    x.add_argument("--buckets", default="64,256,1024,4096",
-                   help="token-count bucket edges: one TensorRT profile / AOTInductor package each")
+    x.add_argument("--buckets", default=None,
+                   help="token-count bucket edges (default 64,256,1024,4096): one TensorRT optimization profile or "
+                        "AOTInductor package each (tensorrt and aoti only: ONNX graphs take any step size)")
     x.add_argument("--out", required=True, help="artifact directory")
     x.add_argument("--device", default="cpu")
     x.add_argument("--dtype", default="float32")
@@ -296,19 +297,26 @@ def cmd_export(args) -> int:
     backends = {"onnx": "onnxruntime", "tensorrt": "tensorrt", "aoti": "aoti"}
     if args.backend not in backends:
         raise InputError(f"unknown export backend {args.backend!r}; use onnx, tensorrt or aoti")
-    OutputDir.check(args.out)
+    from .export.graphs import MAX_PAST
+    if args.buckets is not None and args.backend == "onnx":
+        raise InputError("--buckets applies to --backend tensorrt and aoti (ONNX graphs take any step size)")
     try:
-        edges = sorted({int(e) for e in args.buckets.split(",")})
+        edges = sorted({int(e) for e in (args.buckets or "64,256,1024,4096").split(",")})
     except ValueError:
         raise InputError(f"cannot read bucket edges {args.buckets!r}") from None
-    if not edges or edges[0] < 1:
-        raise InputError("bucket edges must be positive token counts")
+    if not edges or edges[0] < 1 or edges[-1] > MAX_PAST:
+        raise InputError(f"bucket edges must be token counts from 1 to {MAX_PAST} (what the engines accept), "
+                         f"got {args.buckets}")
+    OutputDir.check(args.out)
     pipe = load_pipeline(args)
     EngineSet(pipe.model, pipe.vae, backends[args.backend], args.out, pipe.device, rebuild=args.rebuild,
               buckets=make_buckets(tuple(edges)))  # exports (and builds) what is missing
     from .export import load_manifest
     m = load_manifest(args.out)
-    buckets = list(m["aoti"]["buckets"]) if args.backend == "aoti" else [b["name"] for b in m["buckets"]]
+    if args.backend in ("aoti", "tensorrt"):
+        buckets = list(m[args.backend]["buckets"])
+    else:
+        buckets = [b["name"] for b in m["buckets"]]
     print(f"export: {args.out}: weights {m['fingerprint']}, {m['precision']}, opset {m['opset']}, "
           f"buckets {', '.join(buckets)}; graphs {', '.join(m['graphs'])}")
     return 0

@@ -27,7 +27,10 @@ class EngineSet:
         with, else flexvar.export.BUCKETS). encoder=False: AOTInductor without the encoder package
         (generation only; image-to-image then needs a directory opened with it)."""
         from flexvar.engines import open_engine
-        from flexvar.export import export_onnx
+        from flexvar.export import ArtifactError, export_onnx
+        if backend == "onnxruntime" and torch.device(device).type == "cpu" and model.pos_1LC.dtype == torch.bfloat16:
+            raise ArtifactError("onnxruntime's CPU provider cannot run bfloat16 graphs (it has no bfloat16 MatMul): "
+                                "use float32 or float16 on the CPU, or bfloat16 on CUDA")
         if backend == "aoti":
             from flexvar.engines.aoti import AOTIEngine
             from flexvar.export.aoti import export_aoti
@@ -49,9 +52,10 @@ class EngineSet:
             self.encoder = paths["encoder"] and AOTIEngine(device, eg.input_names, eg.output_names).load(paths["encoder"])
             return
         if backend == "tensorrt":
-            from flexvar.engines.tensorrt import build_engines
+            from flexvar.engines.tensorrt import build_engines, built_buckets
             manifest = export_onnx(model, vae, engine_dir, rebuild=rebuild, log=log)
-            paths = build_engines(engine_dir, manifest, rebuild=rebuild, log=log)
+            buckets = buckets or built_buckets(manifest) or _buckets()  # as for AOTInductor: the exported ones
+            paths = build_engines(engine_dir, manifest, rebuild=rebuild, log=log, buckets=buckets)
         else:
             manifest = export_onnx(model, vae, engine_dir, rebuild=rebuild, log=log)
             paths = {k: os.path.join(engine_dir, g["file"]) for k, g in manifest["graphs"].items()}

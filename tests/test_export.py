@@ -8,8 +8,10 @@ import torch
 from flexvar import Pipeline
 from flexvar.cli import main
 from flexvar.engines import open_engine
-from flexvar.engines.tensorrt import builder_settings, build_engines, plan_name, step_profiles
+from flexvar.engines.tensorrt import (builder_settings, build_engines, built_buckets, plan_name, record_buckets,
+                                      step_profiles)
 from flexvar.export import ArtifactError, BUCKETS, DecoderGraph, TransformerStepGraph, bucket_for, export_onnx, load_manifest
+from flexvar.export.graphs import make_buckets
 from flexvar.schedule import Schedule
 
 from conftest import assert_edits_match_reference
@@ -138,8 +140,33 @@ def test_tensorrt_profiles_settings_and_names(engine_dir, pipe_test):
     assert builder_settings("float16")["flags"] == ["FP16"] and builder_settings("float32")["flags"] == []
     name = plan_name("transformer_step", m, "10.9.0", "sm90")
     assert m["fingerprint"] in name and "float32" in name and "t64-t256-t1024-t4096" in name and name.endswith("trt10.9.0-sm90.plan")
+    # the plan is named by the buckets it is built for, which the directory's manifest then records
+    mine = make_buckets((100, 4096))
+    assert "-t100-t4096-trt10.9.0" in plan_name("transformer_step", m, "10.9.0", "sm90", mine)
+    assert [p["x"][2][1] for p in step_profiles(m, mine)] == [100, 4096]
+    assert built_buckets(m) is None
+    record_buckets(engine_dir, mine)
+    try:
+        m2 = load_manifest(engine_dir)
+        assert built_buckets(m2) == mine and {k: m2[k] for k in m} == m  # nothing else changed
+    finally:
+        (engine_dir / "manifest.json").write_text(json.dumps(m, indent=1))
     with pytest.raises(ArtifactError):
         builder_settings("int3")
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--buckets", "64,256"], "--buckets applies to --backend tensorrt and aoti"),
+    (["--backend", "aoti", "--buckets", "0,64"], "bucket edges must be token counts from 1 to 8192"),
+    (["--backend", "aoti", "--buckets", "64,99999"], "bucket edges must be token counts from 1 to 8192"),
+    (["--backend", "aoti", "--buckets", "64,x"], "cannot read bucket edges '64,x'"),
+    (["--dtype", "bf16"], "onnxruntime's CPU provider cannot run bfloat16 graphs"),
+])
+def test_cli_export_bad_input(capsys, tmp_path, argv, msg):
+    rc = main(["export", "--out", str(tmp_path / "e"), *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and msg in err[0], err
+    assert not (tmp_path / "e").exists()  # refused before anything was exported
 
 
 def test_tensorrt_build_without_tensorrt(engine_dir):
