@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Session 25's next device calls (bench/NOTES.md, "Session 25"). Session 25 itself ran `bash bench/gpu/s24.sh a` and
-# the first half of `s24.sh b` (schedule_tables), plus test runs; none of the calls below has run yet.
+# the first half of `s24.sh b` (schedule_tables), plus test runs; none of the calls below has run yet (session 26 had
+# no device: the loans were paused; its changes add one test to `t` and the C++ host's seed folding to `e`).
 #   bash bench/gpu/s25.sh a  # one ~400 s call: the Pipeline test that failed in session 25 (its decode's GroupNorm
 #                           # layout, fixed after the call); gn_fallback_probe.py (which decodes take the GroupNorm
 #                           # ops' reference path, and why); the batch-32 graph replay's kernel profile (last:
