@@ -2,21 +2,19 @@
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 from PIL import Image, ImageDraw
+
+from flexvar.files import replaced
 
 COLORS = [(214, 39, 40), (31, 119, 180), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75),
           (227, 119, 194), (127, 127, 127)]
 
 
 def _save(img: Image.Image, path: str) -> None:
-    """A PNG written beside `path`, then renamed over it: never a half-written file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    """The PNG replaced whole (`flexvar.files.replaced`)."""
+    with replaced(path) as tmp:
+        img.save(tmp, format="PNG")
 
 
 def line_plot(series: dict[str, list[tuple[float, float]]], path: str, title: str, xlabel: str, ylabel: str,

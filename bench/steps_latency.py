@@ -29,6 +29,7 @@ import torch
 from flexvar.cli import OneLineParser
 from flexvar.config import FlexVARConfig, VQVAEConfig
 from flexvar.errors import InputError
+from flexvar.files import write_text
 from flexvar.fast import FastRuntime
 from flexvar.images import pixels_uint8
 from flexvar.random_weights import random_tokenizer, random_transformer
@@ -296,7 +297,7 @@ def run(args) -> dict:
                         row["weights_GBps"] = round(bytes_ / (med / 1e3) / 1e9, 1)
                     out["results"].append(row)
                     if args.partial:
-                        write_atomic(Path(args.partial), json.dumps(out, indent=1))
+                        write_text(Path(args.partial), json.dumps(out, indent=1))
                     print(f"bench: d={depth} {str(sched):>9} B={B:<3} {impl:<15} median {med:9.2f} ms "
                           f"[{min(t):.2f}, {max(t):.2f}]  {row['images_per_s']:8.1f} img/s  warm-up {warm:.1f} s",
                           flush=True)
@@ -424,13 +425,6 @@ def check_args(args) -> None:
                 raise InputError(f"{path}: cannot write there ({e.strerror or e})") from None
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """path's text replaced whole: written beside it, then renamed over it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     args.partial = str(Path(args.out).with_suffix(".partial.json")) if args.out else None
@@ -440,7 +434,7 @@ def main(argv=None) -> int:
     name = f"steps_latency-{res['device'].replace(' ', '_')}-{res['date'][:10]}"
     out = Path(args.out or f"bench/results/{name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(out, json.dumps(res, indent=1))
+    write_text(out, json.dumps(res, indent=1))
     if args.partial:
         Path(args.partial).unlink(missing_ok=True)
     png = args.plot or str(out.with_suffix(".png"))

@@ -8,12 +8,12 @@ are computed without TensorRT and tested in CI.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from flexvar.export.artifacts import ArtifactError
+from flexvar.files import write_bytes, write_text
 from flexvar.export.graphs import BUCKETS, Bucket, DecoderGraph, EncoderGraph, step_profile
 
 from .base import Engine
@@ -72,17 +72,11 @@ def build_engines(engine_dir, manifest: dict, rebuild: bool = False, log=print,
         log(f"export: building TensorRT {graph} ({len(profiles)} profiles) -> {path}")
         data = _build(trt, onnx_path, profiles, builder_settings(manifest["precision"]))
         # the profiles first: a plan on disk always has its profiles beside it
-        _write(path.with_suffix(".json"), json.dumps({"profiles": [{k: [list(s) for s in v] for k, v in p.items()}
-                                                                   for p in profiles]}).encode())
-        _write(path, data)
+        write_text(path.with_suffix(".json"), json.dumps({"profiles": [{k: [list(s) for s in v] for k, v in p.items()}
+                                                                       for p in profiles]}))
+        write_bytes(path, data)
     record_buckets(engine_dir, buckets)
     return paths
-
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def record_buckets(engine_dir, buckets: tuple[Bucket, ...]) -> None:
@@ -92,7 +86,7 @@ def record_buckets(engine_dir, buckets: tuple[Bucket, ...]) -> None:
     path = Path(engine_dir) / MANIFEST
     m = json.loads(path.read_text())
     m["tensorrt"] = {"buckets": {b.name: {"min_tokens": b.min_tokens, "max_tokens": b.max_tokens} for b in buckets}}
-    _write(path, json.dumps(m, indent=1).encode())
+    write_text(path, json.dumps(m, indent=1))
 
 
 def built_buckets(manifest: dict) -> tuple[Bucket, ...] | None:

@@ -9,12 +9,13 @@ lists them, rewritten atomically.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 
 import torch
 from torch.export import Dim, export
+
+from flexvar.files import replaced, write_text
 
 from .artifacts import MANIFEST
 from .graphs import BUCKETS, MAX_BATCH, MAX_PAST, Bucket, DecoderGraph, EncoderGraph, TransformerStepGraph
@@ -29,9 +30,8 @@ def _step_dynamic_shapes(depth: int, bucket: Bucket) -> dict:
 
 
 def _compile(ep, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp.pt2")
-    torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp))
-    os.replace(tmp, path)
+    with replaced(path, ".tmp.pt2") as tmp:  # the packager wants the .pt2 ending
+        torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp))
 
 
 def export_aoti(model, vae, engine_dir, manifest: dict, buckets: tuple[Bucket, ...] = BUCKETS,
@@ -81,7 +81,5 @@ def export_aoti(model, vae, engine_dir, manifest: dict, buckets: tuple[Bucket, .
     m["aoti"] = entries
     from .host import write_host_assets
     write_host_assets(model, vae, d, m, entries)
-    tmp = d / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(m, indent=1))
-    os.replace(tmp, d / MANIFEST)
+    write_text(d / MANIFEST, json.dumps(m, indent=1))
     return out

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from flexvar.errors import FlexVARError
+from flexvar.files import replaced, write_text
 
 from .graphs import BUCKETS, MAX_BATCH, MAX_PAST, DecoderGraph, EncoderGraph, TransformerStepGraph
 
@@ -89,14 +90,12 @@ def check_manifest(m: dict, fingerprint: str, precision: str, engine_dir) -> Non
 
 def _export_one(graph, path: Path, opset: int) -> None:
     import onnx
-    tmp = path.with_name(path.name + ".tmp")
-    with torch.no_grad(), warnings.catch_warnings():
+    with replaced(path) as tmp, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(graph.module(), graph.sample_inputs(), str(tmp), input_names=list(graph.input_names),
                           output_names=list(graph.output_names), dynamic_axes=graph.dynamic_axes,
                           opset_version=opset, dynamo=False, do_constant_folding=True)
-    onnx.checker.check_model(str(tmp), full_check=True)  # with type inference: e.g. no bf16 Conv
-    os.replace(tmp, path)
+        onnx.checker.check_model(str(tmp), full_check=True)  # with type inference: e.g. no bf16 Conv
 
 
 def export_onnx(model, vae, engine_dir: str | os.PathLike, opset: int = 17, rebuild: bool = False,
@@ -146,7 +145,5 @@ def export_onnx(model, vae, engine_dir: str | os.PathLike, opset: int = 17, rebu
                       "profile": {k: [list(s) for s in v] for k, v in step.profile(b).items()
                                   if k in ("x", "past_k_0")}} for b in BUCKETS],
          "graphs": graphs}
-    tmp = d / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(m, indent=1))
-    os.replace(tmp, d / MANIFEST)
+    write_text(d / MANIFEST, json.dumps(m, indent=1))
     return m

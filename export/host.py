@@ -10,10 +10,11 @@ Written to temporary names and moved into place, host.txt last.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
+
+from flexvar.files import write_bytes, write_text
 
 
 def host_tensors(model, vae) -> dict[str, torch.Tensor]:
@@ -44,13 +45,9 @@ def write_host_assets(model, vae, engine_dir, manifest: dict, aoti: dict) -> Non
                                          ("vocab", "vocab_size"), ("classes", "num_classes"), ("code_dim", "code_dim"))]
     for name, t in host_tensors(model, vae).items():
         path = d / "host" / f"{name}.f32"
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(t.numpy().astype("<f4").tobytes())
-        os.replace(tmp, path)
+        write_bytes(path, t.numpy().astype("<f4").tobytes())
         lines.append(f"tensor {name} {'x'.join(str(s) for s in t.shape)}")
     for b, e in aoti["buckets"].items():
         lines.append(f"step {b} {e['min_tokens']} {e['max_tokens']} {e['file']}")
     lines.append(f"decoder {aoti['decoder']}")
-    tmp = d / "host.txt.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, d / "host.txt")
+    write_text(d / "host.txt", "\n".join(lines) + "\n")

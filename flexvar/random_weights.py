@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from .config import FlexVARConfig, VQVAEConfig
+from .files import replaced
 from .model import FlexVAR
 from .vqvae import VQVAE
 
@@ -53,9 +54,8 @@ def random_tokenizer(cfg: VQVAEConfig, seed: int = 0, device: str | torch.device
 
 
 def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with replaced(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def save_release_transformer(model: FlexVAR, path: str | os.PathLike, nested: bool = True,
