@@ -40,6 +40,9 @@ def main(argv=None) -> int:
     ap.add_argument("--upsample", choices=["nearest", "transpose"],
                     help="the decoder's upsampling (FastRuntime's upsample; default: the runtime's)")
     ap.add_argument("--timeline", help="write every kernel's (name, start us, duration us) here and print per-step spans")
+    ap.add_argument("--floors", action="store_true",
+                    help="per step, the GEMM, attention, Inductor (residual + LayerNorm) and sampling kernels' time "
+                         "against the work's lower bounds (bench/floors.py) at ceilings measured in this run")
     args = ap.parse_args(argv)
     dt = torch.float16 if args.dtype == "fp16" else torch.bfloat16
     model = random_transformer(FlexVARConfig.from_name(args.depth), device="cuda").to(dt)
@@ -78,6 +81,14 @@ def main(argv=None) -> int:
         print(f"decode: {sum(t for _, t in tally.values()):.1f} us of kernels in {len(kernels) - last - 1}")
         for name, (n, t) in sorted(tally.items(), key=lambda kv: -kv[1][1]):
             print(f"  {t:9.1f} us {n:4d}x  {name[:160]}")
+    if args.floors:
+        from .floors import step_floors
+        from .steps_latency import measure_ceilings
+        ceil = measure_ceilings(torch.device("cuda"))
+        fl = step_floors(model.cfg, sched, args.batch, first_step_table=rt.first_step_table,
+                         last_step_kv=rt.last_step_kv, table_logits=rt.first_step_float32)
+        for line in floor_lines(kernels, fl, ceil["bf16_matmul_TFLOPs"], ceil["copy_GBps"]):
+            print(line)
     if args.timeline:
         for line in step_spans(kernels):
             print(line)
@@ -87,10 +98,8 @@ def main(argv=None) -> int:
     return 0
 
 
-def step_spans(kernels: list[tuple[str, float, float]]) -> list[str]:
-    """Per step (ended by its guided_sample kernel) and for the decode after the last one: the span from
-    the previous part's end to this part's end, the time kernels ran, the idle gaps and the busiest
-    categories. kernels: (name, start us, duration us) sorted by start."""
+def _parts(kernels: list[tuple[str, float, float]]) -> list[list[tuple[str, float, float]]]:
+    """The kernels split after each guided_sample kernel: one part per step, then the decode's."""
     parts, cur = [], []
     for k in kernels:
         cur.append(k)
@@ -99,6 +108,42 @@ def step_spans(kernels: list[tuple[str, float, float]]) -> list[str]:
             cur = []
     if cur:
         parts.append(cur)
+    return parts
+
+
+# what each floor of bench/floors.py covers: (floor key, label, the kernels it is compared with)
+_FLOOR_KERNELS = [("gemm_flop", "gemm", lambda n: _category(n) == "gemm"),
+                  ("attention_bytes", "attention", lambda n: _category(n) == "attention"),
+                  ("ln_bytes", "inductor", lambda n: _category(n) == "triton"),
+                  ("sample_bytes", "sampling", lambda n: "guided_sample" in n)]
+
+
+def floor_lines(kernels: list[tuple[str, float, float]], floors: list[dict], tflops: float, gbps: float) -> list[str]:
+    """Per step: each kind's kernel time against its floor (FLOPs at `tflops`, bytes at `gbps`), and the sums over
+    the steps. kernels: (name, start us, duration us) sorted by start; floors: `floors.step_floors`."""
+    def floor_us(key: str, v: float) -> float:
+        return v / (tflops * 1e6) if key == "gemm_flop" else v / (gbps * 1e3)
+
+    out = [f"floors at {tflops:.0f} TFLOP/s and {gbps:.0f} GB/s (measured here): kernel us / floor us per step"]
+    total = {label: [0.0, 0.0] for _, label, _ in _FLOOR_KERNELS}
+    for i, (part, fl) in enumerate(zip(_parts(kernels), floors)):
+        cells = []
+        for key, label, match in _FLOOR_KERNELS:
+            t, f = sum(d for n, _, d in part if match(n)), floor_us(key, fl[key])
+            total[label][0] += t
+            total[label][1] += f
+            cells.append(f"{label} {t:8.1f} / {f:8.1f}")
+        out.append(f"step {i + 1:2d}: " + ", ".join(cells))
+    out.append("steps  : " + ", ".join(f"{label} {t:8.1f} / {f:8.1f} ({t - f:+.0f})"
+                                       for label, (t, f) in total.items()))
+    return out
+
+
+def step_spans(kernels: list[tuple[str, float, float]]) -> list[str]:
+    """Per step (ended by its guided_sample kernel) and for the decode after the last one: the span from
+    the previous part's end to this part's end, the time kernels ran, the idle gaps and the busiest
+    categories. kernels: (name, start us, duration us) sorted by start."""
+    parts = _parts(kernels)
     out, prev_end = [], kernels[0][1] if kernels else 0.0
     for i, part in enumerate(parts):
         end = max(s + d for _, s, d in part)

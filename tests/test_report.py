@@ -1,6 +1,8 @@
 """bench/report.py: one section per benchmark file, with its device, command and table."""
 import json
 
+import pytest
+
 from flexvar.bench.report import table
 
 
@@ -41,3 +43,49 @@ def test_profile_categories_name_the_fused_kernels():
                       ("_gn_stats_kernel", "groupnorm"), ("_gn_apply_kernel", "groupnorm"),
                       ("_gn_taps_kernel", "groupnorm"), ("_skinny_kernel", "gemm")):
         assert _category(name) == cat, name
+
+
+@pytest.mark.parametrize("table", [False, True], ids=["step-1-computed", "first-step-table"])
+def test_gemm_floor_is_the_runtimes_gemm_count(table):
+    """bench/floors.py's GEMM FLOPs per generation equal what the fast runtime's matmuls count (FlopCounterMode,
+    CPU, references), the label set's modulation (once per label set) cached by a first call."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from flexvar.bench.floors import step_floors
+    from flexvar.config import FlexVARConfig, VQVAEConfig
+    from flexvar.fast import FastRuntime
+    from flexvar.random_weights import random_tokenizer, random_transformer
+    from flexvar.sampling import SamplingParams
+    from flexvar.schedule import Schedule
+    cfg = FlexVARConfig.from_name("tiny")
+    rt = FastRuntime(random_transformer(cfg), random_tokenizer(VQVAEConfig.from_name("tiny")), use_graphs=False,
+                     use_kernels=False, compile_blocks=False, compile_decoder=False, first_step_table=table)
+    sched, labels = Schedule.parse("1,2,3,5"), [3, 9, 4]
+    rt.generate(labels, sched, SamplingParams(), 0, False)  # label set and first-step table built
+    with FlopCounterMode(display=False) as fc:
+        rt.generate(labels, sched, SamplingParams(), 1, False)
+    counted = sum(v for k, v in fc.get_flop_counts()["Global"].items() if str(k) in ("aten.mm", "aten.addmm"))
+    # a float32 runtime's table holds the keys and values, not the head's output: its step 1 runs the head
+    assert not rt.first_step_float32
+    floors = step_floors(cfg, sched, len(labels), first_step_table=table, table_logits=rt.first_step_float32)
+    assert counted == sum(f["gemm_flop"] for f in floors) > 0
+    head_1 = len(labels) * 2 * cfg.width * cfg.vocab_size
+    assert (floors[0]["gemm_flop"] == head_1) == table
+    assert step_floors(cfg, sched, len(labels), table)[0]["gemm_flop"] == (0 if table else floors[0]["gemm_flop"])
+    assert floors[-1]["attention_bytes"] < step_floors(cfg, sched, len(labels), table,
+                                                       last_step_kv=True)[-1]["attention_bytes"]
+
+
+def test_floor_lines_split_the_kernels_by_step():
+    from flexvar.bench.profile_fast import floor_lines
+    kernels = [("sm90_xmma_gemm_f16", 0, 10.0), ("_attend_step_kernel", 10, 4.0), ("triton_per_fused_ln", 14, 3.0),
+               ("guided_sample_rows_kernel", 17, 2.0),  # step 1 ends
+               ("sm90_xmma_gemm_f16", 20, 30.0), ("guided_sample_rows_kernel", 50, 5.0),  # step 2 ends
+               ("cudnn_conv_fprop", 60, 100.0)]  # the decode
+    floors = [dict(gemm_flop=5e6, attention_bytes=2e3, ln_bytes=1e3, sample_bytes=1e3),
+              dict(gemm_flop=20e6, attention_bytes=0, ln_bytes=0, sample_bytes=3e3)]
+    lines = floor_lines(kernels, floors, tflops=1.0, gbps=1.0)  # 1 TFLOP/s: 1e6 FLOP a us; 1 GB/s: 1e3 B a us
+    assert len(lines) == 4 and lines[1].startswith("step  1: gemm     10.0 /      5.0, attention      4.0 /      2.0")
+    assert "inductor      3.0 /      1.0, sampling      2.0 /      1.0" in lines[1]
+    assert lines[2].startswith("step  2: gemm     30.0 /     20.0, attention      0.0 /      0.0")
+    assert "gemm     40.0 /     25.0 (+15)" in lines[3] and "sampling      7.0 /      4.0 (+3)" in lines[3]
