@@ -12,7 +12,8 @@ activations and weights, the float32 residual stream, float32 guided logits):
   - ln_bytes: per block, two residual + LayerNorm passes (after the projection and after fc2): the float32
     residual read and written, the GEMM's output read and the next GEMM's normalised input written.
   - sample_bytes: the guided float32 logits read once.
-Their time floors are the bytes at the copy bandwidth. The numbers are what any implementation of this algorithm
+Their time floors are the bytes at the copy bandwidth (kernels that find their input still in L2, such as the
+LayerNorm passes reading a GEMM's output, can beat them). The numbers are what any implementation of this algorithm
 must move or compute, not what this one does; the distance between the two is where time can still be won.
 """
 from __future__ import annotations
