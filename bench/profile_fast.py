@@ -119,17 +119,20 @@ _FLOOR_KERNELS = [("gemm_flop", "gemm", lambda n: _category(n) == "gemm"),
 
 
 def floor_lines(kernels: list[tuple[str, float, float]], floors: list[dict], tflops: float, gbps: float) -> list[str]:
-    """Per step: each kind's kernel time against its floor (FLOPs at `tflops`, bytes at `gbps`), and the sums over
-    the steps. kernels: (name, start us, duration us) sorted by start; floors: `floors.step_floors`."""
-    def floor_us(key: str, v: float) -> float:
-        return v / (tflops * 1e6) if key == "gemm_flop" else v / (gbps * 1e3)
+    """Per step: each kind's kernel time against its floor (FLOPs at `tflops`, bytes at `gbps`; attention's the larger
+    of its bytes' and its products'), and the sums over the steps. kernels: (name, start us, duration us) sorted by
+    start; floors: `floors.step_floors`."""
+    def floor_us(key: str, fl: dict) -> float:
+        if key == "attention_bytes":  # memory or products, whichever takes longer
+            return max(fl[key] / (gbps * 1e3), fl.get("attention_flop", 0) / (tflops * 1e6))
+        return fl[key] / (tflops * 1e6) if key == "gemm_flop" else fl[key] / (gbps * 1e3)
 
     out = [f"floors at {tflops:.0f} TFLOP/s and {gbps:.0f} GB/s (measured here): kernel us / floor us per step"]
     total = {label: [0.0, 0.0] for _, label, _ in _FLOOR_KERNELS}
     for i, (part, fl) in enumerate(zip(_parts(kernels), floors)):
         cells = []
         for key, label, match in _FLOOR_KERNELS:
-            t, f = sum(d for n, _, d in part if match(n)), floor_us(key, fl[key])
+            t, f = sum(d for n, _, d in part if match(n)), floor_us(key, fl)
             total[label][0] += t
             total[label][1] += f
             cells.append(f"{label} {t:8.1f} / {f:8.1f}")

@@ -82,10 +82,11 @@ def test_floor_lines_split_the_kernels_by_step():
                ("guided_sample_rows_kernel", 17, 2.0),  # step 1 ends
                ("sm90_xmma_gemm_f16", 20, 30.0), ("guided_sample_rows_kernel", 50, 5.0),  # step 2 ends
                ("cudnn_conv_fprop", 60, 100.0)]  # the decode
-    floors = [dict(gemm_flop=5e6, attention_bytes=2e3, ln_bytes=1e3, sample_bytes=1e3),
-              dict(gemm_flop=20e6, attention_bytes=0, ln_bytes=0, sample_bytes=3e3)]
+    floors = [dict(gemm_flop=5e6, attention_bytes=2e3, attention_flop=1e6, ln_bytes=1e3, sample_bytes=1e3),
+              dict(gemm_flop=20e6, attention_bytes=1e3, attention_flop=3e6, ln_bytes=0, sample_bytes=3e3)]
     lines = floor_lines(kernels, floors, tflops=1.0, gbps=1.0)  # 1 TFLOP/s: 1e6 FLOP a us; 1 GB/s: 1e3 B a us
     assert len(lines) == 4 and lines[1].startswith("step  1: gemm     10.0 /      5.0, attention      4.0 /      2.0")
     assert "inductor      3.0 /      1.0, sampling      2.0 /      1.0" in lines[1]
-    assert lines[2].startswith("step  2: gemm     30.0 /     20.0, attention      0.0 /      0.0")
+    # attention's floor: its bytes (2 us) at step 1, its products (3 us) at step 2
+    assert lines[2].startswith("step  2: gemm     30.0 /     20.0, attention      0.0 /      3.0")
     assert "gemm     40.0 /     25.0 (+15)" in lines[3] and "sampling      7.0 /      4.0 (+3)" in lines[3]
