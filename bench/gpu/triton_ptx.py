@@ -12,6 +12,11 @@ two versions of one file can be compiled in one process without registering thei
 SIG: JSON of the runtime arguments' types, e.g. '{"X": "*fp16", "P": "i32", "eps": "fp32"}'; CONSTS: JSON of the
 constexpr arguments, plus num_warps / num_stages, e.g. '{"C": 128, "SILU": true, "num_warps": 4}'. Needs Triton
 (and its bundled ptxas), not a GPU. Session 20 used it for group_norm.py's `_scale_shift` (bench/NOTES.md).
+
+`--div16 X,sxt,...` marks arguments as the JIT finds them at run time when they are multiples of 16 (pointers
+16-byte aligned, strides and sizes divisible by 16), which is what lets Triton vectorise loads and pipeline them
+through cp.async: without it a kernel's PTX can differ wholly from what runs (session 26: `attend_step` compiled to
+scalar 2-byte loads and no cp.async). `--resources` also prints ptxas's registers and shared memory.
 """
 from __future__ import annotations
 
@@ -47,13 +52,35 @@ def triton_part(path: str):
     return mod
 
 
-def ptx(path: str, kernel: str, signature: dict, consts: dict) -> str:
+def compile_sm90(path: str, kernel: str, signature: dict, consts: dict, div16: tuple[str, ...] = ()):
+    """The kernel compiled for sm_90, with `div16` arguments specialised as multiples of 16."""
     consts = dict(consts)
     options = {k: consts.pop(k) for k in ("num_warps", "num_stages") if k in consts}
     sig = {**signature, **{k: "constexpr" for k in consts}}
     fn = getattr(triton_part(path), kernel)
-    compiled = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts), target=GPUTarget("cuda", 90, 64),
-                              options=options)
+    attrs = {(fn.arg_names.index(a),): [["tt.divisibility", 16]] for a in div16}
+    return triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs),
+                          target=GPUTarget("cuda", 90, 64), options=options)
+
+
+def resources(compiled) -> str:
+    """ptxas's resource line (registers, barriers) and the kernel's shared memory."""
+    import subprocess
+    from triton.backends.nvidia.compiler import get_ptxas
+    exe = get_ptxas(90)
+    exe = getattr(exe, "path", exe)
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, "k.ptx")
+        with open(src, "w") as f:
+            f.write(compiled.asm["ptx"])
+        r = subprocess.run([exe, "-v", "--gpu-name=sm_90a", src, "-o", os.path.join(d, "k.cubin")],
+                           capture_output=True, text=True)
+    regs = [ln.split(":", 1)[1].strip() for ln in r.stderr.splitlines() if "registers" in ln]
+    return f"{regs[0] if regs else r.stderr.strip()[:200]}; shared {compiled.metadata.shared} bytes"
+
+
+def ptx(path: str, kernel: str, signature: dict, consts: dict, div16: tuple[str, ...] = (), compiled=None) -> str:
+    compiled = compiled or compile_sm90(path, kernel, signature, consts, div16)
     text = re.sub(r"\.section\s+\.debug.*", "", compiled.asm["ptx"], flags=re.S)
     keep = [ln for ln in text.splitlines()
             if ln.strip() and ".loc" not in ln and ".file" not in ln and not re.fullmatch(r"\$L__tmp\d+:", ln.strip())
@@ -68,11 +95,17 @@ def main() -> None:
     ap.add_argument("out")
     ap.add_argument("signature", type=json.loads)
     ap.add_argument("consts", type=json.loads)
+    ap.add_argument("--div16", default="", help="comma-separated arguments specialised as multiples of 16")
+    ap.add_argument("--resources", action="store_true", help="print ptxas's registers and the shared memory")
     args = ap.parse_args()
-    text = ptx(args.path, args.kernel, args.signature, args.consts)
+    compiled = compile_sm90(args.path, args.kernel, args.signature, args.consts,
+                            tuple(a for a in args.div16.split(",") if a))
+    text = ptx(args.path, args.kernel, args.signature, args.consts, compiled=compiled)
     with open(args.out, "w") as f:
         f.write(text)
     print(f"{args.kernel}: {len(text.splitlines())} lines of PTX -> {args.out}")
+    if args.resources:
+        print(f"{args.kernel}: {resources(compiled)}")
 
 
 if __name__ == "__main__":
