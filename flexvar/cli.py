@@ -40,7 +40,8 @@ def _add_common_args(p: argparse.ArgumentParser, schedule_default: str | None) -
     p.add_argument("--vae-ckpt", help="tokenizer checkpoint (release FlexVAE.pth or .safetensors)")
     p.add_argument("--labels", required=True, help="comma-separated ImageNet classes, e.g. 207,88")
     p.add_argument("--schedule", default=schedule_default,
-                   help="preset (256-6..256-13, 384-11, 512-12, 512-15), sides '1,2,4,8' or pairs '1x2,2x4'")
+                   help="preset (256-6..256-13, 384-11, 512-12, 512-15), sides '1,2,4,8' or pairs '1x2,2x4' "
+                        "(default: 256-10 for generate, the output size's default for the edits)")
     p.add_argument("--cfg", type=float, default=2.5)
     p.add_argument("--guidance", default="ramp", help="ramp (release default) or constant")
     p.add_argument("--top-k", type=int, default=900)
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     g = sub.add_parser("generate", help="class-conditional generation; without checkpoints, an embedded "
                                         "random-weight default")
-    _add_common_args(g, "256-10")
+    _add_common_args(g, None)  # 256-10 unless --schedule or --size/--steps
     g.add_argument("--size", help="final image size HxW (or one side) in pixels; with --steps builds a schedule")
     g.add_argument("--steps", type=int, help="number of steps for --size")
     g.add_argument("--max-pn", type=int, default=16, help="sides above this get full cfg (ramp) and greedy sampling")
@@ -117,7 +118,9 @@ def resolve_schedule(args):
     if args.size is None:
         if args.steps is not None:
             raise InputError("--steps needs --size")
-        return Schedule.parse(args.schedule)
+        return Schedule.parse(args.schedule or "256-10")
+    if args.schedule is not None:
+        raise InputError("give --schedule or --size with --steps, not both")
     if args.steps is None:
         raise InputError("--size needs --steps")
     return Schedule.from_size(parse_size(args.size), args.steps)
@@ -212,12 +215,12 @@ def cmd_generate(args) -> int:
     SamplingParams(cfg=args.cfg, guidance=args.guidance, top_k=args.top_k, top_p=args.top_p,
                    max_pn=args.max_pn, greedy_off_grid=args.greedy_off_grid)  # validate before loading
     check_seed(args.seed)
+    if args.backend != "torch" and not args.engine_dir:
+        raise InputError(f"--backend {args.backend} needs --engine-dir")
     OutputDir.check(args.out)
     pipe = load_pipeline(args)
     pipe.labels_tensor(labels)
     t0 = time.perf_counter()
-    if args.backend != "torch" and not args.engine_dir:
-        raise InputError(f"--backend {args.backend} needs --engine-dir")
     out = pipe.generate(labels, schedule, cfg=args.cfg, guidance=args.guidance, top_k=args.top_k,
                         top_p=args.top_p, seed=args.seed, max_pn=args.max_pn, greedy_off_grid=args.greedy_off_grid,
                         backend=args.backend, engine_dir=args.engine_dir, rebuild=args.rebuild)

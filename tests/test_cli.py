@@ -72,6 +72,7 @@ BAD = [
     (["--size", "250", "--steps", "3"], "multiple of 16"),
     (["--cfg", "abc"], "invalid float value"),
     (["--device", "meta"], "device 'meta' is not supported: use cpu or cuda[:N]"),
+    (["--schedule", "256-6", "--size", "256", "--steps", "6"], "give --schedule or --size with --steps, not both"),
 ]
 
 
