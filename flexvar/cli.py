@@ -126,6 +126,15 @@ def resolve_schedule(args):
     return Schedule.from_size(parse_size(args.size), args.steps)
 
 
+def check_backend(args) -> None:
+    """--backend is torch or an exported backend, which needs --engine-dir: checked before anything is loaded."""
+    from .engine_runtime import BACKENDS
+    if args.backend not in BACKENDS:
+        raise InputError(f"unknown backend {args.backend!r}; use one of {', '.join(BACKENDS)}")
+    if args.backend != "torch" and not args.engine_dir:
+        raise InputError(f"--backend {args.backend} needs --engine-dir")
+
+
 def load_pipeline(args):
     from .pipeline import Pipeline
     if (args.var_ckpt is None) != (args.vae_ckpt is None):
@@ -215,8 +224,7 @@ def cmd_generate(args) -> int:
     SamplingParams(cfg=args.cfg, guidance=args.guidance, top_k=args.top_k, top_p=args.top_p,
                    max_pn=args.max_pn, greedy_off_grid=args.greedy_off_grid)  # validate before loading
     check_seed(args.seed)
-    if args.backend != "torch" and not args.engine_dir:
-        raise InputError(f"--backend {args.backend} needs --engine-dir")
+    check_backend(args)
     OutputDir.check(args.out)
     pipe = load_pipeline(args)
     pipe.labels_tensor(labels)
@@ -258,8 +266,7 @@ def cmd_edit(args) -> int:
     size = parse_size(args.size) if args.size else None
     OutputDir.check(args.out)
     raw, img = _read_image(args.image, "image", args.command)
-    if args.backend != "torch" and not args.engine_dir:
-        raise InputError(f"--backend {args.backend} needs --engine-dir")
+    check_backend(args)
     kw = dict(cfg=args.cfg, guidance=args.guidance, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
               backend=args.backend, engine_dir=args.engine_dir)
     if args.command == "inpaint":

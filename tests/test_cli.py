@@ -73,6 +73,8 @@ BAD = [
     (["--cfg", "abc"], "invalid float value"),
     (["--device", "meta"], "device 'meta' is not supported: use cpu or cuda[:N]"),
     (["--schedule", "256-6", "--size", "256", "--steps", "6"], "give --schedule or --size with --steps, not both"),
+    (["--backend", "trt"], "unknown backend 'trt'; use one of torch, onnxruntime, tensorrt, aoti"),
+    (["--backend", "aoti"], "--backend aoti needs --engine-dir"),
 ]
 
 
