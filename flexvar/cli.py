@@ -113,6 +113,17 @@ def parse_size(text: str) -> tuple[int, int]:
     return (hw[0], hw[0]) if len(hw) == 1 else (hw[0], hw[1])
 
 
+def parse_placement(text: str) -> tuple[int, int]:
+    """TOPxLEFT in pixels, each >= 0."""
+    try:
+        tl = [int(s) for s in text.lower().split("x")]
+    except ValueError:
+        tl = []
+    if len(tl) != 2 or min(tl) < 0:
+        raise InputError(f"cannot read placement {text!r}; write 'center' or TOPxLEFT in pixels, e.g. 0x64")
+    return tl[0], tl[1]
+
+
 def resolve_schedule(args):
     from .schedule import Schedule
     if args.size is None:
@@ -289,7 +300,7 @@ def cmd_edit(args) -> int:
         if args.command == "expand":
             place = args.placement
             if place != "center":
-                place = parse_size(place)
+                place = parse_placement(place)
             out = editing.expand(pipe, img, labels, size, placement=place, schedule=schedule, **kw)
         else:
             out = editing.refine(pipe, img, labels, size, schedule=schedule, **kw)

@@ -120,6 +120,9 @@ def test_cli_edits(capsys, ckpts, tmp_path):
     assert main(["expand", *ck, "--image", str(tmp_path / "in.png"), "--labels", "1", "--size", "64x128",
                  "--out", str(tmp_path / "b")]) == 0
     assert Image.open(tmp_path / "b" / "0000_class1.png").size == (128, 64)
+    # a placement against the top-left corner: a coordinate of 0 is a placement, not a bad size
+    assert main(["expand", *ck, "--image", str(tmp_path / "in.png"), "--labels", "1", "--size", "64x128",
+                 "--placement", "0x64", "--out", str(tmp_path / "b2")]) == 0
     assert main(["refine", *ck, "--image", str(tmp_path / "odd.png"), "--labels", "1", "--size", "128",
                  "--out", str(tmp_path / "c")]) == 0
     err = capsys.readouterr().err
@@ -133,6 +136,8 @@ def test_cli_edits(capsys, ckpts, tmp_path):
     (["inpaint", "--image", "{notimg}", "--mask", "{empty_mask}"], "not a readable image"),
     (["refine", "--image", "{tiny}", "--size", "64"], "smaller than one 16x16 token"),
     (["expand", "--image", "{img}", "--size", "32x128"], "must be larger"),
+    (["expand", "--image", "{img}", "--size", "64x128", "--placement", "left"], "cannot read placement 'left'"),
+    (["expand", "--image", "{img}", "--size", "64x128", "--placement", "0x80"], "does not fit the 64x128 canvas"),
     # outputs that cannot fit: refused before the image is resized or encoded at that size
     (["inpaint", "--image", "{img}", "--mask", "{full_mask}", "--size", "40000"], "needs at least"),
     (["expand", "--image", "{img}", "--size", "40000"], "needs at least"),
