@@ -34,14 +34,27 @@ def save_png(img_HW3: torch.Tensor, path: str | os.PathLike) -> None:
 
 
 def load_image(path: str | os.PathLike) -> torch.Tensor:
-    """An image file as uint8 (H, W, 3)."""
+    """An image file as uint8 (H, W, 3). 16-bit greyscale images are scaled to 8 bits (PIL's RGB conversion would
+    clip them to white above 255); floating-point images are refused (their range is not known)."""
     from PIL import Image, UnidentifiedImageError
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such image file")
     try:
         with Image.open(p) as im:
-            arr = np.asarray(im.convert("RGB"))
+            if im.mode == "F":
+                raise InputError(f"{p}: a floating-point image; save it with 8 or 16 bits per channel")
+            if im.mode.startswith("I"):  # I;16, I;16B, I;16L, I: integer greyscale
+                grey = np.asarray(im).astype(np.int64)
+                if grey.min() < 0 or grey.max() > 65535:
+                    raise InputError(f"{p}: integer image values outside 0-65535")
+                if im.mode != "I" or grey.max() > 255:  # 16-bit: 0-65535 onto 0-255
+                    grey = (grey * 255 + 32767) // 65535
+                arr = np.repeat(grey.astype(np.uint8)[..., None], 3, axis=-1)
+            else:
+                arr = np.asarray(im.convert("RGB"))
+    except InputError:
+        raise
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise InputError(f"{p}: not a readable image ({type(e).__name__})") from None
     return torch.from_numpy(arr.copy())

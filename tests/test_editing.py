@@ -180,3 +180,31 @@ def test_edits_on_the_fast_runtime(pipe_test):
     a = editing.expand(fast, img[:64, :64].contiguous(), [4], (64, 128), **greedy)
     b = editing.expand(pipe_test, img[:64, :64].contiguous(), [4], (64, 128), **greedy)
     assert all(torch.equal(x, y) for x, y in zip(a.codes, b.codes))  # greedy: same codes as the reference
+
+
+def test_image_files_of_every_common_mode(tmp_path):
+    """8-bit RGB, RGBA, palette and greyscale files load as their RGB; a 16-bit greyscale one is scaled to 8 bits
+    (PIL's own conversion clips it to white), as a 16-bit mask is; a floating-point one is refused by name."""
+    from flexvar.errors import InputError
+    from flexvar.images import load_image, load_mask
+    rng = np.random.default_rng(3)
+    rgb = (rng.random((16, 24, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    Image.fromarray(np.dstack([rgb, np.full((16, 24), 200, np.uint8)]), "RGBA").save(tmp_path / "rgba.png")
+    grey = (rng.random((16, 24)) * 255).astype(np.uint8)
+    Image.fromarray(grey, "L").save(tmp_path / "grey.png")
+    deep = (rng.random((16, 24)) * 65535).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    assert np.array_equal(load_image(tmp_path / "rgb.png").numpy(), rgb)
+    assert np.array_equal(load_image(tmp_path / "rgba.png").numpy(), rgb)
+    assert np.array_equal(load_image(tmp_path / "grey.png").numpy(), np.repeat(grey[..., None], 3, -1))
+    got = load_image(tmp_path / "deep.png").numpy().astype(float)
+    assert np.abs(got - deep[..., None] / 257).max() <= 0.5 and got.std() > 50  # not clipped to white
+    mask = np.zeros((16, 24), np.uint16)
+    mask[4:12, 8:16] = 65535
+    mask[0, 0] = 200  # dark in 16 bits: not masked
+    Image.fromarray(mask).save(tmp_path / "mask16.png")
+    assert torch.equal(load_mask(tmp_path / "mask16.png"), torch.from_numpy(mask > 32767))
+    Image.fromarray(np.zeros((4, 4), np.float32)).save(tmp_path / "f.tif")
+    with pytest.raises(InputError, match="a floating-point image; save it with 8 or 16 bits per channel"):
+        load_image(tmp_path / "f.tif")
