@@ -278,6 +278,11 @@ class Pipeline:
         x = from_uint8(images_BHW3)
         if x.shape[2] % 16 or x.shape[3] % 16:
             raise InputError(f"image sides must be multiples of 16, got {x.shape[2]}x{x.shape[3]}")
+        th, tw = x.shape[2] // 16, x.shape[3] // 16
+        for h, w in sched:
+            if h > th or w > tw:
+                raise InputError(f"schedule step {h}x{w} is finer than the image's {th}x{tw} tokens: a multi-scale "
+                                 f"encode only resizes the image's latents down")
         x = x.to(self.device, self.dtype)
         return [c.cpu() for c in self.vae.encode_multiscale(x, sched.steps)]
 

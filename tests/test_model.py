@@ -126,3 +126,7 @@ def test_api_labels_and_codes_checks(pipe_test):
     for bad in (torch.zeros(1, 0, 2, dtype=torch.long), torch.ones(1, 2, 2, dtype=torch.bool), [[1]]):
         with pytest.raises(InputError, match=r"codes must be an integer tensor \(B, h, w\) of at least one code"):
             pipe_test.decode(bad)
+    img = torch.randint(0, 256, (1, 64, 64, 3), dtype=torch.uint8)
+    assert [tuple(c.shape) for c in pipe_test.encode(img, "1,2,4")] == [(1, 1, 1), (1, 2, 2), (1, 4, 4)]
+    with pytest.raises(InputError, match="schedule step 8x8 is finer than the image's 4x4 tokens"):
+        pipe_test.encode(img, "1,2,8")
