@@ -309,6 +309,7 @@ Result Host::generate(const Options& o) {
   if (o.guidance != "ramp" && o.guidance != "constant") throw Error("guidance must be ramp or constant");
   if (o.top_k < 0) throw Error("top_k must be >= 0");
   if (!(o.top_p >= 0 && o.top_p <= 1)) throw Error("top_p must be within [0, 1]");
+  if (o.max_pn < 1) throw Error("max_pn must be >= 1");
   const Schedule sched = parse_schedule(o.schedule);
   if (sched.back().first < 2 || sched.back().second < 2) throw Error("the last step must be at least 2x2 tokens");
   const int64_t B = static_cast<int64_t>(o.labels.size()), C = m.width, D = m.depth, H = m.heads, V = m.vocab;

@@ -20,15 +20,35 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// path's bytes replaced whole: written beside it, renamed over it; a failed write removes its temporary file
 void write_atomic(const fs::path& path, const std::string& data) {
   fs::path tmp = path;
   tmp += ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary);
-    if (!f) throw flexvar::Error("cannot write " + path.string());
-    f.write(data.data(), static_cast<std::streamsize>(data.size()));
+  std::ofstream f(tmp, std::ios::binary);
+  if (f) f.write(data.data(), static_cast<std::streamsize>(data.size()));
+  f.close();
+  if (!f) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw flexvar::Error("cannot write " + path.string());
   }
   fs::rename(tmp, path);
+}
+
+// Fail before any work if a file cannot be made in `dir` (tried with a folder made and removed), or, where `dir`
+// does not exist yet and may be made (`may_make`), in its parent, which must exist: as the Python CLI's output check.
+void check_writable(fs::path dir, const std::string& what, bool may_make) {
+  std::error_code ec;
+  if (dir.empty()) dir = ".";
+  fs::path where = fs::is_directory(dir, ec) || !may_make ? dir : dir.parent_path();
+  if (where.empty()) where = ".";
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) throw flexvar::Error(what + ": exists and is not a folder");
+  if (!fs::is_directory(where, ec)) throw flexvar::Error(what + ": no such folder " + where.string());
+  const fs::path probe = where / (".flexvar_host-probe-" + std::to_string(std::chrono::steady_clock::now()
+                                                                               .time_since_epoch().count()));
+  if (!fs::create_directory(probe, ec) || ec)
+    throw flexvar::Error(what + ": cannot write there (" + (ec ? ec.message() : std::string("exists")) + ")");
+  fs::remove(probe, ec);
 }
 
 }  // namespace
@@ -78,6 +98,8 @@ int main(int argc, char** argv) {
     o.max_pn = flexvar::parse_integer(a["--max-pn"], "argument --max-pn");
     o.greedy_off_grid = greedy_off_grid;
     flexvar::parse_schedule(o.schedule);  // fail on a bad schedule before loading anything
+    check_writable(a["--out"], a["--out"], true);
+    if (a.count("--save-codes")) check_writable(fs::path(a["--save-codes"]).parent_path(), a["--save-codes"], false);
 
     const int64_t repeat = a.count("--repeat") ? flexvar::parse_integer(a["--repeat"], "argument --repeat") : 0;
     if (repeat < 0) throw flexvar::Error("argument --repeat: must be >= 0");

@@ -75,6 +75,9 @@ def test_host_bad_input(host_bin, aoti_artifacts, tmp_path):
         (["--artifacts", d, "--top-p", "2", *common], "top_p"),
         (["--artifacts", d, "--repeat", "-1", *common], "--repeat: must be >= 0"),
         (["--artifacts", d, "--seed", "-1", *common], "--seed: must be >= 0"),
+        (["--artifacts", d, "--max-pn", "0", *common], "max_pn must be >= 1"),
+        (["--artifacts", d, "--labels", "1", "--out", "/proc/flexvar-out"], "/proc/flexvar-out: cannot write there"),
+        (["--artifacts", d, *common, "--save-codes", tmp_path / "nowhere" / "c.txt"], "no such folder"),
         (["--artifacts", d, "--cfg", "inf", *common], "cfg must be a number from 0 to 100"),
         (["--artifacts", d, "--cfg", "101", *common], "cfg must be a number from 0 to 100"),
     ]
