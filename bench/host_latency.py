@@ -39,7 +39,9 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 def run_host(host: str, artifacts, labels, schedule: str, p: SamplingParams, seed: int, out: Path,
              repeat: int = 0) -> tuple[list[list[int]], float | None, dict]:
-    """(codes lines, median ms or None, latency fields) of one host invocation."""
+    """(codes lines, median ms or None, latency fields) of one host invocation (images into out/img, made by the
+    host; out itself made here, as the host wants its output's parent to exist)."""
+    out.mkdir(parents=True, exist_ok=True)
     codes = out / "codes.txt"
     cmd = [host, "--artifacts", str(artifacts), "--labels", ",".join(map(str, labels)), "--schedule", schedule,
            "--cfg", str(p.cfg), "--guidance", p.guidance, "--top-k", str(p.top_k), "--top-p", str(p.top_p),
@@ -67,7 +69,8 @@ def agreement(lines: list[list[int]], codes: list[torch.Tensor]) -> list[float]:
 
 
 def check_fp32(host: str, work: Path) -> dict:
-    """Tiny preset, float32, CUDA: the host's greedy codes = the reference runtime's, images within 1/255."""
+    """Tiny preset, float32, CUDA: the host's greedy codes = the reference runtime's, images within 1/255; and
+    under sampling, a seed's draws repeat while seeds differing above bit 32 differ ("seeds")."""
     from PIL import Image
 
     from flexvar import Pipeline
@@ -84,6 +87,12 @@ def check_fp32(host: str, work: Path) -> dict:
         px = max(int(np.abs(np.asarray(Image.open(f)).astype(int) - ref.images[b].numpy().astype(int)).max())
                  for b, f in enumerate(sorted((o / "img").glob("*.ppm"))))
         out[spec] = {"codes_equal": codes_equal, "max_pixel_diff": px}
+    # sampled codes: a seed repeats its draws, and one that differs only above bit 32 draws others (the host folds
+    # the seed into the sampling hash's 32-bit word as flexvar.fast.seed_word does)
+    p = SamplingParams(cfg=2.5, guidance="ramp", top_k=900, top_p=0.95)
+    runs = [run_host(host, d, [5, 7], "1,2,4,6", p, seed, work / f"seed-{i}")[0]
+            for i, seed in enumerate((5, 5, 5 + 2 ** 32))]
+    out["seeds"] = {"repeat_equal": runs[0] == runs[1], "high_word_differs": runs[0] != runs[2]}
     return out
 
 

@@ -97,3 +97,19 @@ def test_host_repeat_reports_latency(host_bin, aoti_artifacts, tmp_path):
     line = next(ln for ln in r.stdout.splitlines() if "latency_ms" in ln).split()
     med, lo, hi = (float(line[line.index(k) + 1]) for k in ("median", "min", "max"))
     assert 0 < lo <= med <= hi and line[line.index("repeats") + 1] == "3" and line[line.index("batch") + 1] == "2"
+
+
+def test_host_sampling_is_seeded(host_bin, aoti_artifacts, tmp_path):
+    """Sampled codes (top-k 900): a seed repeats them, through bench/host_latency.run_host, which makes the output's
+    parent (the host wants it to exist). The CPU build draws with torch's CPU generator, as the Python reference
+    runtime (and the release) do, and that generator reads only a seed's low 32 bits: seeds differing above bit 32
+    give the same codes here, as in Python on the CPU (the CUDA build folds the high word in:
+    tests/test_gpu_host.py)."""
+    from flexvar.bench.host_latency import run_host as bench_run_host
+    from flexvar.sampling import SamplingParams
+    d, _ = aoti_artifacts
+    p = SamplingParams(top_k=900, top_p=0.95)
+    runs = [bench_run_host(str(host_bin), d, [2, 4], "1,2,4,6", p, seed, tmp_path / "deep" / f"run{i}")[0]
+            for i, seed in enumerate((5, 5, 5 + 2 ** 32))]
+    assert runs[0] == runs[1]
+    assert runs[0] == runs[2]  # the CPU generator's 32-bit seed, as torch.Generator("cpu").manual_seed has it
