@@ -82,12 +82,8 @@ def main(argv=None) -> int:
         for name, (n, t) in sorted(tally.items(), key=lambda kv: -kv[1][1]):
             print(f"  {t:9.1f} us {n:4d}x  {name[:160]}")
     if args.floors:
-        from .floors import step_floors
         from .steps_latency import measure_ceilings
-        ceil = measure_ceilings(torch.device("cuda"))
-        fl = step_floors(model.cfg, sched, args.batch, first_step_table=rt.first_step_table,
-                         last_step_kv=rt.last_step_kv, table_logits=rt.first_step_float32)
-        for line in floor_lines(kernels, fl, ceil["bf16_matmul_TFLOPs"], ceil["copy_GBps"]):
+        for line in runtime_floor_lines(rt, sched, args.batch, kernels, measure_ceilings(torch.device("cuda"))):
             print(line)
     if args.timeline:
         for line in step_spans(kernels):
@@ -116,6 +112,16 @@ _FLOOR_KERNELS = [("gemm_flop", "gemm", lambda n: _category(n) == "gemm"),
                   ("attention_bytes", "attention", lambda n: _category(n) == "attention"),
                   ("ln_bytes", "inductor", lambda n: _category(n) == "triton"),
                   ("sample_bytes", "sampling", lambda n: "guided_sample" in n)]
+
+
+def runtime_floor_lines(rt: FastRuntime, sched: Schedule, batch: int, kernels: list[tuple[str, float, float]],
+                        ceilings: dict) -> list[str]:
+    """`floor_lines` for a generation of `rt` (its first-step table and last-step cache writes as configured), at
+    `measure_ceilings`' ceilings."""
+    from .floors import step_floors
+    fl = step_floors(rt.model.cfg, sched, batch, first_step_table=rt.first_step_table, last_step_kv=rt.last_step_kv,
+                     table_logits=rt.first_step_float32)
+    return floor_lines(kernels, fl, ceilings["bf16_matmul_TFLOPs"], ceilings["copy_GBps"])
 
 
 def floor_lines(kernels: list[tuple[str, float, float]], floors: list[dict], tflops: float, gbps: float) -> list[str]:

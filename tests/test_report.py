@@ -90,3 +90,20 @@ def test_floor_lines_split_the_kernels_by_step():
     # attention's floor: its bytes (2 us) at step 1, its products (3 us) at step 2
     assert lines[2].startswith("step  2: gemm     30.0 /     20.0, attention      0.0 /      3.0")
     assert "gemm     40.0 /     25.0 (+15)" in lines[3] and "sampling      7.0 /      4.0 (+3)" in lines[3]
+
+
+def test_runtime_floor_lines_read_the_runtimes_options(pipe_test):
+    """profile_fast --floors' glue: the floors of a runtime's own configuration (first-step table, last-step cache
+    writes), at the ceilings `measure_ceilings` reports."""
+    from flexvar.bench.floors import step_floors
+    from flexvar.bench.profile_fast import runtime_floor_lines
+    from flexvar.fast import FastRuntime
+    from flexvar.schedule import Schedule
+    rt = FastRuntime(pipe_test.model, pipe_test.vae, use_graphs=False, first_step_table=True)
+    sched = Schedule.parse("1,2,4")
+    kernels = [("sm90_xmma_gemm", 0, 1.0), ("guided_sample_rows_kernel", 1, 1.0)] * 3
+    lines = runtime_floor_lines(rt, sched, 2, kernels, {"bf16_matmul_TFLOPs": 1.0, "copy_GBps": 1.0})
+    fl = step_floors(pipe_test.model.cfg, sched, 2, first_step_table=True, last_step_kv=rt.last_step_kv,
+                     table_logits=rt.first_step_float32)
+    assert len(lines) == 5 and lines[0].startswith("floors at 1 TFLOP/s and 1 GB/s")
+    assert f"gemm      1.0 / {fl[2]['gemm_flop'] / 1e6:8.1f}" in lines[3]
