@@ -29,7 +29,7 @@ import torch
 from flexvar.cli import OneLineParser
 from flexvar.config import FlexVARConfig, VQVAEConfig
 from flexvar.errors import InputError
-from flexvar.files import write_text
+from flexvar.files import writable_folder, write_text
 from flexvar.fast import FastRuntime
 from flexvar.images import pixels_uint8
 from flexvar.random_weights import random_tokenizer, random_transformer
@@ -420,9 +420,11 @@ def check_args(args) -> None:
             folder = Path(path).parent
             try:
                 folder.mkdir(parents=True, exist_ok=True)
-                os.rmdir(tempfile.mkdtemp(prefix=".flexvar-", dir=folder))
             except OSError as e:
                 raise InputError(f"{path}: cannot write there ({e.strerror or e})") from None
+            why = writable_folder(folder)
+            if why:
+                raise InputError(f"{path}: cannot write there ({why})")
 
 
 def main(argv=None) -> int:

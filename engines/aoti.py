@@ -7,6 +7,7 @@ import sys
 
 import torch
 
+from flexvar.errors import first_line
 from flexvar.export.artifacts import ArtifactError
 
 from .base import Engine
@@ -46,8 +47,7 @@ class AOTIEngine(Engine):
         try:
             runner = torch._inductor.aoti_load_package(path)
         except Exception as e:  # noqa: BLE001 - a corrupt or foreign package, named in one line
-            first = (str(e).strip().splitlines() or [""])[0][:200]
-            raise ArtifactError(f"{path}: AOTInductor cannot load it ({type(e).__name__}: {first}); --rebuild "
+            raise ArtifactError(f"{path}: AOTInductor cannot load it ({type(e).__name__}: {first_line(e)}); --rebuild "
                                 f"compiles the packages again") from e
         self.runners.append((min_tokens, max_tokens, runner))
         return self

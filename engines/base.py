@@ -29,6 +29,7 @@ class Engine(ABC):
 def open_engine(backend: str, path: str, device: torch.device) -> Engine:
     """The engine of one artifact file. A file the backend cannot load (corrupt, or for another runtime) is an
     ArtifactError that says so; so is a backend that cannot run on `device` here."""
+    from flexvar.errors import first_line
     from flexvar.export.artifacts import ArtifactError
     if backend == "onnxruntime":
         from .onnxruntime import OrtEngine
@@ -43,6 +44,5 @@ def open_engine(backend: str, path: str, device: torch.device) -> Engine:
     except ArtifactError:
         raise
     except Exception as e:  # noqa: BLE001 - the backend's own error, named in one line
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise ArtifactError(f"{path}: {backend} cannot load it ({type(e).__name__}: {first}); if the file is "
+        raise ArtifactError(f"{path}: {backend} cannot load it ({type(e).__name__}: {first_line(e)}); if the file is "
                             f"damaged, delete it and run again with --rebuild") from e

@@ -14,7 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .errors import FlexVARError, InputError
+from .errors import FlexVARError, InputError, first_line
+from .files import writable_folder
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -191,10 +192,9 @@ class OutputDir:
         if not parent.is_dir():
             raise InputError(f"{parent}: no such folder for the output")
         for where in (parent, out) if out.is_dir() else (parent,):
-            try:
-                os.rmdir(tempfile.mkdtemp(prefix=".flexvar-", dir=where))
-            except OSError as e:
-                raise InputError(f"{out}: cannot write the output there ({e.strerror or e})") from None
+            why = writable_folder(where)
+            if why:
+                raise InputError(f"{out}: cannot write the output there ({why})")
         return parent
 
     def path(self, name: str) -> Path:
@@ -273,18 +273,18 @@ def cmd_edit(args) -> int:
     labels = parse_labels(args.labels)
     SamplingParams(cfg=args.cfg, guidance=args.guidance, top_k=args.top_k, top_p=args.top_p)
     check_seed(args.seed)
+    check_backend(args)
     schedule = None if args.schedule is None else Schedule.parse(args.schedule)
     size = parse_size(args.size) if args.size else None
     OutputDir.check(args.out)
     raw, img = _read_image(args.image, "image", args.command)
-    check_backend(args)
     kw = dict(cfg=args.cfg, guidance=args.guidance, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
               backend=args.backend, engine_dir=args.engine_dir)
     if args.command == "inpaint":
         mask = load_mask(args.mask)
         if tuple(mask.shape) != tuple(raw.shape[:2]):
             raise InputError(f"mask is {mask.shape[0]}x{mask.shape[1]}, the image is {raw.shape[0]}x{raw.shape[1]}")
-        if not mask.any():
+        if not mask.any():  # here, and again once the mask is resized to the output
             raise InputError("mask is empty: nothing to generate")
         pipe = load_pipeline(args)
         # the output's size is known: refuse one that cannot fit before resizing the image to it
@@ -318,11 +318,12 @@ def cmd_export(args) -> int:
     backends = {"onnx": "onnxruntime", "tensorrt": "tensorrt", "aoti": "aoti"}
     if args.backend not in backends:
         raise InputError(f"unknown export backend {args.backend!r}; use onnx, tensorrt or aoti")
-    from .export.graphs import MAX_PAST
+    from .export.graphs import BUCKETS, MAX_PAST
     if args.buckets is not None and args.backend == "onnx":
         raise InputError("--buckets applies to --backend tensorrt and aoti (ONNX graphs take any step size)")
     try:
-        edges = sorted({int(e) for e in (args.buckets or "64,256,1024,4096").split(",")})
+        edges = (sorted({int(e) for e in args.buckets.split(",")}) if args.buckets is not None
+                 else [b.max_tokens for b in BUCKETS])
     except ValueError:
         raise InputError(f"cannot read bucket edges {args.buckets!r}") from None
     if not edges or edges[0] < 1 or edges[-1] > MAX_PAST:
@@ -382,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - never a traceback unless asked for
         if os.environ.get("FLEXVAR_DEBUG"):
             raise
-        msg = (str(e).strip().splitlines() or [""])[0][:200]
+        msg = first_line(e)
         if out_of_memory(e):
             print(f"flexvar: error: out of memory: {msg} (use fewer or smaller steps or fewer images)",
                   file=sys.stderr)

@@ -12,13 +12,11 @@ generated, and forced codes never mix known and unknown content.
 """
 from __future__ import annotations
 
-import operator
-
 import torch
 import torch.nn.functional as F
 
 from . import runtime
-from .errors import InputError
+from .errors import InputError, as_integer
 from .images import from_uint8, to_uint8
 from .pipeline import GenerationOutput, Pipeline
 from .sampling import SamplingParams, check_seed
@@ -69,14 +67,18 @@ def forced_codes(pipe: Pipeline, latent_1Chw: torch.Tensor, known_hw: torch.Tens
     return out
 
 
+def _check(pipe: Pipeline, labels, schedule: Schedule, seed) -> None:
+    """An edit's labels, seed and size checked once its schedule is known, before the input is encoded."""
+    check_seed(seed)
+    pipe.check_fits(schedule, len(pipe.labels_tensor(labels)))
+
+
 def _run(pipe: Pipeline, labels, schedule: Schedule, forced, cfg, guidance, top_k, top_p, seed,
          eng=None) -> GenerationOutput:
-    """Generate with forced codes on the reference runtime, or on an exported backend's engines."""
+    """Generate with forced codes on the reference runtime, or on an exported backend's engines (`_check`ed)."""
     params = SamplingParams(cfg=cfg, guidance=guidance, top_k=top_k, top_p=top_p)
-    seed = check_seed(seed)
     labels_B = pipe.labels_tensor(labels)
     B = labels_B.shape[0]
-    pipe.check_fits(schedule, B)
     forced_B = [(c.to(pipe.device).expand(B, -1, -1), k.to(pipe.device).expand(B, -1, -1)) for c, k in forced]
     gen = torch.Generator(pipe.device).manual_seed(int(seed))
     if eng is not None:
@@ -127,7 +129,7 @@ def inpaint(pipe: Pipeline, image: torch.Tensor, mask: torch.Tensor, labels, sch
     if not mask.any():
         raise InputError("mask is empty: nothing to generate")
     sched = final_schedule(schedule, (H, W))
-    pipe.check_fits(sched, len(pipe.labels_tensor(labels)))
+    _check(pipe, labels, sched, seed)
     # a final token is known when none of its pixels is masked
     known = ~F.max_pool2d(mask.float()[None, None], PATCH)[0, 0].bool()
     eng = _engines(pipe, backend, engine_dir)
@@ -141,9 +143,11 @@ def inpaint(pipe: Pipeline, image: torch.Tensor, mask: torch.Tensor, labels, sch
 def _pixels(size, what: str, pair: str = "(H, W)") -> tuple[int, int]:
     """Two integers from a pair, or an InputError naming `what`."""
     try:
-        a, b = (operator.index(v) for v in size)
+        a, b = (as_integer(v) for v in size)
     except (TypeError, ValueError):
-        raise InputError(f"{what} must be a pair of integers {pair} in pixels, got {size!r}") from None
+        a = b = None
+    if a is None or b is None:
+        raise InputError(f"{what} must be a pair of integers {pair} in pixels, got {size!r}")
     return a, b
 
 
@@ -177,7 +181,7 @@ def expand(pipe: Pipeline, image: torch.Tensor, labels, size: tuple[int, int], p
         raise InputError(f"expansion {Hc}x{Wc} must be larger than the {H}x{W} input")
     top, left = _placement(placement, (Hc, Wc), (H, W))
     sched = final_schedule(schedule, (Hc, Wc))
-    pipe.check_fits(sched, len(pipe.labels_tensor(labels)))
+    _check(pipe, labels, sched, seed)
     eng = _engines(pipe, backend, engine_dir)
     z = _latent(pipe, img, eng)
     t, l = top // PATCH, left // PATCH
@@ -211,7 +215,7 @@ def refine(pipe: Pipeline, image: torch.Tensor, labels, size: tuple[int, int], s
         if any(h < hi or w < wi for h, w in later[:1]):
             raise InputError(f"schedule {sched} cannot pass through the input's {hi}x{wi} tokens")
         sched = Schedule(tuple(steps) + ((hi, wi),) + tuple(later))
-    pipe.check_fits(sched, len(pipe.labels_tensor(labels)))
+    _check(pipe, labels, sched, seed)
     eng = _engines(pipe, backend, engine_dir)
     z = _latent(pipe, img, eng)
     forced = []

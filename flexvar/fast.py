@@ -48,7 +48,7 @@ from .fast_step import (_has_mm_out_dtype, attend, bicubic_taps, fc1_gelu, finis
 from .kernels import attention as _attention
 from .kernels import lt_linear as _lt
 from .kernels import skinny_mm as _skinny_mm
-from .kernels import guided_sample, next_tokens, qk_norm_cache, small_step, small_step_fits
+from .kernels import guided_sample, mix32, next_tokens, qk_norm_cache, small_step, small_step_fits
 from .kernels import load as load_kernels
 from .kv_cache import KVCache
 from .model import FlexVAR
@@ -64,10 +64,7 @@ def seed_word(seed: int) -> int:
     high word, which is 0 for seeds below 2**32 (they are their own word), so that seeds that differ only above
     bit 32 draw differently."""
     s = int(seed) & 0xFFFFFFFFFFFFFFFF
-    hi = s >> 32
-    hi = ((hi ^ (hi >> 16)) * 0x7FEB352D) & _M32  # the sampling hash's mix (kernels._mix32), on an int
-    hi = ((hi ^ (hi >> 15)) * 0x5BD1E995) & _M32
-    return (s & _M32) ^ hi ^ (hi >> 16)
+    return (s & _M32) ^ mix32(s >> 32)
 
 
 @contextmanager

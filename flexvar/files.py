@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,3 +33,13 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """`path`'s bytes replaced whole (`replaced`)."""
     with replaced(path) as tmp:
         tmp.write_bytes(data)
+
+
+def writable_folder(folder: str | os.PathLike) -> str | None:
+    """None where files can be made in `folder` (tried: a folder made there and removed), else why not (the OS's
+    reason). Checked before a long run that writes there at its end."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".flexvar-", dir=folder))
+    except OSError as e:
+        return e.strerror or str(e)
+    return None

@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-import operator
 import os
 import threading
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ import torch
 
 from . import checkpoint, runtime
 from .config import FlexVARConfig, VQVAEConfig
-from .errors import InputError
+from .errors import InputError, as_integer
 from .images import from_uint8, to_uint8
 from .model import FlexVAR
 from .random_weights import random_tokenizer, random_transformer
@@ -165,10 +164,7 @@ class Pipeline:
         top = self.num_classes if allow_null else self.num_classes - 1
         checked = []
         for lab in labels:
-            try:  # Python's, NumPy's and one-element tensors' integers; not bools, floats or strings
-                value = None if isinstance(lab, bool) else operator.index(lab)
-            except TypeError:
-                value = None
+            value = as_integer(lab)
             if value is None:
                 raise InputError(f"label {lab!r} is not an integer")
             if not 0 <= value <= top:

@@ -5,12 +5,11 @@ Pure functions over logits; the step loop that calls them lives in the runtime.
 from __future__ import annotations
 
 import math
-import operator
 from dataclasses import dataclass
 
 import torch
 
-from .errors import SamplingError
+from .errors import SamplingError, as_integer
 
 # sides on which the release samples with the user's top-k; elsewhere it is greedy
 GRID_SIDES = frozenset({1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 23, 24, 32})
@@ -27,10 +26,7 @@ MAX_CFG = 100.0
 def check_seed(seed) -> int:
     """The seed as an int, or a SamplingError: an integer (Python's, NumPy's, a one-element integer tensor) within
     SEED_RANGE (what a torch.Generator takes, less its negative aliases)."""
-    try:
-        value = None if isinstance(seed, bool) else operator.index(seed)
-    except TypeError:
-        value = None
+    value = as_integer(seed)
     if value is None or not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
         raise SamplingError(f"seed must be an integer within 0 to 2**64 - 1, got {seed!r}")
     return value

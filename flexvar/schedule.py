@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence, Union
 
-from .errors import ScheduleError
+from .errors import ScheduleError, as_integer
 
 
 # paper, table 7: final image size - number of steps -> sides per step
@@ -69,8 +69,8 @@ class Schedule:
             raise ScheduleError(f"cannot read a schedule from {spec!r}") from None
         steps = []
         for it in items:
-            if isinstance(it, int) and not isinstance(it, bool):
-                steps.append((it, it))
+            if as_integer(it) is not None:
+                steps.append((as_integer(it), as_integer(it)))
             elif isinstance(it, (tuple, list)) and len(it) == 2:
                 steps.append((_as_int(it[0]), _as_int(it[1])))
             else:
@@ -165,9 +165,9 @@ class Schedule:
 
 
 def _as_int(v) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
+    if as_integer(v) is None:
         raise ScheduleError(f"schedule side {v!r} is not an integer")
-    return v
+    return as_integer(v)
 
 
 def _geometric_sides(final: int, n: int) -> list[int]:

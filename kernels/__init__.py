@@ -71,8 +71,9 @@ def next_tokens_ref(prev_Bhw: torch.Tensor, proj_VC: torch.Tensor, bias_C: torch
 
 
 # ---- guidance + top-k + top-p + draw --------------------------------------------------------------
-def _mix32(x: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer hash on int64 tensors (multipliers < 2^31, so products never overflow)."""
+def mix32(x):
+    """A 32-bit integer hash, of int64 tensors or of Python ints (multipliers < 2^31, so products never overflow
+    int64); the kernels' `mix32`."""
     x = x & _M32
     x = ((x ^ (x >> 16)) * 0x7FEB352D) & _M32
     x = ((x ^ (x >> 15)) * 0x5BD1E995) & _M32
@@ -82,7 +83,7 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
 def hashed_uniform(seed_1: torch.Tensor, step: int, n: int) -> torch.Tensor:
     """n uniforms in [0, 1) (float32, 24 bits) from (seed, step, index): u = hash(hash(seed) ^ f(step, i))."""
     i = torch.arange(n, device=seed_1.device, dtype=torch.int64)
-    x = _mix32(_mix32(seed_1) ^ ((i + step * 0x9E3779B) & _M32))
+    x = mix32(mix32(seed_1) ^ ((i + step * 0x9E3779B) & _M32))
     return (x >> 8).to(torch.float32) * (1.0 / (1 << 24))
 
 

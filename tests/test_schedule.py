@@ -55,3 +55,15 @@ def test_from_size():
         Schedule.from_size(250, 5)
     with pytest.raises(ScheduleError, match="cannot reach"):
         Schedule.from_size(64, 9)
+
+
+def test_schedule_entries_follow_the_shared_integer_rule():
+    """Sides as NumPy or tensor integers are sides (the rule labels and seeds follow: `errors.as_integer`); bools
+    and floats are not."""
+    import numpy as np
+    import torch
+    assert Schedule.parse(np.array([1, 2, 4])).steps == ((1, 1), (2, 2), (4, 4))
+    assert Schedule.parse([(np.int64(1), 2), (2, torch.tensor(4))]).steps == ((1, 2), (2, 4))
+    for bad in ([True, 2], [1.0, 2], [(1, 2.5)]):
+        with pytest.raises(ScheduleError):
+            Schedule.parse(bad)
